@@ -1,0 +1,155 @@
+//! `logout-ledger demo`: the real receiver against an in-process issuer on loopback. Sends a
+//! few realistic logouts (with session metadata, a re-delivery, a replay, a forgery) and prints
+//! what landed in the audit store.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use logout_ledger::clock::{Clock, SystemClock};
+use logout_ledger::config::{IssuerSettings, KeyFetchSettings, Settings};
+use logout_ledger::local_issuer::LocalIssuer;
+use logout_ledger::startup::Application;
+use logout_ledger::store::{AuditStore, EventFilter, Order};
+use logout_ledger::telemetry::{self, LogFormat};
+use serde_json::{Map, Value, json};
+
+use super::output::{self, Format};
+
+/// Flags of `demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Store to write to [default: a new file in the temporary directory].
+    #[arg(long)]
+    database: Option<String>,
+}
+
+const AUDIENCE: &str = "demo-app";
+
+struct Step {
+    what: &'static str,
+    token: String,
+}
+
+async fn steps(op: &LocalIssuer) -> anyhow::Result<Vec<Step>> {
+    let with = |f: &dyn Fn(&mut Map<String, Value>)| {
+        let mut c = op.claims(AUDIENCE);
+        f(&mut c);
+        c
+    };
+    let alice = with(&|c| {
+        c.insert("sub".into(), json!("auth0|alice"));
+        c.insert(
+            "session_metadata".into(),
+            json!({"org_id": "org_acme", "org_slug": "acme", "deviceName": "Alice's MacBook", "loginRegion": "DE"}),
+        );
+    });
+    let alice_token = op.sign("rsa-1", "RS256", &alice)?;
+    let bob = with(&|c| {
+        c.insert("sub".into(), json!("auth0|bob"));
+        c.remove("sid");
+        c.insert("session_metadata".into(), json!({"org_id": "org_globex", "deviceName": "Pixel 9"}));
+    });
+    let replay = with(&|c| {
+        c.insert("jti".into(), alice["jti"].clone());
+        c.insert("sub".into(), json!("auth0|mallory"));
+    });
+    op.add_unpublished_rsa("forger").await?;
+    let forged_claims = with(&|c| {
+        c.insert("sub".into(), json!("auth0|carol"));
+    });
+    let forged_input = json!({"alg": "RS256", "kid": "rsa-1", "typ": "JWT"});
+    // Signed with a key the issuer never published, under the issuer's real kid.
+    let forged = op.sign_with_header("forger", &forged_input, &forged_claims)?;
+    let expired = with(&|c| {
+        let now = SystemClock.now_secs();
+        c.insert("sub".into(), json!("auth0|dave"));
+        c.insert("iat".into(), json!(now - 3600));
+        c.insert("exp".into(), json!(now - 3480));
+    });
+    Ok(vec![
+        Step { what: "logout of alice's session (with session metadata)", token: alice_token.clone() },
+        Step { what: "logout of all of bob's sessions (no sid)", token: op.sign("rsa-1", "RS256", &bob)? },
+        Step { what: "re-delivery of alice's logout (issuer retry)", token: alice_token },
+        Step { what: "replay: another token reusing alice's jti", token: op.sign("rsa-1", "RS256", &replay)? },
+        Step { what: "forgery: signed with an unpublished key", token: forged },
+        Step { what: "expired token", token: op.sign("rsa-1", "RS256", &expired)? },
+    ])
+}
+
+async fn wait_ready(client: &reqwest::Client, addr: SocketAddr) -> anyhow::Result<()> {
+    for _ in 0..100 {
+        if let Ok(r) = client.get(format!("http://{addr}/readyz")).send().await
+            && r.status().is_success()
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("the receiver did not become ready")
+}
+
+/// Runs the demo.
+pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    telemetry::init(LogFormat::Text, "warn");
+    let database = match args.database {
+        Some(d) => d,
+        None => {
+            let path: PathBuf = std::env::temp_dir().join(format!("logout-ledger-demo-{}.db", std::process::id()));
+            format!("sqlite://{}", path.display())
+        }
+    };
+    println!("Starting an in-process OpenID Provider with freshly generated keys...");
+    let op = LocalIssuer::start().await.context("local issuer")?;
+    let settings = Settings {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        database: database.clone(),
+        log_format: LogFormat::Text,
+        issuers: vec![IssuerSettings {
+            issuer: op.issuer().to_owned(),
+            audiences: vec![AUDIENCE.into()],
+            algorithms: vec![jsonwebtoken::Algorithm::RS256],
+            jwks_uri: None,
+            client_secret: None,
+            require_exp: true,
+            leeway_secs: 60,
+            max_token_age_secs: 300,
+        }],
+        keys: KeyFetchSettings { allow_insecure_http: true, ..KeyFetchSettings::default() },
+        store_timeout: Duration::from_secs(5),
+    };
+    let app = Application::build(settings, Arc::new(SystemClock)).await.context("cannot start the receiver")?;
+    let addr = app.local_addr();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until(async move {
+        let _ = stopped.await;
+    }));
+    println!("issuer:   {}", op.issuer());
+    println!("receiver: http://{addr}/backchannel-logout");
+    println!("store:    {database}\n");
+    let client = reqwest::Client::new();
+    wait_ready(&client, addr).await?;
+    for step in steps(&op).await? {
+        let resp = client
+            .post(format!("http://{addr}/backchannel-logout"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("logout_token={}", step.token))
+            .send()
+            .await
+            .context("request failed")?;
+        let status = resp.status().as_u16();
+        let body: Value = serde_json::from_slice(&resp.bytes().await.unwrap_or_default()).unwrap_or(Value::Null);
+        let said = body.get("error_description").and_then(Value::as_str).unwrap_or("");
+        println!("{status}  {:<52} {said}", step.what);
+    }
+    let _ = stop.send(());
+    server.await.context("server task")?.context("server")?;
+    println!("\nWhat the audit store holds (logout-ledger query --database {database}):\n");
+    let reader = AuditStore::open_reader(&database).await?;
+    let records = reader.query(&EventFilter { order: Order::Asc, ..EventFilter::default() }).await?;
+    output::write(&mut std::io::stdout().lock(), &records, Format::Table)?;
+    Ok(())
+}

@@ -1,0 +1,148 @@
+//! Printing records: an aligned table for people; JSON, NDJSON and CSV for programs.
+
+use std::io::Write;
+
+use logout_ledger::store::StoredRecord;
+use serde_json::Value;
+
+/// Output formats of `query`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Aligned columns.
+    Table,
+    /// One JSON array.
+    Json,
+    /// One JSON object per line.
+    Ndjson,
+    /// RFC 4180 CSV with a header row; formula-like cells neutralised.
+    Csv,
+}
+
+/// The field names, in output order (the CSV header).
+const FIELDS: [&str; 23] = [
+    "id", "received_at", "outcome", "reason", "reason_detail", "iss", "sub", "sid", "jti", "aud", "iat", "exp", "alg", "kid",
+    "typ", "session_metadata", "metadata_status", "metadata_error", "source_ip", "user_agent", "token_sha256",
+    "duplicate_of", "claims_verified",
+];
+
+/// Quotes a CSV cell per RFC 4180 and prefixes `'` to cells a spreadsheet would run as a formula.
+pub fn csv_cell(raw: &str) -> String {
+    let neutral = if raw.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{raw}") } else { raw.to_owned() };
+    if neutral.contains([',', '"', '\r', '\n']) {
+        format!("\"{}\"", neutral.replace('"', "\"\""))
+    } else {
+        neutral
+    }
+}
+
+fn cell(v: &Value) -> String {
+    match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Writes records in `format`.
+pub fn write(out: &mut impl Write, records: &[StoredRecord], format: Format) -> std::io::Result<()> {
+    match format {
+        Format::Json => {
+            serde_json::to_writer_pretty(&mut *out, records)?;
+            writeln!(out)
+        }
+        Format::Ndjson => {
+            for r in records {
+                serde_json::to_writer(&mut *out, r)?;
+                writeln!(out)?;
+            }
+            Ok(())
+        }
+        Format::Csv => {
+            write!(out, "{}\r\n", FIELDS.join(","))?;
+            for r in records {
+                let v = serde_json::to_value(r)?;
+                let row: Vec<String> = FIELDS.iter().map(|f| csv_cell(&cell(&v[*f]))).collect();
+                write!(out, "{}\r\n", row.join(","))?;
+            }
+            Ok(())
+        }
+        Format::Table => table(out, records),
+    }
+}
+
+/// Widest table cell before the last column.
+const MAX_CELL: usize = 48;
+
+fn table(out: &mut impl Write, records: &[StoredRecord]) -> std::io::Result<()> {
+    let head = ["id", "received_at", "outcome", "reason", "sub", "sid", "jti", "metadata"];
+    let rows: Vec<[String; 8]> = records
+        .iter()
+        .map(|r| {
+            let meta = match (&r.session_metadata, r.metadata_status.as_str()) {
+                (Some(Value::Object(m)), "ok") => {
+                    m.iter().map(|(k, v)| format!("{k}={}", cell(v))).collect::<Vec<_>>().join(" ")
+                }
+                (_, status) => status.to_owned(),
+            };
+            let reason = match (&r.reason, r.duplicate_of) {
+                (_, Some(orig)) => format!("of #{orig}"),
+                (Some(code), _) => code.clone(),
+                (None, None) => String::new(),
+            };
+            [
+                r.id.to_string(),
+                r.received_at.clone(),
+                r.outcome.clone(),
+                reason,
+                r.sub.clone().unwrap_or_default(),
+                r.sid.clone().unwrap_or_default(),
+                r.jti.clone().unwrap_or_default(),
+                meta,
+            ]
+        })
+        .collect();
+    let mut widths = head.map(str::len);
+    for row in &rows {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(c.chars().count().min(MAX_CELL));
+        }
+    }
+    let line = |cells: Vec<String>| -> String {
+        cells
+            .iter()
+            .zip(widths)
+            .enumerate()
+            .map(|(i, (c, w))| {
+                // The last column (metadata) is printed whole; the others are cut to fit.
+                let c: String = if i + 1 == head.len() { c.clone() } else { c.chars().take(MAX_CELL).collect() };
+                format!("{c:<w$}")
+            })
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_owned()
+    };
+    writeln!(out, "{}", line(head.iter().map(|s| s.to_string()).collect()))?;
+    for row in rows {
+        writeln!(out, "{}", line(row.to_vec()))?;
+    }
+    writeln!(out, "({} record{})", records.len(), if records.len() == 1 { "" } else { "s" })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_quotes_and_neutralises_formulas() {
+        assert_eq!(csv_cell("plain"), "plain");
+        assert_eq!(csv_cell("a,b"), "\"a,b\"");
+        assert_eq!(csv_cell("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_cell("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
+        assert_eq!(csv_cell("+1"), "'+1");
+        assert_eq!(csv_cell("-2"), "'-2");
+        assert_eq!(csv_cell("@SUM"), "'@SUM");
+        assert_eq!(csv_cell("\tx"), "'\tx");
+        assert_eq!(csv_cell("line\nbreak"), "\"line\nbreak\"");
+    }
+}

@@ -1,0 +1,175 @@
+//! `logout-ledger serve`: flags and environment (one issuer) or a TOML file (several), merged
+//! into validated settings, then the application runs until SIGINT or SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use logout_ledger::clock::SystemClock;
+use logout_ledger::config::{
+    ConfigError, FileConfig, KeyFetchSettings, RawIssuer, Secret, Settings, read_secret_file, validate_issuers,
+};
+use logout_ledger::startup::{Application, shutdown_signal};
+use logout_ledger::telemetry::{self, LogFormat};
+
+/// Flags of `serve`; each also reads a `LOGOUT_LEDGER_*` variable.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// TOML file with the same settings and several `[[issuers]]`.
+    #[arg(long, env = "LOGOUT_LEDGER_CONFIG")]
+    config: Option<PathBuf>,
+    /// The issuer's exact `iss` (Auth0: `https://TENANT.REGION.auth0.com/`).
+    #[arg(long, env = "LOGOUT_LEDGER_ISSUER")]
+    issuer: Option<String>,
+    /// A client id the tokens must be for; repeat or comma-separate for several.
+    #[arg(long = "audience", env = "LOGOUT_LEDGER_AUDIENCE", value_delimiter = ',')]
+    audiences: Vec<String>,
+    /// Allowed signing algorithms [default: RS256].
+    #[arg(long, env = "LOGOUT_LEDGER_ALGORITHMS", value_delimiter = ',')]
+    algorithms: Vec<String>,
+    /// Key-set URL; by default found through OIDC discovery.
+    #[arg(long, env = "LOGOUT_LEDGER_JWKS_URI")]
+    jwks_uri: Option<String>,
+    /// Audit store URL [default: sqlite://logout-ledger.db].
+    #[arg(long, env = "LOGOUT_LEDGER_DATABASE")]
+    database: Option<String>,
+    /// Address of the logout endpoint [default: 127.0.0.1:8080].
+    #[arg(long, env = "LOGOUT_LEDGER_LISTEN")]
+    listen: Option<String>,
+    /// Clock skew allowed on exp, iat and the age limit, in seconds [default: 60].
+    #[arg(long, env = "LOGOUT_LEDGER_LEEWAY")]
+    leeway: Option<i64>,
+    /// How old `iat` may be, in seconds [default: 300].
+    #[arg(long, env = "LOGOUT_LEDGER_MAX_TOKEN_AGE")]
+    max_token_age: Option<i64>,
+    /// Whether `exp` is required [default: true].
+    #[arg(long, env = "LOGOUT_LEDGER_REQUIRE_EXP")]
+    require_exp: Option<bool>,
+    /// Permit `http://` issuer URLs (development and tests only).
+    #[arg(long, env = "LOGOUT_LEDGER_ALLOW_INSECURE_HTTP")]
+    allow_insecure_http: bool,
+    /// Log format [default: text].
+    #[arg(long, env = "LOGOUT_LEDGER_LOG_FORMAT")]
+    log_format: Option<LogFormat>,
+    /// File holding the client secret for HS256 (or set LOGOUT_LEDGER_CLIENT_SECRET).
+    #[arg(long, env = "LOGOUT_LEDGER_CLIENT_SECRET_FILE")]
+    client_secret_file: Option<PathBuf>,
+    /// Shortest time between two key-set fetches of one issuer, in seconds [default: 30].
+    #[arg(long, env = "LOGOUT_LEDGER_JWKS_REFRESH_COOLDOWN")]
+    jwks_refresh_cooldown: Option<u64>,
+    /// Longest a store write may take before the request answers 503, in seconds [default: 5].
+    #[arg(long, env = "LOGOUT_LEDGER_STORE_TIMEOUT")]
+    store_timeout: Option<u64>,
+}
+
+fn secret_from_env() -> Result<Option<Secret>, ConfigError> {
+    match std::env::var("LOGOUT_LEDGER_CLIENT_SECRET") {
+        Ok(s) if !s.is_empty() => Ok(Some(Secret::new(s.into_bytes()))),
+        Ok(_) | Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => {
+            Err(ConfigError::new("LOGOUT_LEDGER_CLIENT_SECRET", "is not valid UTF-8"))
+        }
+    }
+}
+
+impl ServeArgs {
+    /// Merges flags, environment and file into validated settings.
+    pub fn settings(self) -> Result<Settings, ConfigError> {
+        let file = match &self.config {
+            Some(path) => Some(FileConfig::load(path)?),
+            None => None,
+        };
+        let f = file.as_ref();
+        let allow_http = self.allow_insecure_http || f.and_then(|f| f.allow_insecure_http).unwrap_or(false);
+        let leeway = self.leeway.or(f.and_then(|f| f.leeway)).unwrap_or(60);
+        let max_age = self.max_token_age.or(f.and_then(|f| f.max_token_age)).unwrap_or(300);
+        let single_issuer_flags = self.issuer.is_some()
+            || !self.audiences.is_empty()
+            || !self.algorithms.is_empty()
+            || self.jwks_uri.is_some()
+            || self.client_secret_file.is_some();
+        let raw = match f {
+            Some(f) if !f.issuers.is_empty() => {
+                if single_issuer_flags {
+                    return Err(ConfigError::new(
+                        "--issuer",
+                        "issuers come from the --config file; drop --issuer/--audience/--algorithms/--jwks-uri/--client-secret-file",
+                    ));
+                }
+                f.raw_issuers(leeway, max_age)?
+            }
+            _ => {
+                let client_secret = match &self.client_secret_file {
+                    Some(p) => Some(read_secret_file("--client-secret-file", p)?),
+                    None => secret_from_env()?,
+                };
+                vec![RawIssuer {
+                    prefix: String::new(),
+                    issuer: self.issuer,
+                    audiences: self.audiences,
+                    algorithms: if self.algorithms.is_empty() { vec!["RS256".into()] } else { self.algorithms },
+                    jwks_uri: self.jwks_uri,
+                    client_secret,
+                    require_exp: self.require_exp.unwrap_or(true),
+                    leeway_secs: leeway,
+                    max_token_age_secs: max_age,
+                }]
+            }
+        };
+        let issuers = raw.into_iter().map(|r| r.validate(allow_http)).collect::<Result<Vec<_>, _>>()?;
+        validate_issuers(&issuers)?;
+        let listen_raw = self.listen.or(f.and_then(|f| f.listen.clone())).unwrap_or_else(|| "127.0.0.1:8080".into());
+        let listen: SocketAddr = listen_raw
+            .parse()
+            .map_err(|e| ConfigError::new("--listen", format!("{listen_raw:?}: {e}")))?;
+        let database = self
+            .database
+            .or(f.and_then(|f| f.database.clone()))
+            .unwrap_or_else(|| "sqlite://logout-ledger.db".into());
+        if !database.starts_with("sqlite:") {
+            return Err(ConfigError::new("--database", format!("{database:?}: only sqlite://PATH is supported")));
+        }
+        let cooldown = self.jwks_refresh_cooldown.or(f.and_then(|f| f.jwks_refresh_cooldown)).unwrap_or(30);
+        let store_timeout = self.store_timeout.or(f.and_then(|f| f.store_timeout)).unwrap_or(5);
+        if !(1..=60).contains(&store_timeout) {
+            return Err(ConfigError::new("--store-timeout", "must be between 1 and 60 seconds"));
+        }
+        Ok(Settings {
+            listen,
+            database,
+            log_format: self.log_format.or(f.and_then(|f| f.log_format)).unwrap_or_default(),
+            issuers,
+            keys: KeyFetchSettings {
+                refresh_cooldown: Duration::from_secs(cooldown),
+                allow_insecure_http: allow_http,
+                ..KeyFetchSettings::default()
+            },
+            store_timeout: Duration::from_secs(store_timeout),
+        })
+    }
+}
+
+/// Runs the receiver until SIGINT or SIGTERM.
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let settings = args.settings()?;
+    telemetry::init(settings.log_format, "info");
+    for i in &settings.issuers {
+        tracing::info!(
+            issuer = %i.issuer,
+            audiences = ?i.audiences,
+            algorithms = ?i.algorithms,
+            require_exp = i.require_exp,
+            leeway = i.leeway_secs,
+            max_token_age = i.max_token_age_secs,
+            "issuer configured"
+        );
+    }
+    let app = Application::build(settings, Arc::new(SystemClock)).await.context("cannot start")?;
+    tracing::info!(addr = %app.local_addr(), "listening for back-channel logouts on POST /backchannel-logout");
+    app.run_until(shutdown_signal()).await.context("server failed")?;
+    tracing::info!("stopped");
+    Ok(())
+}

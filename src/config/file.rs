@@ -1,0 +1,125 @@
+//! The TOML configuration file: the same settings as the flags, plus several issuers.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::{ConfigError, RawIssuer};
+use crate::telemetry::LogFormat;
+
+/// The whole file. Unknown keys are refused so a typo cannot silently weaken a rule.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Public listener address.
+    pub listen: Option<String>,
+    /// Store URL.
+    pub database: Option<String>,
+    /// Log format.
+    pub log_format: Option<LogFormat>,
+    /// Permit `http://` issuers (development only).
+    pub allow_insecure_http: Option<bool>,
+    /// Default leeway for issuers that set none.
+    pub leeway: Option<i64>,
+    /// Default largest `iat` age for issuers that set none.
+    pub max_token_age: Option<i64>,
+    /// Seconds between key-set fetches of one issuer.
+    pub jwks_refresh_cooldown: Option<u64>,
+    /// Seconds a store write may take before the request answers 503.
+    pub store_timeout: Option<u64>,
+    /// The trusted issuers.
+    #[serde(default)]
+    pub issuers: Vec<IssuerFile>,
+}
+
+/// One `[[issuers]]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerFile {
+    /// Exact `iss`.
+    pub issuer: String,
+    /// Accepted client ids.
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// Allowed algorithms (default RS256).
+    #[serde(default)]
+    pub algorithms: Vec<String>,
+    /// Explicit key-set URL.
+    pub jwks_uri: Option<String>,
+    /// File holding the client secret (HS256).
+    pub client_secret_file: Option<PathBuf>,
+    /// Whether `exp` is required (default true).
+    pub require_exp: Option<bool>,
+    /// Leeway in seconds.
+    pub leeway: Option<i64>,
+    /// Largest `iat` age in seconds.
+    pub max_token_age: Option<i64>,
+}
+
+impl FileConfig {
+    /// Reads and parses a file, naming it in the error.
+    pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new("--config", format!("cannot read {}: {e}", path.display())))?;
+        toml::from_str(&text).map_err(|e| ConfigError::new("--config", format!("{}: {e}", path.display())))
+    }
+
+    /// The issuers as raw descriptions, defaults filled in.
+    pub fn raw_issuers(&self, leeway: i64, max_age: i64) -> Result<Vec<RawIssuer>, ConfigError> {
+        self.issuers
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let prefix = format!("issuers[{i}].");
+                let client_secret = f
+                    .client_secret_file
+                    .as_deref()
+                    .map(|p| super::read_secret_file(&format!("{prefix}client_secret_file"), p))
+                    .transpose()?;
+                Ok(RawIssuer {
+                    prefix,
+                    issuer: Some(f.issuer.clone()),
+                    audiences: f.audiences.clone(),
+                    algorithms: if f.algorithms.is_empty() {
+                        vec!["RS256".into()]
+                    } else {
+                        f.algorithms.clone()
+                    },
+                    jwks_uri: f.jwks_uri.clone(),
+                    client_secret,
+                    require_exp: f.require_exp.unwrap_or(true),
+                    leeway_secs: f.leeway.unwrap_or(leeway),
+                    max_token_age_secs: f.max_token_age.unwrap_or(max_age),
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_two_issuers_and_refuses_typos() {
+        let cfg: FileConfig = toml::from_str(
+            r#"
+            database = "sqlite://x.db"
+            [[issuers]]
+            issuer = "https://a.example/"
+            audiences = ["app-a"]
+            [[issuers]]
+            issuer = "https://b.example"
+            audiences = ["app-b", "app-c"]
+            algorithms = ["PS256", "ES256"]
+            require_exp = false
+            "#,
+        )
+        .expect("parses");
+        let raw = cfg.raw_issuers(60, 300).expect("raw");
+        assert_eq!(raw.len(), 2);
+        assert_eq!(raw[0].algorithms, vec!["RS256"]);
+        assert!(!raw[1].require_exp);
+        assert!(toml::from_str::<FileConfig>("issuerz = []").is_err());
+    }
+}

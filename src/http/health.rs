@@ -1,0 +1,20 @@
+//! Liveness and readiness.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+
+use super::AppState;
+
+/// Alive: the process answers.
+pub async fn healthz() -> impl IntoResponse {
+    (StatusCode::OK, "ok\n")
+}
+
+/// Ready: every issuer has a key set and the store answers.
+pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    let keys = state.keys.all_loaded();
+    let store = state.store.ping().await;
+    let status = if keys && store { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, format!("keys: {}\nstore: {}\n", if keys { "ok" } else { "loading" }, if store { "ok" } else { "unavailable" }))
+}

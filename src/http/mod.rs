@@ -1,0 +1,43 @@
+//! HTTP: the router, its shared state, the logout endpoint, health checks and metrics.
+
+mod health;
+mod logout;
+mod metrics;
+mod response;
+
+pub use metrics::Metrics;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{get, post};
+
+use crate::clock::SharedClock;
+use crate::keys::KeyRegistry;
+use crate::logout_token::Validator;
+use crate::store::AuditStore;
+
+/// What every handler shares.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// Token rules.
+    pub validator: Validator,
+    /// The audit store.
+    pub store: AuditStore,
+    /// Issuer key caches (readiness).
+    pub keys: Arc<KeyRegistry>,
+    /// Time source.
+    pub clock: SharedClock,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+}
+
+/// The public router: the logout endpoint, `/healthz`, `/readyz` and `/metrics`.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/backchannel-logout", post(logout::backchannel_logout))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics::render))
+        .with_state(state)
+}

@@ -1,0 +1,243 @@
+//! Issuer keys: discovery, bounded fetches and a per-issuer cache that refreshes on expiry and
+//! on an unknown `kid`, single-flight and at most once per cooldown.
+//!
+//! The hot path takes a read lock and clones an `Arc`; only a miss waits on the refresh mutex,
+//! which re-checks after acquiring it so a flood of misses makes at most one fetch.
+
+mod fetch;
+pub mod jwks;
+
+pub use fetch::FetchError;
+pub use jwks::{KeyKind, KeyMatch, KeySet, VerificationKey};
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use jsonwebtoken::{Algorithm, DecodingKey};
+use reqwest::{Client, Url};
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+use crate::config::{IssuerSettings, KeyFetchSettings};
+
+/// Why no key could be produced for a token.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyLookupError {
+    /// The `kid` is not in a key set fetched after the token arrived: a definitive 400.
+    #[error("{0}")]
+    Unknown(String),
+    /// The key exists but does not fit the token's algorithm.
+    #[error("{0}")]
+    Unsuitable(String),
+    /// The key cannot be looked up now (cooldown running or issuer unreachable): a 503.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+#[derive(Debug, Default)]
+struct RefreshState {
+    last_attempt: Option<Instant>,
+    jwks_uri: Option<Url>,
+    expires_at: Option<Instant>,
+}
+
+/// One issuer's cached key set.
+#[derive(Debug)]
+pub struct IssuerKeys {
+    issuer: String,
+    configured_jwks_uri: Option<Url>,
+    current: RwLock<Option<Arc<KeySet>>>,
+    generation: AtomicU64,
+    fetches: AtomicU64,
+    refresh: Mutex<RefreshState>,
+}
+
+/// The keys of every configured issuer; no other issuer is ever contacted.
+#[derive(Debug)]
+pub struct KeyRegistry {
+    issuers: HashMap<String, Arc<IssuerKeys>>,
+    client: Client,
+    settings: KeyFetchSettings,
+}
+
+impl KeyRegistry {
+    /// Builds the registry for the configured issuers (no fetch yet).
+    pub fn new(issuers: &[IssuerSettings], settings: KeyFetchSettings) -> Result<Self, reqwest::Error> {
+        let client = fetch::client(&settings)?;
+        let issuers = issuers
+            .iter()
+            .map(|s| {
+                let keys = IssuerKeys {
+                    issuer: s.issuer.clone(),
+                    configured_jwks_uri: s.jwks_uri.clone(),
+                    current: RwLock::new(None),
+                    generation: AtomicU64::new(0),
+                    fetches: AtomicU64::new(0),
+                    refresh: Mutex::new(RefreshState::default()),
+                };
+                (s.issuer.clone(), Arc::new(keys))
+            })
+            .collect();
+        Ok(Self {
+            issuers,
+            client,
+            settings,
+        })
+    }
+
+    /// The cache of one configured issuer.
+    pub fn issuer(&self, iss: &str) -> Option<&Arc<IssuerKeys>> {
+        self.issuers.get(iss)
+    }
+
+    /// Whether every issuer has a key set (readiness).
+    pub fn all_loaded(&self) -> bool {
+        self.issuers.values().all(|k| k.current().is_some())
+    }
+
+    /// Total key-set fetch attempts, for metrics.
+    pub fn fetch_count(&self) -> u64 {
+        self.issuers.values().map(|k| k.fetches.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Finds the verification keys for a token of `iss` with `kid` and `alg`, refreshing the
+    /// cached set when the `kid` is unknown and the cooldown allows.
+    pub async fn lookup(&self, keys: &IssuerKeys, kid: Option<&str>, alg: Algorithm) -> Result<Vec<DecodingKey>, KeyLookupError> {
+        let seen_generation = keys.generation.load(Ordering::Acquire);
+        if let Some(found) = keys.try_select(kid, alg)? {
+            return Ok(found);
+        }
+        let mut state = keys.refresh.lock().await;
+        let miss = || KeyLookupError::Unknown(match kid {
+            Some(kid) => format!("no key {kid:?} in the issuer's current key set"),
+            None => format!("no {alg:?} key in the issuer's current key set"),
+        });
+        if keys.generation.load(Ordering::Acquire) != seen_generation {
+            // A fetch finished while we waited: its answer is fresh enough.
+            return keys.try_select(kid, alg)?.ok_or_else(miss);
+        }
+        let cooldown = self.settings.refresh_cooldown;
+        if state.last_attempt.is_some_and(|t| t.elapsed() < cooldown) {
+            return Err(KeyLookupError::Unavailable(format!(
+                "key {:?} is not cached and the key set was fetched less than {}s ago",
+                kid.unwrap_or("(none)"),
+                cooldown.as_secs()
+            )));
+        }
+        match self.fetch_locked(keys, &mut state).await {
+            Ok(()) => keys.try_select(kid, alg)?.ok_or_else(miss),
+            Err(e) => Err(KeyLookupError::Unavailable(format!("key set unavailable: {e}"))),
+        }
+    }
+
+    /// Fetches one issuer's set now unless another fetch ran within the cooldown.
+    pub async fn refresh(&self, keys: &IssuerKeys) -> Result<(), FetchError> {
+        let mut state = keys.refresh.lock().await;
+        if state.last_attempt.is_some_and(|t| t.elapsed() < self.settings.refresh_cooldown) {
+            return Ok(());
+        }
+        self.fetch_locked(keys, &mut state).await
+    }
+
+    async fn fetch_locked(&self, keys: &IssuerKeys, state: &mut RefreshState) -> Result<(), FetchError> {
+        state.last_attempt = Some(Instant::now());
+        keys.fetches.fetch_add(1, Ordering::Relaxed);
+        let uri = match (&keys.configured_jwks_uri, &state.jwks_uri) {
+            (Some(u), _) | (None, Some(u)) => u.clone(),
+            (None, None) => {
+                let u = fetch::discover(&self.client, &keys.issuer, &self.settings).await?;
+                state.jwks_uri = Some(u.clone());
+                u
+            }
+        };
+        let fetched = match fetch::get(&self.client, &uri, &self.settings).await {
+            Ok(f) => f,
+            Err(e) => {
+                // The key-set location may have moved: ask discovery again next time.
+                state.jwks_uri = None;
+                return Err(e);
+            }
+        };
+        let (set, skipped) = KeySet::parse(&fetched.body).map_err(|e| FetchError::Discovery {
+            url: uri.to_string(),
+            message: e.to_string(),
+        })?;
+        for s in skipped {
+            tracing::warn!(issuer = %keys.issuer, "ignoring unusable key: {s}");
+        }
+        let changed = keys.current().is_none_or(|old| old.digest != set.digest);
+        if changed {
+            tracing::info!(issuer = %keys.issuer, keys = set.keys.len(), digest = %set.digest_hex(), "key set loaded");
+        }
+        state.expires_at = Some(Instant::now() + fetched.ttl);
+        if let Ok(mut cur) = keys.current.write() {
+            *cur = Some(Arc::new(set));
+        }
+        keys.generation.fetch_add(1, Ordering::Release);
+        Ok(())
+    }
+
+    /// Keeps every issuer's set fresh: loads eagerly, retries with back-off while no set is
+    /// loaded, and refreshes when the cached set's lifetime ends. Runs until aborted.
+    pub async fn maintain(self: Arc<Self>) {
+        let mut tasks = Vec::new();
+        for keys in self.issuers.values() {
+            let registry = Arc::clone(&self);
+            let keys = Arc::clone(keys);
+            tasks.push(tokio::spawn(async move { registry.maintain_one(&keys).await }));
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+
+    async fn maintain_one(&self, keys: &IssuerKeys) {
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            if let Err(e) = self.refresh(keys).await {
+                tracing::warn!(issuer = %keys.issuer, "key set fetch failed: {e}");
+            }
+            let wait = {
+                let state = keys.refresh.lock().await;
+                let cooldown_left = state
+                    .last_attempt
+                    .map(|t| self.settings.refresh_cooldown.saturating_sub(t.elapsed()))
+                    .unwrap_or_default();
+                match (keys.current().is_some(), state.expires_at) {
+                    (true, Some(at)) if at > Instant::now() => at - Instant::now(),
+                    (true, _) => cooldown_left.max(Duration::from_secs(1)),
+                    (false, _) => {
+                        backoff = (backoff * 2).min(self.settings.refresh_cooldown.max(Duration::from_secs(1)));
+                        backoff.max(cooldown_left)
+                    }
+                }
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+impl IssuerKeys {
+    /// The cached set, if any.
+    pub fn current(&self) -> Option<Arc<KeySet>> {
+        self.current.read().ok().and_then(|g| g.clone())
+    }
+
+    /// Fetch attempts so far.
+    pub fn fetch_count(&self) -> u64 {
+        self.fetches.load(Ordering::Relaxed)
+    }
+
+    fn try_select(&self, kid: Option<&str>, alg: Algorithm) -> Result<Option<Vec<DecodingKey>>, KeyLookupError> {
+        let Some(set) = self.current() else {
+            return Ok(None);
+        };
+        match set.select(kid, alg) {
+            KeyMatch::Found(keys) => Ok(Some(keys.into_iter().cloned().collect())),
+            KeyMatch::Unsuitable(why) => Err(KeyLookupError::Unsuitable(why)),
+            KeyMatch::NotFound => Ok(None),
+        }
+    }
+}

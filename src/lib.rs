@@ -1,0 +1,25 @@
+//! logout-ledger: an OpenID Connect Back-Channel Logout receiver that verifies every logout token
+//! and keeps a durable audit record of every request.
+//!
+//! Crate map, one line per module:
+//! - [`config`]: validated settings for one or several issuers, from flags, environment or TOML.
+//! - [`keys`]: OIDC discovery, bounded key-set fetches and the per-issuer key cache.
+//! - [`logout_token`]: the rules of Back-Channel Logout §2.6, rejection codes and session metadata.
+//! - [`store`]: the audit store: records, the group-commit writer, filters and SQLite access.
+//! - [`http`]: the router, the logout endpoint, health checks and error responses.
+//! - [`startup`]: builds the application from settings, binds it and runs it until shutdown.
+//! - [`local_issuer`]: an in-process OIDC issuer for `demo`, tests and benchmarks.
+//! - [`clock`]: the current time as an input, so time rules are testable.
+//! - [`telemetry`]: log set-up (text or JSON).
+//!
+//! The command-line interface lives in the binary (`src/cli/`), one file per subcommand.
+
+pub mod clock;
+pub mod config;
+pub mod http;
+pub mod keys;
+pub mod local_issuer;
+pub mod logout_token;
+pub mod startup;
+pub mod store;
+pub mod telemetry;

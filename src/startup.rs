@@ -1,0 +1,139 @@
+//! Builds the application from validated settings, binds its listener (port 0 in tests) and
+//! runs it until a shutdown signal, then drains requests and the audit writer.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::clock::SharedClock;
+use crate::config::Settings;
+use crate::http::{AppState, Metrics, router};
+use crate::keys::KeyRegistry;
+use crate::logout_token::Validator;
+use crate::store::{AuditStore, StoreError, WriterTask};
+
+/// How long shutdown may take in all (requests in flight, then the writer's last batch).
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
+
+/// Why the application could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The store could not be opened or migrated.
+    #[error("audit store: {0}")]
+    Store(#[from] StoreError),
+    /// The listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The HTTP client for key fetches could not be built.
+    #[error("HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+}
+
+/// A built, bound application, ready to run.
+#[derive(Debug)]
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    writer: WriterTask,
+}
+
+impl Application {
+    /// Opens the store, prepares the key caches and binds the listener.
+    pub async fn build(settings: Settings, clock: SharedClock) -> Result<Self, StartupError> {
+        let (store, writer) = AuditStore::open(&settings.database, settings.store_timeout).await?;
+        let issuers = Arc::new(settings.issuers.clone());
+        let keys = Arc::new(KeyRegistry::new(&settings.issuers, settings.keys.clone())?);
+        let listener = TcpListener::bind(settings.listen).await.map_err(|source| StartupError::Bind {
+            addr: settings.listen,
+            source,
+        })?;
+        let state = AppState {
+            validator: Validator::new(issuers, Arc::clone(&keys)),
+            store,
+            keys,
+            clock,
+            metrics: Arc::new(Metrics::default()),
+        };
+        Ok(Self { listener, state, writer })
+    }
+
+    /// The bound address (the real port when built with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.local_addr().port()
+    }
+
+    /// The shared counters (tests read the store-failure count).
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.state.metrics)
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, finishes requests in flight,
+    /// commits the writer's last batch and returns.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        let Self { listener, state, writer } = self;
+        let maintainer = tokio::spawn(Arc::clone(&state.keys).maintain());
+        let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+        let signal = async move {
+            shutdown.await;
+            tracing::info!("shutting down: no new connections, finishing requests in flight");
+            let _ = stopping_tx.send(());
+        };
+        let server = axum::serve(listener, app).with_graceful_shutdown(signal);
+        let deadline = async {
+            if stopping_rx.await.is_ok() {
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        let result = tokio::select! {
+            r = server => r,
+            () = deadline => {
+                tracing::warn!("requests still running after {SHUTDOWN_GRACE:?}; stopping anyway");
+                Ok(())
+            }
+        };
+        maintainer.abort();
+        // The router (and its store handles) is gone: the writer commits what is queued and ends.
+        if tokio::time::timeout(Duration::from_secs(2), writer.finished()).await.is_err() {
+            tracing::error!("audit writer did not finish in time");
+        }
+        result
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

@@ -1,0 +1,108 @@
+//! A stored record as the CLI and exports present it, with the documented field names.
+
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+use super::StoreError;
+use crate::clock::format_millis;
+use crate::keys::jwks::hex;
+
+/// The columns read for a [`StoredRecord`], in order.
+pub const SELECT_COLUMNS: &str = "e.id, e.received_at, e.outcome, e.reason, e.reason_detail, e.iss, e.sub, e.sid, \
+     e.jti, e.aud, e.iat, e.exp, e.alg, e.kid, e.typ, e.session_metadata, e.metadata_status, e.metadata_error, \
+     e.source_ip, e.user_agent, e.token_sha256, e.duplicate_of, e.claims_verified";
+
+/// One audit record.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoredRecord {
+    /// Sequence number.
+    pub id: i64,
+    /// RFC 3339 UTC with milliseconds.
+    pub received_at: String,
+    /// accepted, duplicate or rejected.
+    pub outcome: String,
+    /// Rejection code.
+    pub reason: Option<String>,
+    /// Rejection detail.
+    pub reason_detail: Option<String>,
+    /// Issuer.
+    pub iss: Option<String>,
+    /// Subject.
+    pub sub: Option<String>,
+    /// Session id.
+    pub sid: Option<String>,
+    /// Token id.
+    pub jti: Option<String>,
+    /// Audiences.
+    pub aud: Option<Vec<String>>,
+    /// Issued at (seconds).
+    pub iat: Option<i64>,
+    /// Expiry (seconds).
+    pub exp: Option<i64>,
+    /// Header alg.
+    pub alg: Option<String>,
+    /// Header kid.
+    pub kid: Option<String>,
+    /// Header typ.
+    pub typ: Option<String>,
+    /// Session metadata as an object (or what was received, when invalid).
+    pub session_metadata: Option<Value>,
+    /// absent, ok or invalid.
+    pub metadata_status: String,
+    /// Why the metadata is invalid.
+    pub metadata_error: Option<String>,
+    /// Peer address.
+    pub source_ip: Option<String>,
+    /// User agent.
+    pub user_agent: Option<String>,
+    /// SHA-256 of the token, hex.
+    pub token_sha256: Option<String>,
+    /// For duplicates, the original record's id.
+    pub duplicate_of: Option<i64>,
+    /// Whether the claims passed verification.
+    pub claims_verified: bool,
+}
+
+impl StoredRecord {
+    /// Reads a row selected with [`SELECT_COLUMNS`].
+    pub fn from_row(row: &SqliteRow) -> Result<Self, StoreError> {
+        let id: i64 = row.try_get("id")?;
+        let corrupt = |message: String| StoreError::Corrupt { id, message };
+        let json = |text: Option<String>, what: &str| -> Result<Option<Value>, StoreError> {
+            text.map(|t| serde_json::from_str(&t).map_err(|e| corrupt(format!("{what}: {e}"))))
+                .transpose()
+        };
+        let aud = match json(row.try_get("aud")?, "aud")? {
+            Some(v) => Some(serde_json::from_value(v).map_err(|e| corrupt(format!("aud: {e}")))?),
+            None => None,
+        };
+        let sha: Option<Vec<u8>> = row.try_get("token_sha256")?;
+        Ok(Self {
+            id,
+            received_at: format_millis(row.try_get("received_at")?),
+            outcome: row.try_get("outcome")?,
+            reason: row.try_get("reason")?,
+            reason_detail: row.try_get("reason_detail")?,
+            iss: row.try_get("iss")?,
+            sub: row.try_get("sub")?,
+            sid: row.try_get("sid")?,
+            jti: row.try_get("jti")?,
+            aud,
+            iat: row.try_get("iat")?,
+            exp: row.try_get("exp")?,
+            alg: row.try_get("alg")?,
+            kid: row.try_get("kid")?,
+            typ: row.try_get("typ")?,
+            session_metadata: json(row.try_get("session_metadata")?, "session_metadata")?,
+            metadata_status: row.try_get("metadata_status")?,
+            metadata_error: row.try_get("metadata_error")?,
+            source_ip: row.try_get("source_ip")?,
+            user_agent: row.try_get("user_agent")?,
+            token_sha256: sha.map(|h| hex(&h)),
+            duplicate_of: row.try_get("duplicate_of")?,
+            claims_verified: row.try_get("claims_verified")?,
+        })
+    }
+}
