@@ -76,7 +76,10 @@ mod tests {
         let s = format_millis(ms);
         assert_eq!(s, "2025-11-27T00:00:00.123Z");
         assert_eq!(parse_rfc3339_millis(&s), Ok(ms));
-        assert_eq!(parse_rfc3339_millis("2025-11-27T01:00:00.123+01:00"), Ok(ms));
+        assert_eq!(
+            parse_rfc3339_millis("2025-11-27T01:00:00.123+01:00"),
+            Ok(ms)
+        );
         assert!(parse_rfc3339_millis("yesterday").is_err());
     }
 }

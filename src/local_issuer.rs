@@ -62,8 +62,14 @@ impl SigningKey {
     fn generate(kid: &str, kind: &str) -> Result<Self, LocalIssuerError> {
         let material = match kind {
             "RSA" => Material::Rsa(RsaKeyPair::generate(KeySize::Rsa2048).map_err(crypto)?),
-            "P-256" => Material::P256(EcdsaKeyPair::generate(&signature::ECDSA_P256_SHA256_FIXED_SIGNING).map_err(crypto)?),
-            "P-384" => Material::P384(EcdsaKeyPair::generate(&signature::ECDSA_P384_SHA384_FIXED_SIGNING).map_err(crypto)?),
+            "P-256" => Material::P256(
+                EcdsaKeyPair::generate(&signature::ECDSA_P256_SHA256_FIXED_SIGNING)
+                    .map_err(crypto)?,
+            ),
+            "P-384" => Material::P384(
+                EcdsaKeyPair::generate(&signature::ECDSA_P384_SHA384_FIXED_SIGNING)
+                    .map_err(crypto)?,
+            ),
             _ => Material::Ed25519(Ed25519KeyPair::generate().map_err(crypto)?),
         };
         Ok(Self {
@@ -84,7 +90,11 @@ impl SigningKey {
             Material::P256(k) | Material::P384(k) => {
                 let point = k.public_key().as_ref();
                 let half = (point.len() - 1) / 2;
-                let crv = if matches!(self.material, Material::P256(_)) { "P-256" } else { "P-384" };
+                let crv = if matches!(self.material, Material::P256(_)) {
+                    "P-256"
+                } else {
+                    "P-384"
+                };
                 json!({"kty": "EC", "use": "sig", "kid": self.kid, "crv": crv,
                        "x": b64(&point[1..=half]), "y": b64(&point[1 + half..])})
             }
@@ -110,7 +120,9 @@ impl SigningKey {
                 k.sign(padding, &rng, message, &mut sig).map_err(crypto)?;
                 Ok(sig)
             }
-            Material::P256(k) | Material::P384(k) => Ok(k.sign(&rng, message).map_err(crypto)?.as_ref().to_vec()),
+            Material::P256(k) | Material::P384(k) => {
+                Ok(k.sign(&rng, message).map_err(crypto)?.as_ref().to_vec())
+            }
             Material::Ed25519(k) => Ok(k.sign(message).as_ref().to_vec()),
         }
     }
@@ -142,7 +154,9 @@ pub struct LocalIssuer {
 
 impl std::fmt::Debug for LocalIssuer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LocalIssuer").field("issuer", &self.shared.issuer).finish_non_exhaustive()
+        f.debug_struct("LocalIssuer")
+            .field("issuer", &self.shared.issuer)
+            .finish_non_exhaustive()
     }
 }
 
@@ -180,9 +194,18 @@ async fn jwks(State(s): State<Arc<Shared>>) -> Response {
     let keys: Vec<Value> = s
         .keys
         .read()
-        .map(|k| k.iter().filter(|k| k.published).map(SigningKey::jwk).collect())
+        .map(|k| {
+            k.iter()
+                .filter(|k| k.published)
+                .map(SigningKey::jwk)
+                .collect()
+        })
         .unwrap_or_default();
-    ([(header::CACHE_CONTROL, "max-age=600")], Json(json!({ "keys": keys }))).into_response()
+    (
+        [(header::CACHE_CONTROL, "max-age=600")],
+        Json(json!({ "keys": keys })),
+    )
+        .into_response()
 }
 
 impl LocalIssuer {
@@ -213,7 +236,11 @@ impl LocalIssuer {
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Ok(Self { shared, addr, server })
+        Ok(Self {
+            shared,
+            addr,
+            server,
+        })
     }
 
     /// The issuer identifier, `http://127.0.0.1:PORT/` (trailing slash, like Auth0's).
@@ -256,7 +283,10 @@ impl LocalIssuer {
             .map_err(crypto)??;
         if let Ok(mut keys) = self.shared.keys.write() {
             if retire_others {
-                for k in keys.iter_mut().filter(|k| matches!(k.material, Material::Rsa(_))) {
+                for k in keys
+                    .iter_mut()
+                    .filter(|k| matches!(k.material, Material::Rsa(_)))
+                {
                     k.published = false;
                 }
             }
@@ -284,7 +314,12 @@ impl LocalIssuer {
             .shared
             .keys
             .read()
-            .map(|k| k.iter().filter(|k| k.published).map(SigningKey::jwk).collect())
+            .map(|k| {
+                k.iter()
+                    .filter(|k| k.published)
+                    .map(SigningKey::jwk)
+                    .collect()
+            })
             .unwrap_or_default();
         json!({ "keys": keys })
     }
@@ -292,7 +327,11 @@ impl LocalIssuer {
     /// The RSA public key `kid` as PKCS#1 DER, for algorithm-confusion tests (HS256 keyed
     /// with the public key).
     pub fn rsa_public_key_der(&self, kid: &str) -> Result<Vec<u8>, LocalIssuerError> {
-        let keys = self.shared.keys.read().map_err(|_| LocalIssuerError::NoKey(kid.into()))?;
+        let keys = self
+            .shared
+            .keys
+            .read()
+            .map_err(|_| LocalIssuerError::NoKey(kid.into()))?;
         match keys.iter().find(|k| k.kid == kid).map(|k| &k.material) {
             Some(Material::Rsa(k)) => Ok(k.public_key().as_ref().to_vec()),
             _ => Err(LocalIssuerError::NoKey(kid.into())),
@@ -316,17 +355,34 @@ impl LocalIssuer {
     }
 
     /// Signs claims with key `kid` and algorithm `alg`, header `{"alg","kid","typ":"JWT"}`.
-    pub fn sign(&self, kid: &str, alg: &str, claims: &Map<String, Value>) -> Result<String, LocalIssuerError> {
+    pub fn sign(
+        &self,
+        kid: &str,
+        alg: &str,
+        claims: &Map<String, Value>,
+    ) -> Result<String, LocalIssuerError> {
         let header = json!({"alg": alg, "kid": kid, "typ": "JWT"});
         self.sign_with_header(kid, &header, claims)
     }
 
     /// Signs claims under an arbitrary header with key `kid` (the header's `alg` picks padding).
-    pub fn sign_with_header(&self, kid: &str, header: &Value, claims: &Map<String, Value>) -> Result<String, LocalIssuerError> {
+    pub fn sign_with_header(
+        &self,
+        kid: &str,
+        header: &Value,
+        claims: &Map<String, Value>,
+    ) -> Result<String, LocalIssuerError> {
         let input = signing_input(header, claims);
         let alg = header.get("alg").and_then(Value::as_str).unwrap_or("RS256");
-        let keys = self.shared.keys.read().map_err(|_| LocalIssuerError::NoKey(kid.into()))?;
-        let key = keys.iter().find(|k| k.kid == kid).ok_or_else(|| LocalIssuerError::NoKey(kid.into()))?;
+        let keys = self
+            .shared
+            .keys
+            .read()
+            .map_err(|_| LocalIssuerError::NoKey(kid.into()))?;
+        let key = keys
+            .iter()
+            .find(|k| k.kid == kid)
+            .ok_or_else(|| LocalIssuerError::NoKey(kid.into()))?;
         let sig = key.sign(alg, input.as_bytes())?;
         Ok(format!("{input}.{}", b64(&sig)))
     }
@@ -334,7 +390,11 @@ impl LocalIssuer {
 
 /// `base64url(header) "." base64url(claims)`.
 pub fn signing_input(header: &Value, claims: &Map<String, Value>) -> String {
-    format!("{}.{}", b64(header.to_string().as_bytes()), b64(Value::Object(claims.clone()).to_string().as_bytes()))
+    format!(
+        "{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(Value::Object(claims.clone()).to_string().as_bytes())
+    )
 }
 
 /// Signs claims with HMAC-SHA256 under `secret` (HS256), with the given header.
@@ -352,5 +412,12 @@ pub fn random_id() -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h = crate::keys::jwks::hex(&b);
-    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
 }

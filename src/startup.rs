@@ -51,10 +51,13 @@ impl Application {
         let (store, writer) = AuditStore::open(&settings.database, settings.store_timeout).await?;
         let issuers = Arc::new(settings.issuers.clone());
         let keys = Arc::new(KeyRegistry::new(&settings.issuers, settings.keys.clone())?);
-        let listener = TcpListener::bind(settings.listen).await.map_err(|source| StartupError::Bind {
-            addr: settings.listen,
-            source,
-        })?;
+        let listener =
+            TcpListener::bind(settings.listen)
+                .await
+                .map_err(|source| StartupError::Bind {
+                    addr: settings.listen,
+                    source,
+                })?;
         let state = AppState {
             validator: Validator::new(issuers, Arc::clone(&keys)),
             store,
@@ -62,12 +65,18 @@ impl Application {
             clock,
             metrics: Arc::new(Metrics::default()),
         };
-        Ok(Self { listener, state, writer })
+        Ok(Self {
+            listener,
+            state,
+            writer,
+        })
     }
 
     /// The bound address (the real port when built with port 0).
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
     }
 
     /// The bound port.
@@ -82,8 +91,15 @@ impl Application {
 
     /// Serves until `shutdown` resolves, then stops accepting, finishes requests in flight,
     /// commits the writer's last batch and returns.
-    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        let Self { listener, state, writer } = self;
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let Self {
+            listener,
+            state,
+            writer,
+        } = self;
         let maintainer = tokio::spawn(Arc::clone(&state.keys).maintain());
         let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
@@ -109,7 +125,10 @@ impl Application {
         };
         maintainer.abort();
         // The router (and its store handles) is gone: the writer commits what is queued and ends.
-        if tokio::time::timeout(Duration::from_secs(2), writer.finished()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(2), writer.finished())
+            .await
+            .is_err()
+        {
             tracing::error!("audit writer did not finish in time");
         }
         result

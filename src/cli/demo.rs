@@ -51,7 +51,10 @@ async fn steps(op: &LocalIssuer) -> anyhow::Result<Vec<Step>> {
     let bob = with(&|c| {
         c.insert("sub".into(), json!("auth0|bob"));
         c.remove("sid");
-        c.insert("session_metadata".into(), json!({"org_id": "org_globex", "deviceName": "Pixel 9"}));
+        c.insert(
+            "session_metadata".into(),
+            json!({"org_id": "org_globex", "deviceName": "Pixel 9"}),
+        );
     });
     let replay = with(&|c| {
         c.insert("jti".into(), alice["jti"].clone());
@@ -71,12 +74,30 @@ async fn steps(op: &LocalIssuer) -> anyhow::Result<Vec<Step>> {
         c.insert("exp".into(), json!(now - 3480));
     });
     Ok(vec![
-        Step { what: "logout of alice's session (with session metadata)", token: alice_token.clone() },
-        Step { what: "logout of all of bob's sessions (no sid)", token: op.sign("rsa-1", "RS256", &bob)? },
-        Step { what: "re-delivery of alice's logout (issuer retry)", token: alice_token },
-        Step { what: "replay: another token reusing alice's jti", token: op.sign("rsa-1", "RS256", &replay)? },
-        Step { what: "forgery: signed with an unpublished key", token: forged },
-        Step { what: "expired token", token: op.sign("rsa-1", "RS256", &expired)? },
+        Step {
+            what: "logout of alice's session (with session metadata)",
+            token: alice_token.clone(),
+        },
+        Step {
+            what: "logout of all of bob's sessions (no sid)",
+            token: op.sign("rsa-1", "RS256", &bob)?,
+        },
+        Step {
+            what: "re-delivery of alice's logout (issuer retry)",
+            token: alice_token,
+        },
+        Step {
+            what: "replay: another token reusing alice's jti",
+            token: op.sign("rsa-1", "RS256", &replay)?,
+        },
+        Step {
+            what: "forgery: signed with an unpublished key",
+            token: forged,
+        },
+        Step {
+            what: "expired token",
+            token: op.sign("rsa-1", "RS256", &expired)?,
+        },
     ])
 }
 
@@ -98,7 +119,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let database = match args.database {
         Some(d) => d,
         None => {
-            let path: PathBuf = std::env::temp_dir().join(format!("logout-ledger-demo-{}.db", std::process::id()));
+            let path: PathBuf =
+                std::env::temp_dir().join(format!("logout-ledger-demo-{}.db", std::process::id()));
             format!("sqlite://{}", path.display())
         }
     };
@@ -118,10 +140,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             leeway_secs: 60,
             max_token_age_secs: 300,
         }],
-        keys: KeyFetchSettings { allow_insecure_http: true, ..KeyFetchSettings::default() },
+        keys: KeyFetchSettings {
+            allow_insecure_http: true,
+            ..KeyFetchSettings::default()
+        },
         store_timeout: Duration::from_secs(5),
     };
-    let app = Application::build(settings, Arc::new(SystemClock)).await.context("cannot start the receiver")?;
+    let app = Application::build(settings, Arc::new(SystemClock))
+        .await
+        .context("cannot start the receiver")?;
     let addr = app.local_addr();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until(async move {
@@ -141,15 +168,24 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             .await
             .context("request failed")?;
         let status = resp.status().as_u16();
-        let body: Value = serde_json::from_slice(&resp.bytes().await.unwrap_or_default()).unwrap_or(Value::Null);
-        let said = body.get("error_description").and_then(Value::as_str).unwrap_or("");
+        let body: Value =
+            serde_json::from_slice(&resp.bytes().await.unwrap_or_default()).unwrap_or(Value::Null);
+        let said = body
+            .get("error_description")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         println!("{status}  {:<52} {said}", step.what);
     }
     let _ = stop.send(());
     server.await.context("server task")?.context("server")?;
     println!("\nWhat the audit store holds (logout-ledger query --database {database}):\n");
     let reader = AuditStore::open_reader(&database).await?;
-    let records = reader.query(&EventFilter { order: Order::Asc, ..EventFilter::default() }).await?;
+    let records = reader
+        .query(&EventFilter {
+            order: Order::Asc,
+            ..EventFilter::default()
+        })
+        .await?;
     output::write(&mut std::io::stdout().lock(), &records, Format::Table)?;
     Ok(())
 }

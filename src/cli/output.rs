@@ -20,14 +20,38 @@ pub enum Format {
 
 /// The field names, in output order (the CSV header).
 const FIELDS: [&str; 23] = [
-    "id", "received_at", "outcome", "reason", "reason_detail", "iss", "sub", "sid", "jti", "aud", "iat", "exp", "alg", "kid",
-    "typ", "session_metadata", "metadata_status", "metadata_error", "source_ip", "user_agent", "token_sha256",
-    "duplicate_of", "claims_verified",
+    "id",
+    "received_at",
+    "outcome",
+    "reason",
+    "reason_detail",
+    "iss",
+    "sub",
+    "sid",
+    "jti",
+    "aud",
+    "iat",
+    "exp",
+    "alg",
+    "kid",
+    "typ",
+    "session_metadata",
+    "metadata_status",
+    "metadata_error",
+    "source_ip",
+    "user_agent",
+    "token_sha256",
+    "duplicate_of",
+    "claims_verified",
 ];
 
 /// Quotes a CSV cell per RFC 4180 and prefixes `'` to cells a spreadsheet would run as a formula.
 pub fn csv_cell(raw: &str) -> String {
-    let neutral = if raw.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{raw}") } else { raw.to_owned() };
+    let neutral = if raw.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{raw}")
+    } else {
+        raw.to_owned()
+    };
     if neutral.contains([',', '"', '\r', '\n']) {
         format!("\"{}\"", neutral.replace('"', "\"\""))
     } else {
@@ -44,7 +68,11 @@ fn cell(v: &Value) -> String {
 }
 
 /// Writes records in `format`.
-pub fn write(out: &mut impl Write, records: &[StoredRecord], format: Format) -> std::io::Result<()> {
+pub fn write(
+    out: &mut impl Write,
+    records: &[StoredRecord],
+    format: Format,
+) -> std::io::Result<()> {
     match format {
         Format::Json => {
             serde_json::to_writer_pretty(&mut *out, records)?;
@@ -74,14 +102,25 @@ pub fn write(out: &mut impl Write, records: &[StoredRecord], format: Format) -> 
 const MAX_CELL: usize = 48;
 
 fn table(out: &mut impl Write, records: &[StoredRecord]) -> std::io::Result<()> {
-    let head = ["id", "received_at", "outcome", "reason", "sub", "sid", "jti", "metadata"];
+    let head = [
+        "id",
+        "received_at",
+        "outcome",
+        "reason",
+        "sub",
+        "sid",
+        "jti",
+        "metadata",
+    ];
     let rows: Vec<[String; 8]> = records
         .iter()
         .map(|r| {
             let meta = match (&r.session_metadata, r.metadata_status.as_str()) {
-                (Some(Value::Object(m)), "ok") => {
-                    m.iter().map(|(k, v)| format!("{k}={}", cell(v))).collect::<Vec<_>>().join(" ")
-                }
+                (Some(Value::Object(m)), "ok") => m
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}", cell(v)))
+                    .collect::<Vec<_>>()
+                    .join(" "),
                 (_, status) => status.to_owned(),
             };
             let reason = match (&r.reason, r.duplicate_of) {
@@ -114,7 +153,11 @@ fn table(out: &mut impl Write, records: &[StoredRecord]) -> std::io::Result<()> 
             .enumerate()
             .map(|(i, (c, w))| {
                 // The last column (metadata) is printed whole; the others are cut to fit.
-                let c: String = if i + 1 == head.len() { c.clone() } else { c.chars().take(MAX_CELL).collect() };
+                let c: String = if i + 1 == head.len() {
+                    c.clone()
+                } else {
+                    c.chars().take(MAX_CELL).collect()
+                };
                 format!("{c:<w$}")
             })
             .collect::<Vec<_>>()
@@ -122,11 +165,20 @@ fn table(out: &mut impl Write, records: &[StoredRecord]) -> std::io::Result<()> 
             .trim_end()
             .to_owned()
     };
-    writeln!(out, "{}", line(head.iter().map(|s| s.to_string()).collect()))?;
+    writeln!(
+        out,
+        "{}",
+        line(head.iter().map(|s| s.to_string()).collect())
+    )?;
     for row in rows {
         writeln!(out, "{}", line(row.to_vec()))?;
     }
-    writeln!(out, "({} record{})", records.len(), if records.len() == 1 { "" } else { "s" })
+    writeln!(
+        out,
+        "({} record{})",
+        records.len(),
+        if records.len() == 1 { "" } else { "s" }
+    )
 }
 
 #[cfg(test)]

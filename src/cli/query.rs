@@ -3,7 +3,9 @@
 use anyhow::Context;
 use clap::Args;
 use logout_ledger::clock::parse_rfc3339_millis;
-use logout_ledger::store::{AuditStore, EventFilter, MAX_LIMIT, Order, Outcome, parse_meta, parse_outcome, parse_reason};
+use logout_ledger::store::{
+    AuditStore, EventFilter, MAX_LIMIT, Order, Outcome, parse_meta, parse_outcome, parse_reason,
+};
 
 use super::output::{self, Format};
 
@@ -11,7 +13,11 @@ use super::output::{self, Format};
 #[derive(Debug, Args)]
 pub struct QueryArgs {
     /// Audit store URL.
-    #[arg(long, env = "LOGOUT_LEDGER_DATABASE", default_value = "sqlite://logout-ledger.db")]
+    #[arg(
+        long,
+        env = "LOGOUT_LEDGER_DATABASE",
+        default_value = "sqlite://logout-ledger.db"
+    )]
     database: String,
     /// Only this issuer.
     #[arg(long)]

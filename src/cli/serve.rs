@@ -10,7 +10,8 @@ use anyhow::Context;
 use clap::Args;
 use logout_ledger::clock::SystemClock;
 use logout_ledger::config::{
-    ConfigError, FileConfig, KeyFetchSettings, RawIssuer, Secret, Settings, read_secret_file, validate_issuers,
+    ConfigError, FileConfig, KeyFetchSettings, RawIssuer, Secret, Settings, read_secret_file,
+    validate_issuers,
 };
 use logout_ledger::startup::{Application, shutdown_signal};
 use logout_ledger::telemetry::{self, LogFormat};
@@ -25,7 +26,11 @@ pub struct ServeArgs {
     #[arg(long, env = "LOGOUT_LEDGER_ISSUER")]
     issuer: Option<String>,
     /// A client id the tokens must be for; repeat or comma-separate for several.
-    #[arg(long = "audience", env = "LOGOUT_LEDGER_AUDIENCE", value_delimiter = ',')]
+    #[arg(
+        long = "audience",
+        env = "LOGOUT_LEDGER_AUDIENCE",
+        value_delimiter = ','
+    )]
     audiences: Vec<String>,
     /// Allowed signing algorithms [default: RS256].
     #[arg(long, env = "LOGOUT_LEDGER_ALGORITHMS", value_delimiter = ',')]
@@ -69,9 +74,10 @@ fn secret_from_env() -> Result<Option<Secret>, ConfigError> {
     match std::env::var("LOGOUT_LEDGER_CLIENT_SECRET") {
         Ok(s) if !s.is_empty() => Ok(Some(Secret::new(s.into_bytes()))),
         Ok(_) | Err(std::env::VarError::NotPresent) => Ok(None),
-        Err(std::env::VarError::NotUnicode(_)) => {
-            Err(ConfigError::new("LOGOUT_LEDGER_CLIENT_SECRET", "is not valid UTF-8"))
-        }
+        Err(std::env::VarError::NotUnicode(_)) => Err(ConfigError::new(
+            "LOGOUT_LEDGER_CLIENT_SECRET",
+            "is not valid UTF-8",
+        )),
     }
 }
 
@@ -83,9 +89,13 @@ impl ServeArgs {
             None => None,
         };
         let f = file.as_ref();
-        let allow_http = self.allow_insecure_http || f.and_then(|f| f.allow_insecure_http).unwrap_or(false);
+        let allow_http =
+            self.allow_insecure_http || f.and_then(|f| f.allow_insecure_http).unwrap_or(false);
         let leeway = self.leeway.or(f.and_then(|f| f.leeway)).unwrap_or(60);
-        let max_age = self.max_token_age.or(f.and_then(|f| f.max_token_age)).unwrap_or(300);
+        let max_age = self
+            .max_token_age
+            .or(f.and_then(|f| f.max_token_age))
+            .unwrap_or(300);
         let single_issuer_flags = self.issuer.is_some()
             || !self.audiences.is_empty()
             || !self.algorithms.is_empty()
@@ -110,7 +120,11 @@ impl ServeArgs {
                     prefix: String::new(),
                     issuer: self.issuer,
                     audiences: self.audiences,
-                    algorithms: if self.algorithms.is_empty() { vec!["RS256".into()] } else { self.algorithms },
+                    algorithms: if self.algorithms.is_empty() {
+                        vec!["RS256".into()]
+                    } else {
+                        self.algorithms
+                    },
                     jwks_uri: self.jwks_uri,
                     client_secret,
                     require_exp: self.require_exp.unwrap_or(true),
@@ -119,9 +133,15 @@ impl ServeArgs {
                 }]
             }
         };
-        let issuers = raw.into_iter().map(|r| r.validate(allow_http)).collect::<Result<Vec<_>, _>>()?;
+        let issuers = raw
+            .into_iter()
+            .map(|r| r.validate(allow_http))
+            .collect::<Result<Vec<_>, _>>()?;
         validate_issuers(&issuers)?;
-        let listen_raw = self.listen.or(f.and_then(|f| f.listen.clone())).unwrap_or_else(|| "127.0.0.1:8080".into());
+        let listen_raw = self
+            .listen
+            .or(f.and_then(|f| f.listen.clone()))
+            .unwrap_or_else(|| "127.0.0.1:8080".into());
         let listen: SocketAddr = listen_raw
             .parse()
             .map_err(|e| ConfigError::new("--listen", format!("{listen_raw:?}: {e}")))?;
@@ -130,17 +150,32 @@ impl ServeArgs {
             .or(f.and_then(|f| f.database.clone()))
             .unwrap_or_else(|| "sqlite://logout-ledger.db".into());
         if !database.starts_with("sqlite:") {
-            return Err(ConfigError::new("--database", format!("{database:?}: only sqlite://PATH is supported")));
+            return Err(ConfigError::new(
+                "--database",
+                format!("{database:?}: only sqlite://PATH is supported"),
+            ));
         }
-        let cooldown = self.jwks_refresh_cooldown.or(f.and_then(|f| f.jwks_refresh_cooldown)).unwrap_or(30);
-        let store_timeout = self.store_timeout.or(f.and_then(|f| f.store_timeout)).unwrap_or(5);
+        let cooldown = self
+            .jwks_refresh_cooldown
+            .or(f.and_then(|f| f.jwks_refresh_cooldown))
+            .unwrap_or(30);
+        let store_timeout = self
+            .store_timeout
+            .or(f.and_then(|f| f.store_timeout))
+            .unwrap_or(5);
         if !(1..=60).contains(&store_timeout) {
-            return Err(ConfigError::new("--store-timeout", "must be between 1 and 60 seconds"));
+            return Err(ConfigError::new(
+                "--store-timeout",
+                "must be between 1 and 60 seconds",
+            ));
         }
         Ok(Settings {
             listen,
             database,
-            log_format: self.log_format.or(f.and_then(|f| f.log_format)).unwrap_or_default(),
+            log_format: self
+                .log_format
+                .or(f.and_then(|f| f.log_format))
+                .unwrap_or_default(),
             issuers,
             keys: KeyFetchSettings {
                 refresh_cooldown: Duration::from_secs(cooldown),
@@ -167,9 +202,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             "issuer configured"
         );
     }
-    let app = Application::build(settings, Arc::new(SystemClock)).await.context("cannot start")?;
+    let app = Application::build(settings, Arc::new(SystemClock))
+        .await
+        .context("cannot start")?;
     tracing::info!(addr = %app.local_addr(), "listening for back-channel logouts on POST /backchannel-logout");
-    app.run_until(shutdown_signal()).await.context("server failed")?;
+    app.run_until(shutdown_signal())
+        .await
+        .context("server failed")?;
     tracing::info!("stopped");
     Ok(())
 }

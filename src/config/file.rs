@@ -59,9 +59,11 @@ pub struct IssuerFile {
 impl FileConfig {
     /// Reads and parses a file, naming it in the error.
     pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::new("--config", format!("cannot read {}: {e}", path.display())))?;
-        toml::from_str(&text).map_err(|e| ConfigError::new("--config", format!("{}: {e}", path.display())))
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new("--config", format!("cannot read {}: {e}", path.display()))
+        })?;
+        toml::from_str(&text)
+            .map_err(|e| ConfigError::new("--config", format!("{}: {e}", path.display())))
     }
 
     /// The issuers as raw descriptions, defaults filled in.

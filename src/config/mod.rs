@@ -157,7 +157,10 @@ pub fn parse_algorithms(setting: &str, list: &[String]) -> Result<Vec<Algorithm>
         }
     }
     if out.is_empty() {
-        return Err(ConfigError::new(setting, "at least one algorithm is required"));
+        return Err(ConfigError::new(
+            setting,
+            "at least one algorithm is required",
+        ));
     }
     Ok(out)
 }
@@ -171,18 +174,26 @@ pub fn parse_fetch_url(setting: &str, raw: &str, allow_http: bool) -> Result<Url
         "http" => {
             return Err(ConfigError::new(
                 setting,
-                format!("{raw:?} uses http://; use https:// (or --allow-insecure-http for development)"),
+                format!(
+                    "{raw:?} uses http://; use https:// (or --allow-insecure-http for development)"
+                ),
             ));
         }
         other => {
-            return Err(ConfigError::new(setting, format!("{raw:?}: unsupported scheme {other:?}")));
+            return Err(ConfigError::new(
+                setting,
+                format!("{raw:?}: unsupported scheme {other:?}"),
+            ));
         }
     }
     if url.host_str().is_none_or(str::is_empty) {
         return Err(ConfigError::new(setting, format!("{raw:?} has no host")));
     }
     if url.query().is_some() || url.fragment().is_some() {
-        return Err(ConfigError::new(setting, format!("{raw:?} must not carry a query or fragment")));
+        return Err(ConfigError::new(
+            setting,
+            format!("{raw:?} must not carry a query or fragment"),
+        ));
     }
     Ok(url)
 }
@@ -195,7 +206,10 @@ pub fn read_secret_file(setting: &str, path: &Path) -> Result<Secret, ConfigErro
         bytes.pop();
     }
     if bytes.is_empty() {
-        return Err(ConfigError::new(setting, format!("{} is empty", path.display())));
+        return Err(ConfigError::new(
+            setting,
+            format!("{} is empty", path.display()),
+        ));
     }
     Ok(Secret::new(bytes))
 }
@@ -240,7 +254,10 @@ impl RawIssuer {
             .filter(|a| !a.is_empty())
             .collect();
         if audiences.is_empty() {
-            return Err(ConfigError::new(format!("{p}audience"), "at least one audience (client id) is required"));
+            return Err(ConfigError::new(
+                format!("{p}audience"),
+                "at least one audience (client id) is required",
+            ));
         }
         let algorithms = parse_algorithms(&format!("{p}algorithms"), &self.algorithms)?;
         if algorithms.contains(&Algorithm::HS256) && self.client_secret.is_none() {
@@ -254,7 +271,10 @@ impl RawIssuer {
             .map(|u| parse_fetch_url(&format!("{p}jwks_uri"), &u, allow_http))
             .transpose()?;
         if !(0..=3600).contains(&self.leeway_secs) {
-            return Err(ConfigError::new(format!("{p}leeway"), "must be between 0 and 3600 seconds"));
+            return Err(ConfigError::new(
+                format!("{p}leeway"),
+                "must be between 0 and 3600 seconds",
+            ));
         }
         if !(1..=86_400 * 7).contains(&self.max_token_age_secs) {
             return Err(ConfigError::new(
@@ -278,7 +298,10 @@ impl RawIssuer {
 /// Checks the issuer list as a whole: at least one, no issuer twice.
 pub fn validate_issuers(issuers: &[IssuerSettings]) -> Result<(), ConfigError> {
     if issuers.is_empty() {
-        return Err(ConfigError::new("issuer", "at least one issuer is required (--issuer or --config)"));
+        return Err(ConfigError::new(
+            "issuer",
+            "at least one issuer is required (--issuer or --config)",
+        ));
     }
     for (i, a) in issuers.iter().enumerate() {
         if issuers[..i].iter().any(|b| b.issuer == a.issuer) {
@@ -338,12 +361,18 @@ mod tests {
     fn http_issuers_need_the_insecure_flag() {
         let mut r = raw();
         r.issuer = Some("http://127.0.0.1:9/".into());
-        assert_eq!(r.clone().validate(false).expect_err("http").setting, "issuer");
+        assert_eq!(
+            r.clone().validate(false).expect_err("http").setting,
+            "issuer"
+        );
         assert!(r.validate(true).is_ok());
     }
 
     #[test]
     fn secret_debug_is_redacted() {
-        assert_eq!(format!("{:?}", Secret::new(b"x".to_vec())), "Secret([redacted])");
+        assert_eq!(
+            format!("{:?}", Secret::new(b"x".to_vec())),
+            "Secret([redacted])"
+        );
     }
 }

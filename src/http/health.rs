@@ -15,6 +15,17 @@ pub async fn healthz() -> impl IntoResponse {
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let keys = state.keys.all_loaded();
     let store = state.store.ping().await;
-    let status = if keys && store { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, format!("keys: {}\nstore: {}\n", if keys { "ok" } else { "loading" }, if store { "ok" } else { "unavailable" }))
+    let status = if keys && store {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        format!(
+            "keys: {}\nstore: {}\n",
+            if keys { "ok" } else { "loading" },
+            if store { "ok" } else { "unavailable" }
+        ),
+    )
 }

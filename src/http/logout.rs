@@ -33,21 +33,40 @@ fn bad(status: StatusCode, detail: impl Into<String>) -> BadRequest {
 }
 
 async fn read_token(headers: &HeaderMap, body: Body) -> Result<String, BadRequest> {
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     let essence = content_type.split(';').next().unwrap_or("").trim();
     if !essence.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
         return Err(bad(
             StatusCode::BAD_REQUEST,
-            format!("content type must be application/x-www-form-urlencoded, not {:?}", content_type.chars().take(100).collect::<String>()),
+            format!(
+                "content type must be application/x-www-form-urlencoded, not {:?}",
+                content_type.chars().take(100).collect::<String>()
+            ),
         ));
     }
-    let bytes = match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_BODY_BYTES)).await {
-        Err(_) => return Err(bad(StatusCode::BAD_REQUEST, "request body not received in time")),
+    let bytes = match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_BODY_BYTES))
+        .await
+    {
+        Err(_) => {
+            return Err(bad(
+                StatusCode::BAD_REQUEST,
+                "request body not received in time",
+            ));
+        }
         Ok(Err(e)) => {
-            let too_large = std::iter::successors(Some(&e as &(dyn std::error::Error + 'static)), |e| e.source())
+            let too_large =
+                std::iter::successors(Some(&e as &(dyn std::error::Error + 'static)), |e| {
+                    e.source()
+                })
                 .any(|e| e.is::<http_body_util::LengthLimitError>());
             return Err(if too_large {
-                bad(StatusCode::PAYLOAD_TOO_LARGE, format!("request body exceeds {MAX_BODY_BYTES} bytes"))
+                bad(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("request body exceeds {MAX_BODY_BYTES} bytes"),
+                )
             } else {
                 bad(StatusCode::BAD_REQUEST, "request body could not be read")
             });
@@ -58,7 +77,10 @@ async fn read_token(headers: &HeaderMap, body: Body) -> Result<String, BadReques
     for (name, value) in form_urlencoded::parse(&bytes) {
         if name == "logout_token" {
             if token.is_some() {
-                return Err(bad(StatusCode::BAD_REQUEST, "logout_token appears more than once"));
+                return Err(bad(
+                    StatusCode::BAD_REQUEST,
+                    "logout_token appears more than once",
+                ));
             }
             token = Some(value.into_owned());
         }
@@ -81,9 +103,12 @@ pub async fn backchannel_logout(
     body: Body,
 ) -> LogoutResponse {
     let received_at = state.clock.now_millis();
-    let user_agent = headers
-        .get(header::USER_AGENT)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).chars().take(MAX_USER_AGENT).collect());
+    let user_agent = headers.get(header::USER_AGENT).map(|v| {
+        String::from_utf8_lossy(v.as_bytes())
+            .chars()
+            .take(MAX_USER_AGENT)
+            .collect()
+    });
     let mut record = NewRecord {
         received_at,
         verdict: Ok(()),
@@ -100,7 +125,10 @@ pub async fn backchannel_logout(
             record.verdict = Err(problem.rejection);
         }
         Ok(token) => {
-            let verdict = state.validator.validate(&token, received_at.div_euclid(1000)).await;
+            let verdict = state
+                .validator
+                .validate(&token, received_at.div_euclid(1000))
+                .await;
             record.facts = verdict.facts;
             record.verdict = verdict.result;
             record.token_sha256 = Some(sha256(&token));
@@ -121,7 +149,10 @@ pub async fn backchannel_logout(
                 }
                 _ => {
                     state.metrics.reason(Reason::StoreUnavailable);
-                    LogoutResponse::Unavailable(Rejection::new(Reason::StoreUnavailable, "the audit record could not be stored; retry later"))
+                    LogoutResponse::Unavailable(Rejection::new(
+                        Reason::StoreUnavailable,
+                        "the audit record could not be stored; retry later",
+                    ))
                 }
             }
         }
@@ -140,6 +171,9 @@ fn answer(state: &AppState, committed: Committed, status_if_invalid: StatusCode)
                 LogoutResponse::Invalid(status_if_invalid, r)
             }
         }
-        (Outcome::Rejected, None) => LogoutResponse::Invalid(status_if_invalid, Rejection::new(Reason::MalformedRequest, "rejected")),
+        (Outcome::Rejected, None) => LogoutResponse::Invalid(
+            status_if_invalid,
+            Rejection::new(Reason::MalformedRequest, "rejected"),
+        ),
     }
 }

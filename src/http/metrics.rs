@@ -55,15 +55,35 @@ pub async fn render(axum::extract::State(state): State<AppState>) -> impl IntoRe
     let mut out = String::new();
     let _ = writeln!(out, "# TYPE logout_ledger_requests_total counter");
     for (i, name) in ["accepted", "duplicate", "rejected"].iter().enumerate() {
-        let _ = writeln!(out, "logout_ledger_requests_total{{outcome=\"{name}\"}} {}", m.outcomes[i].load(Ordering::Relaxed));
+        let _ = writeln!(
+            out,
+            "logout_ledger_requests_total{{outcome=\"{name}\"}} {}",
+            m.outcomes[i].load(Ordering::Relaxed)
+        );
     }
     let _ = writeln!(out, "# TYPE logout_ledger_rejections_total counter");
     for (i, r) in Reason::ALL.iter().enumerate() {
-        let _ = writeln!(out, "logout_ledger_rejections_total{{reason=\"{}\"}} {}", r.code(), m.reasons[i].load(Ordering::Relaxed));
+        let _ = writeln!(
+            out,
+            "logout_ledger_rejections_total{{reason=\"{}\"}} {}",
+            r.code(),
+            m.reasons[i].load(Ordering::Relaxed)
+        );
     }
-    let _ = writeln!(out, "# TYPE logout_ledger_store_write_failures_total counter");
-    let _ = writeln!(out, "logout_ledger_store_write_failures_total {}", m.store_failures());
+    let _ = writeln!(
+        out,
+        "# TYPE logout_ledger_store_write_failures_total counter"
+    );
+    let _ = writeln!(
+        out,
+        "logout_ledger_store_write_failures_total {}",
+        m.store_failures()
+    );
     let _ = writeln!(out, "# TYPE logout_ledger_jwks_fetches_total counter");
-    let _ = writeln!(out, "logout_ledger_jwks_fetches_total {}", state.keys.fetch_count());
+    let _ = writeln!(
+        out,
+        "logout_ledger_jwks_fetches_total {}",
+        state.keys.fetch_count()
+    );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }

@@ -26,20 +26,24 @@ impl IntoResponse for LogoutResponse {
     fn into_response(self) -> Response {
         let mut resp = match self {
             LogoutResponse::Ok => StatusCode::OK.into_response(),
-            LogoutResponse::Invalid(status, r) => {
-                (status, Json(json!({"error": "invalid_request", "error_description": r.to_string()}))).into_response()
-            }
+            LogoutResponse::Invalid(status, r) => (
+                status,
+                Json(json!({"error": "invalid_request", "error_description": r.to_string()})),
+            )
+                .into_response(),
             LogoutResponse::Unavailable(r) => {
                 let mut resp = (
                     StatusCode::SERVICE_UNAVAILABLE,
                     Json(json!({"error": "temporarily_unavailable", "error_description": r.to_string()})),
                 )
                     .into_response();
-                resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
                 resp
             }
         };
-        resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        resp.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         resp
     }
 }

@@ -61,11 +61,15 @@ pub struct Fetched {
 /// Builds the client used for all issuer fetches.
 pub fn client(settings: &KeyFetchSettings) -> Result<Client, reqwest::Error> {
     let policy = redirect::Policy::custom(|attempt| {
-        let same_host = attempt
+        let same_host = attempt.previous().first().is_some_and(|first| {
+            first.host_str() == attempt.url().host_str()
+                && first.port_or_known_default() == attempt.url().port_or_known_default()
+        });
+        let downgrade = attempt
             .previous()
             .first()
-            .is_some_and(|first| first.host_str() == attempt.url().host_str() && first.port_or_known_default() == attempt.url().port_or_known_default());
-        let downgrade = attempt.previous().first().is_some_and(|f| f.scheme() == "https") && attempt.url().scheme() != "https";
+            .is_some_and(|f| f.scheme() == "https")
+            && attempt.url().scheme() != "https";
         if attempt.previous().len() > 3 {
             attempt.error("too many redirects")
         } else if !same_host || downgrade {
@@ -97,7 +101,11 @@ fn max_age(headers: &reqwest::header::HeaderMap, default: Duration) -> Duration 
 }
 
 /// GETs a URL with the size cap applied while streaming.
-pub async fn get(client: &Client, url: &Url, settings: &KeyFetchSettings) -> Result<Fetched, FetchError> {
+pub async fn get(
+    client: &Client,
+    url: &Url,
+    settings: &KeyFetchSettings,
+) -> Result<Fetched, FetchError> {
     let transport = |e: reqwest::Error| FetchError::Transport {
         url: url.to_string(),
         message: e.to_string(),
@@ -118,7 +126,10 @@ pub async fn get(client: &Client, url: &Url, settings: &KeyFetchSettings) -> Res
         url: url.to_string(),
         limit: settings.max_bytes,
     };
-    if resp.content_length().is_some_and(|n| n > settings.max_bytes as u64) {
+    if resp
+        .content_length()
+        .is_some_and(|n| n > settings.max_bytes as u64)
+    {
         return Err(too_large());
     }
     let ttl = max_age(resp.headers(), settings.default_ttl);
@@ -140,7 +151,10 @@ struct Discovery {
 
 /// The discovery URL of an issuer: `{issuer without trailing /}/.well-known/openid-configuration`.
 pub fn discovery_url(issuer: &str, allow_http: bool) -> Result<Url, FetchError> {
-    let raw = format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'));
+    let raw = format!(
+        "{}/.well-known/openid-configuration",
+        issuer.trim_end_matches('/')
+    );
     parse_fetch_url("issuer", &raw, allow_http).map_err(|e| FetchError::Discovery {
         url: raw,
         message: e.message,
@@ -148,18 +162,27 @@ pub fn discovery_url(issuer: &str, allow_http: bool) -> Result<Url, FetchError> 
 }
 
 /// Runs discovery: the document's `issuer` must equal ours exactly; returns its `jwks_uri`.
-pub async fn discover(client: &Client, issuer: &str, settings: &KeyFetchSettings) -> Result<Url, FetchError> {
+pub async fn discover(
+    client: &Client,
+    issuer: &str,
+    settings: &KeyFetchSettings,
+) -> Result<Url, FetchError> {
     let url = discovery_url(issuer, settings.allow_insecure_http)?;
     let fetched = get(client, &url, settings).await?;
     let bad = |message: String| FetchError::Discovery {
         url: url.to_string(),
         message,
     };
-    let doc: Discovery = serde_json::from_slice(&fetched.body).map_err(|e| bad(format!("not a discovery document ({e})")))?;
+    let doc: Discovery = serde_json::from_slice(&fetched.body)
+        .map_err(|e| bad(format!("not a discovery document ({e})")))?;
     if doc.issuer != issuer {
-        return Err(bad(format!("issuer {:?} is not the configured {issuer:?}", doc.issuer)));
+        return Err(bad(format!(
+            "issuer {:?} is not the configured {issuer:?}",
+            doc.issuer
+        )));
     }
-    parse_fetch_url("jwks_uri", &doc.jwks_uri, settings.allow_insecure_http).map_err(|e| bad(e.message))
+    parse_fetch_url("jwks_uri", &doc.jwks_uri, settings.allow_insecure_http)
+        .map_err(|e| bad(e.message))
 }
 
 #[cfg(test)]
@@ -176,14 +199,20 @@ mod tests {
         assert_eq!(max_age(&h, d), MIN_TTL);
         h.insert(CACHE_CONTROL, HeaderValue::from_static("max-age=999999999"));
         assert_eq!(max_age(&h, d), MAX_TTL);
-        h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache, max-age=120"));
+        h.insert(
+            CACHE_CONTROL,
+            HeaderValue::from_static("no-cache, max-age=120"),
+        );
         assert_eq!(max_age(&h, d), Duration::from_secs(120));
     }
 
     #[test]
     fn discovery_url_drops_the_trailing_slash() {
         let u = discovery_url("https://t.eu.auth0.com/", false).expect("url");
-        assert_eq!(u.as_str(), "https://t.eu.auth0.com/.well-known/openid-configuration");
+        assert_eq!(
+            u.as_str(),
+            "https://t.eu.auth0.com/.well-known/openid-configuration"
+        );
         assert!(discovery_url("http://t/", false).is_err());
     }
 }

@@ -95,13 +95,19 @@ fn parse_key(v: &Value) -> Option<Result<VerificationKey, String>> {
             (Some(n), Some(e)) => DecodingKey::from_rsa_components(n, e).map(|k| (KeyKind::Rsa, k)),
             _ => return Some(Err("RSA key without n/e".into())),
         },
-        (Some("EC"), Some(crv @ ("P-256" | "P-384"))) => match (str_field(v, "x"), str_field(v, "y")) {
-            (Some(x), Some(y)) => DecodingKey::from_ec_components(x, y).map(|k| {
-                let kind = if crv == "P-256" { KeyKind::P256 } else { KeyKind::P384 };
-                (kind, k)
-            }),
-            _ => return Some(Err("EC key without x/y".into())),
-        },
+        (Some("EC"), Some(crv @ ("P-256" | "P-384"))) => {
+            match (str_field(v, "x"), str_field(v, "y")) {
+                (Some(x), Some(y)) => DecodingKey::from_ec_components(x, y).map(|k| {
+                    let kind = if crv == "P-256" {
+                        KeyKind::P256
+                    } else {
+                        KeyKind::P384
+                    };
+                    (kind, k)
+                }),
+                _ => return Some(Err("EC key without x/y".into())),
+            }
+        }
         (Some("OKP"), Some("Ed25519")) => match str_field(v, "x") {
             Some(x) => DecodingKey::from_ed_components(x).map(|k| (KeyKind::Ed25519, k)),
             None => return Some(Err("OKP key without x".into())),
@@ -110,7 +116,12 @@ fn parse_key(v: &Value) -> Option<Result<VerificationKey, String>> {
         _ => return None,
     };
     Some(match built {
-        Ok((kind, key)) => Ok(VerificationKey { kid, kind, alg, key }),
+        Ok((kind, key)) => Ok(VerificationKey {
+            kid,
+            kind,
+            alg,
+            key,
+        }),
         Err(e) => Err(e.to_string()),
     })
 }
@@ -119,7 +130,10 @@ impl KeySet {
     /// Parses a key-set document; bad individual keys are skipped and reported.
     pub fn parse(body: &[u8]) -> Result<(Self, Vec<String>), JwksError> {
         let doc: Value = serde_json::from_slice(body).map_err(|_| JwksError::NotAKeySet)?;
-        let list = doc.get("keys").and_then(Value::as_array).ok_or(JwksError::NotAKeySet)?;
+        let list = doc
+            .get("keys")
+            .and_then(Value::as_array)
+            .ok_or(JwksError::NotAKeySet)?;
         let mut keys = Vec::new();
         let mut skipped = Vec::new();
         for (i, v) in list.iter().take(MAX_KEYS).enumerate() {
@@ -143,10 +157,16 @@ impl KeySet {
                     return KeyMatch::NotFound;
                 };
                 if !k.kind.fits(alg) {
-                    return KeyMatch::Unsuitable(format!("key {kid:?} is {:?} and cannot verify {alg:?}", k.kind));
+                    return KeyMatch::Unsuitable(format!(
+                        "key {kid:?} is {:?} and cannot verify {alg:?}",
+                        k.kind
+                    ));
                 }
                 if k.alg.is_some_and(|a| a != alg) {
-                    return KeyMatch::Unsuitable(format!("key {kid:?} is for {:?}, token says {alg:?}", k.alg));
+                    return KeyMatch::Unsuitable(format!(
+                        "key {kid:?} is for {:?}, token says {alg:?}",
+                        k.alg
+                    ));
                 }
                 KeyMatch::Found(vec![&k.key])
             }
@@ -175,10 +195,12 @@ impl KeySet {
 /// Lowercase hex of bytes.
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 #[cfg(test)]
@@ -203,14 +225,34 @@ mod tests {
     #[test]
     fn selects_by_kid_and_checks_kind_and_alg() {
         let (set, _) = KeySet::parse(SET.as_bytes()).expect("parses");
-        assert!(matches!(set.select(Some("r1"), Algorithm::RS256), KeyMatch::Found(v) if v.len() == 1));
-        assert!(matches!(set.select(Some("r1"), Algorithm::PS256), KeyMatch::Unsuitable(_)));
-        assert!(matches!(set.select(Some("r1"), Algorithm::ES256), KeyMatch::Unsuitable(_)));
-        assert!(matches!(set.select(Some("e1"), Algorithm::ES256), KeyMatch::Found(_)));
-        assert!(matches!(set.select(Some("h"), Algorithm::HS256), KeyMatch::NotFound));
-        assert!(matches!(set.select(Some("nope"), Algorithm::RS256), KeyMatch::NotFound));
+        assert!(
+            matches!(set.select(Some("r1"), Algorithm::RS256), KeyMatch::Found(v) if v.len() == 1)
+        );
+        assert!(matches!(
+            set.select(Some("r1"), Algorithm::PS256),
+            KeyMatch::Unsuitable(_)
+        ));
+        assert!(matches!(
+            set.select(Some("r1"), Algorithm::ES256),
+            KeyMatch::Unsuitable(_)
+        ));
+        assert!(matches!(
+            set.select(Some("e1"), Algorithm::ES256),
+            KeyMatch::Found(_)
+        ));
+        assert!(matches!(
+            set.select(Some("h"), Algorithm::HS256),
+            KeyMatch::NotFound
+        ));
+        assert!(matches!(
+            set.select(Some("nope"), Algorithm::RS256),
+            KeyMatch::NotFound
+        ));
         assert!(matches!(set.select(None, Algorithm::ES256), KeyMatch::Found(v) if v.len() == 1));
-        assert!(matches!(set.select(None, Algorithm::EdDSA), KeyMatch::NotFound));
+        assert!(matches!(
+            set.select(None, Algorithm::EdDSA),
+            KeyMatch::NotFound
+        ));
     }
 
     #[test]

@@ -64,7 +64,10 @@ pub struct KeyRegistry {
 
 impl KeyRegistry {
     /// Builds the registry for the configured issuers (no fetch yet).
-    pub fn new(issuers: &[IssuerSettings], settings: KeyFetchSettings) -> Result<Self, reqwest::Error> {
+    pub fn new(
+        issuers: &[IssuerSettings],
+        settings: KeyFetchSettings,
+    ) -> Result<Self, reqwest::Error> {
         let client = fetch::client(&settings)?;
         let issuers = issuers
             .iter()
@@ -99,21 +102,31 @@ impl KeyRegistry {
 
     /// Total key-set fetch attempts, for metrics.
     pub fn fetch_count(&self) -> u64 {
-        self.issuers.values().map(|k| k.fetches.load(Ordering::Relaxed)).sum()
+        self.issuers
+            .values()
+            .map(|k| k.fetches.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// Finds the verification keys for a token of `iss` with `kid` and `alg`, refreshing the
     /// cached set when the `kid` is unknown and the cooldown allows.
-    pub async fn lookup(&self, keys: &IssuerKeys, kid: Option<&str>, alg: Algorithm) -> Result<Vec<DecodingKey>, KeyLookupError> {
+    pub async fn lookup(
+        &self,
+        keys: &IssuerKeys,
+        kid: Option<&str>,
+        alg: Algorithm,
+    ) -> Result<Vec<DecodingKey>, KeyLookupError> {
         let seen_generation = keys.generation.load(Ordering::Acquire);
         if let Some(found) = keys.try_select(kid, alg)? {
             return Ok(found);
         }
         let mut state = keys.refresh.lock().await;
-        let miss = || KeyLookupError::Unknown(match kid {
-            Some(kid) => format!("no key {kid:?} in the issuer's current key set"),
-            None => format!("no {alg:?} key in the issuer's current key set"),
-        });
+        let miss = || {
+            KeyLookupError::Unknown(match kid {
+                Some(kid) => format!("no key {kid:?} in the issuer's current key set"),
+                None => format!("no {alg:?} key in the issuer's current key set"),
+            })
+        };
         if keys.generation.load(Ordering::Acquire) != seen_generation {
             // A fetch finished while we waited: its answer is fresh enough.
             return keys.try_select(kid, alg)?.ok_or_else(miss);
@@ -128,20 +141,29 @@ impl KeyRegistry {
         }
         match self.fetch_locked(keys, &mut state).await {
             Ok(()) => keys.try_select(kid, alg)?.ok_or_else(miss),
-            Err(e) => Err(KeyLookupError::Unavailable(format!("key set unavailable: {e}"))),
+            Err(e) => Err(KeyLookupError::Unavailable(format!(
+                "key set unavailable: {e}"
+            ))),
         }
     }
 
     /// Fetches one issuer's set now unless another fetch ran within the cooldown.
     pub async fn refresh(&self, keys: &IssuerKeys) -> Result<(), FetchError> {
         let mut state = keys.refresh.lock().await;
-        if state.last_attempt.is_some_and(|t| t.elapsed() < self.settings.refresh_cooldown) {
+        if state
+            .last_attempt
+            .is_some_and(|t| t.elapsed() < self.settings.refresh_cooldown)
+        {
             return Ok(());
         }
         self.fetch_locked(keys, &mut state).await
     }
 
-    async fn fetch_locked(&self, keys: &IssuerKeys, state: &mut RefreshState) -> Result<(), FetchError> {
+    async fn fetch_locked(
+        &self,
+        keys: &IssuerKeys,
+        state: &mut RefreshState,
+    ) -> Result<(), FetchError> {
         state.last_attempt = Some(Instant::now());
         keys.fetches.fetch_add(1, Ordering::Relaxed);
         let uri = match (&keys.configured_jwks_uri, &state.jwks_uri) {
@@ -186,7 +208,9 @@ impl KeyRegistry {
         for keys in self.issuers.values() {
             let registry = Arc::clone(&self);
             let keys = Arc::clone(keys);
-            tasks.push(tokio::spawn(async move { registry.maintain_one(&keys).await }));
+            tasks.push(tokio::spawn(
+                async move { registry.maintain_one(&keys).await },
+            ));
         }
         for t in tasks {
             let _ = t.await;
@@ -209,7 +233,8 @@ impl KeyRegistry {
                     (true, Some(at)) if at > Instant::now() => at - Instant::now(),
                     (true, _) => cooldown_left.max(Duration::from_secs(1)),
                     (false, _) => {
-                        backoff = (backoff * 2).min(self.settings.refresh_cooldown.max(Duration::from_secs(1)));
+                        backoff = (backoff * 2)
+                            .min(self.settings.refresh_cooldown.max(Duration::from_secs(1)));
                         backoff.max(cooldown_left)
                     }
                 }
@@ -230,7 +255,11 @@ impl IssuerKeys {
         self.fetches.load(Ordering::Relaxed)
     }
 
-    fn try_select(&self, kid: Option<&str>, alg: Algorithm) -> Result<Option<Vec<DecodingKey>>, KeyLookupError> {
+    fn try_select(
+        &self,
+        kid: Option<&str>,
+        alg: Algorithm,
+    ) -> Result<Option<Vec<DecodingKey>>, KeyLookupError> {
         let Some(set) = self.current() else {
             return Ok(None);
         };

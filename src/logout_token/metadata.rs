@@ -75,7 +75,9 @@ fn check(value: &Value) -> Result<Vec<(String, String)>, String> {
         };
         let n = s.chars().count();
         if n > MAX_CHARS {
-            return Err(format!("value of {key:?} has {n} characters, at most {MAX_CHARS} allowed"));
+            return Err(format!(
+                "value of {key:?} has {n} characters, at most {MAX_CHARS} allowed"
+            ));
         }
         pairs.push((key.clone(), s.clone()));
     }
@@ -95,9 +97,7 @@ impl SessionMetadata {
         };
         let json = value.to_string();
         let stored_json = if json.len() > MAX_STORED_BYTES {
-            Some(
-                serde_json::json!({ "$truncated": { "bytes": json.len() } }).to_string(),
-            )
+            Some(serde_json::json!({ "$truncated": { "bytes": json.len() } }).to_string())
         } else {
             Some(json)
         };
@@ -173,6 +173,9 @@ mod tests {
         let big = full(200, 10, &"x".repeat(200));
         let m = SessionMetadata::from_claim(Some(&big));
         let stored = m.stored_json.expect("marker");
-        assert!(stored.len() < 100 && stored.contains("$truncated"), "{stored}");
+        assert!(
+            stored.len() < 100 && stored.contains("$truncated"),
+            "{stored}"
+        );
     }
 }

@@ -79,13 +79,24 @@ fn opt_str(map: &Map<String, Value>, name: &str) -> Option<String> {
 
 fn numeric(v: &Value) -> Option<i64> {
     // NumericDate may carry a fraction; the whole seconds are what the rules compare.
-    v.as_i64().or_else(|| v.as_f64().filter(|f| f.is_finite()).map(|f| f.floor() as i64))
+    v.as_i64().or_else(|| {
+        v.as_f64()
+            .filter(|f| f.is_finite())
+            .map(|f| f.floor() as i64)
+    })
 }
 
 fn read_facts(header: &Map<String, Value>, claims: &Map<String, Value>) -> TokenFacts {
     let aud = match claims.get("aud") {
         Some(Value::String(s)) => Some(vec![bounded(s)]),
-        Some(Value::Array(items)) => Some(items.iter().take(32).filter_map(Value::as_str).map(bounded).collect()),
+        Some(Value::Array(items)) => Some(
+            items
+                .iter()
+                .take(32)
+                .filter_map(Value::as_str)
+                .map(bounded)
+                .collect(),
+        ),
         _ => None,
     };
     TokenFacts {
@@ -144,12 +155,20 @@ impl Validator {
         Verdict { facts, result }
     }
 
-    async fn check(&self, t: &unverified::UnverifiedToken<'_>, facts: &mut TokenFacts, now: i64) -> Result<(), Rejection> {
+    async fn check(
+        &self,
+        t: &unverified::UnverifiedToken<'_>,
+        facts: &mut TokenFacts,
+        now: i64,
+    ) -> Result<(), Rejection> {
         let (header, claims) = (&t.header, &t.claims);
 
         // Header rules that must hold before any key is used (RFC 8725 §3.1, §3.11).
         if header.contains_key("crit") {
-            return reject(Reason::MalformedToken, "crit header present; no JWS extensions are implemented");
+            return reject(
+                Reason::MalformedToken,
+                "crit header present; no JWS extensions are implemented",
+            );
         }
         let alg_name = match header.get("alg") {
             Some(Value::String(a)) => a.as_str(),
@@ -164,7 +183,10 @@ impl Validator {
             None => return reject(Reason::MissingClaim, "iss is missing"),
         };
         let Some(issuer) = self.issuers.iter().find(|i| i.issuer == iss) else {
-            return reject(Reason::UnknownIssuer, format!("issuer {:?} is not configured", bounded(iss)));
+            return reject(
+                Reason::UnknownIssuer,
+                format!("issuer {:?} is not configured", bounded(iss)),
+            );
         };
 
         // §2.6 step 3, checked before the signature so the key is never used with a foreign alg.
@@ -183,7 +205,15 @@ impl Validator {
         match header.get("typ") {
             None => {}
             Some(Value::String(typ)) if typ_allowed(typ) => {}
-            Some(other) => return reject(Reason::BadTyp, format!("typ {} is not JWT or logout+jwt", bounded(&other.to_string()))),
+            Some(other) => {
+                return reject(
+                    Reason::BadTyp,
+                    format!(
+                        "typ {} is not JWT or logout+jwt",
+                        bounded(&other.to_string())
+                    ),
+                );
+            }
         }
         let kid = match header.get("kid") {
             None => None,
@@ -193,9 +223,10 @@ impl Validator {
 
         // §2.6 step 2: the signature, with a key of this issuer only.
         let candidates = self.keys_for(issuer, kid, alg, facts).await?;
-        let verified = candidates
-            .iter()
-            .any(|key| jsonwebtoken::crypto::verify(t.signature, t.signing_input.as_bytes(), key, alg).unwrap_or(false));
+        let verified = candidates.iter().any(|key| {
+            jsonwebtoken::crypto::verify(t.signature, t.signing_input.as_bytes(), key, alg)
+                .unwrap_or(false)
+        });
         if !verified {
             return reject(Reason::BadSignature, "signature does not verify");
         }
@@ -220,13 +251,26 @@ impl Validator {
         };
         match events.get(BACKCHANNEL_LOGOUT_EVENT) {
             Some(Value::Object(_)) if events.is_object() => {}
-            Some(_) => return reject(Reason::BadEvents, "the back-channel logout event is not a JSON object"),
-            None => return reject(Reason::BadEvents, format!("events has no {BACKCHANNEL_LOGOUT_EVENT} member")),
+            Some(_) => {
+                return reject(
+                    Reason::BadEvents,
+                    "the back-channel logout event is not a JSON object",
+                );
+            }
+            None => {
+                return reject(
+                    Reason::BadEvents,
+                    format!("events has no {BACKCHANNEL_LOGOUT_EVENT} member"),
+                );
+            }
         }
 
         // §2.6 step 7: nonce.
         if claims.contains_key("nonce") {
-            return reject(Reason::NoncePresent, "a logout token must not contain nonce");
+            return reject(
+                Reason::NoncePresent,
+                "a logout token must not contain nonce",
+            );
         }
 
         // §2.6 step 8 needs a jti; the replay check itself is the store's (it sees every write).
@@ -238,22 +282,35 @@ impl Validator {
         }
     }
 
-    async fn keys_for(&self, issuer: &IssuerSettings, kid: Option<&str>, alg: Algorithm, facts: &mut TokenFacts) -> Result<Vec<DecodingKey>, Rejection> {
+    async fn keys_for(
+        &self,
+        issuer: &IssuerSettings,
+        kid: Option<&str>,
+        alg: Algorithm,
+        facts: &mut TokenFacts,
+    ) -> Result<Vec<DecodingKey>, Rejection> {
         if alg == Algorithm::HS256 {
             // Config validation guarantees the secret when HS256 is allowed.
             return match &issuer.client_secret {
                 Some(secret) => Ok(vec![DecodingKey::from_secret(secret.expose())]),
-                None => reject(Reason::UnsupportedAlg, "HS256 without a configured client secret"),
+                None => reject(
+                    Reason::UnsupportedAlg,
+                    "HS256 without a configured client secret",
+                ),
             };
         }
         let Some(cache) = self.keys.issuer(&issuer.issuer) else {
             return reject(Reason::UnknownIssuer, "issuer has no key cache");
         };
-        let found = self.keys.lookup(cache, kid, alg).await.map_err(|e| match e {
-            KeyLookupError::Unknown(d) => Rejection::new(Reason::UnknownKey, d),
-            KeyLookupError::Unsuitable(d) => Rejection::new(Reason::UnsupportedAlg, d),
-            KeyLookupError::Unavailable(d) => Rejection::new(Reason::KeysUnavailable, d),
-        })?;
+        let found = self
+            .keys
+            .lookup(cache, kid, alg)
+            .await
+            .map_err(|e| match e {
+                KeyLookupError::Unknown(d) => Rejection::new(Reason::UnknownKey, d),
+                KeyLookupError::Unsuitable(d) => Rejection::new(Reason::UnsupportedAlg, d),
+                KeyLookupError::Unavailable(d) => Rejection::new(Reason::KeysUnavailable, d),
+            })?;
         facts.key_set_digest = cache.current().map(|s| s.digest);
         Ok(found)
     }
@@ -267,17 +324,36 @@ fn check_audience(issuer: &IssuerSettings, aud: Option<&Value>) -> Result<(), Re
             let strs: Option<Vec<&str>> = items.iter().map(Value::as_str).collect();
             match strs {
                 Some(v) if !v.is_empty() => v,
-                _ => return reject(Reason::WrongAudience, "aud must be a string or a non-empty array of strings"),
+                _ => {
+                    return reject(
+                        Reason::WrongAudience,
+                        "aud must be a string or a non-empty array of strings",
+                    );
+                }
             }
         }
-        Some(_) => return reject(Reason::WrongAudience, "aud must be a string or an array of strings"),
+        Some(_) => {
+            return reject(
+                Reason::WrongAudience,
+                "aud must be a string or an array of strings",
+            );
+        }
     };
-    if let Some(untrusted) = auds.iter().find(|a| !issuer.audiences.iter().any(|c| c == *a)) {
+    if let Some(untrusted) = auds
+        .iter()
+        .find(|a| !issuer.audiences.iter().any(|c| c == *a))
+    {
         let ours = auds.iter().any(|a| issuer.audiences.iter().any(|c| c == a));
         let detail = if ours {
-            format!("aud also names the untrusted audience {:?}", bounded(untrusted))
+            format!(
+                "aud also names the untrusted audience {:?}",
+                bounded(untrusted)
+            )
         } else {
-            format!("aud {:?} names none of the configured audiences", bounded(untrusted))
+            format!(
+                "aud {:?} names none of the configured audiences",
+                bounded(untrusted)
+            )
         };
         return reject(Reason::WrongAudience, detail);
     }
@@ -287,17 +363,24 @@ fn check_audience(issuer: &IssuerSettings, aud: Option<&Value>) -> Result<(), Re
 fn time_claim(claims: &Map<String, Value>, name: &str) -> Result<Option<i64>, Rejection> {
     match claims.get(name) {
         None => Ok(None),
-        Some(v) => numeric(v)
-            .map(Some)
-            .ok_or_else(|| Rejection::new(Reason::MalformedToken, format!("{name} is not a number"))),
+        Some(v) => numeric(v).map(Some).ok_or_else(|| {
+            Rejection::new(Reason::MalformedToken, format!("{name} is not a number"))
+        }),
     }
 }
 
-fn check_times(issuer: &IssuerSettings, claims: &Map<String, Value>, now: i64) -> Result<(), Rejection> {
+fn check_times(
+    issuer: &IssuerSettings,
+    claims: &Map<String, Value>,
+    now: i64,
+) -> Result<(), Rejection> {
     let leeway = issuer.leeway_secs;
     match time_claim(claims, "exp")? {
         Some(exp) if now > exp.saturating_add(leeway) => {
-            return reject(Reason::Expired, format!("exp {exp} is {}s in the past (leeway {leeway}s)", now - exp));
+            return reject(
+                Reason::Expired,
+                format!("exp {exp} is {}s in the past (leeway {leeway}s)", now - exp),
+            );
         }
         Some(_) => {}
         None if issuer.require_exp => return reject(Reason::MissingClaim, "exp is missing"),
@@ -307,13 +390,23 @@ fn check_times(issuer: &IssuerSettings, claims: &Map<String, Value>, now: i64) -
         return reject(Reason::MissingClaim, "iat is missing");
     };
     if iat > now.saturating_add(leeway) {
-        return reject(Reason::IssuedInFuture, format!("iat {iat} is {}s in the future (leeway {leeway}s)", iat - now));
+        return reject(
+            Reason::IssuedInFuture,
+            format!(
+                "iat {iat} is {}s in the future (leeway {leeway}s)",
+                iat - now
+            ),
+        );
     }
     let max_age = issuer.max_token_age_secs.saturating_add(leeway);
     if now.saturating_sub(iat) > max_age {
         return reject(
             Reason::TooOld,
-            format!("iat {iat} is {}s old, more than {}s (+{leeway}s leeway)", now - iat, issuer.max_token_age_secs),
+            format!(
+                "iat {iat} is {}s old, more than {}s (+{leeway}s leeway)",
+                now - iat,
+                issuer.max_token_age_secs
+            ),
         );
     }
     Ok(())
@@ -346,10 +439,23 @@ mod tests {
         let i = issuer();
         assert!(check_audience(&i, Some(&json!("app"))).is_ok());
         assert!(check_audience(&i, Some(&json!(["app", "app2"]))).is_ok());
-        for bad in [json!("appINVALID"), json!(["app", "evil"]), json!([]), json!(7), json!([1])] {
-            assert_eq!(check_audience(&i, Some(&bad)).expect_err("bad").reason, Reason::WrongAudience, "{bad}");
+        for bad in [
+            json!("appINVALID"),
+            json!(["app", "evil"]),
+            json!([]),
+            json!(7),
+            json!([1]),
+        ] {
+            assert_eq!(
+                check_audience(&i, Some(&bad)).expect_err("bad").reason,
+                Reason::WrongAudience,
+                "{bad}"
+            );
         }
-        assert_eq!(check_audience(&i, None).expect_err("none").reason, Reason::MissingClaim);
+        assert_eq!(
+            check_audience(&i, None).expect_err("none").reason,
+            Reason::MissingClaim
+        );
     }
 
     #[test]
@@ -358,15 +464,33 @@ mod tests {
         let now = 1_000_000;
         let ok = |c: Value| check_times(&i, &claims(c), now);
         let code = |c: Value| ok(c).expect_err("rejected").reason;
-        assert!(ok(json!({"iat": now, "exp": now - 60})).is_ok(), "exp within leeway");
+        assert!(
+            ok(json!({"iat": now, "exp": now - 60})).is_ok(),
+            "exp within leeway"
+        );
         assert_eq!(code(json!({"iat": now, "exp": now - 61})), Reason::Expired);
-        assert!(ok(json!({"iat": now + 60, "exp": now + 120})).is_ok(), "iat within leeway");
-        assert_eq!(code(json!({"iat": now + 61, "exp": now + 200})), Reason::IssuedInFuture);
-        assert!(ok(json!({"iat": now - 360, "exp": now + 10})).is_ok(), "age within leeway");
-        assert_eq!(code(json!({"iat": now - 361, "exp": now + 10})), Reason::TooOld);
+        assert!(
+            ok(json!({"iat": now + 60, "exp": now + 120})).is_ok(),
+            "iat within leeway"
+        );
+        assert_eq!(
+            code(json!({"iat": now + 61, "exp": now + 200})),
+            Reason::IssuedInFuture
+        );
+        assert!(
+            ok(json!({"iat": now - 360, "exp": now + 10})).is_ok(),
+            "age within leeway"
+        );
+        assert_eq!(
+            code(json!({"iat": now - 361, "exp": now + 10})),
+            Reason::TooOld
+        );
         assert_eq!(code(json!({"iat": now})), Reason::MissingClaim);
         assert_eq!(code(json!({"exp": now + 10})), Reason::MissingClaim);
-        assert_eq!(code(json!({"exp": "soon", "iat": now})), Reason::MalformedToken);
+        assert_eq!(
+            code(json!({"exp": "soon", "iat": now})),
+            Reason::MalformedToken
+        );
         assert!(ok(json!({"iat": now as f64 + 0.5, "exp": now + 10})).is_ok());
     }
 

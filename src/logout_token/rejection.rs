@@ -142,7 +142,13 @@ mod tests {
         for r in Reason::ALL {
             assert_eq!(Reason::from_code(r.code()), Some(r));
         }
-        let transient: Vec<_> = Reason::ALL.into_iter().filter(|r| r.is_transient()).collect();
-        assert_eq!(transient, vec![Reason::KeysUnavailable, Reason::StoreUnavailable]);
+        let transient: Vec<_> = Reason::ALL
+            .into_iter()
+            .filter(|r| r.is_transient())
+            .collect();
+        assert_eq!(
+            transient,
+            vec![Reason::KeysUnavailable, Reason::StoreUnavailable]
+        );
     }
 }

@@ -30,8 +30,14 @@ fn decode_object(part: &str, what: &str) -> Result<Map<String, Value>, Rejection
         .map_err(|_| Rejection::new(Reason::MalformedToken, format!("{what} is not base64url")))?;
     match serde_json::from_slice::<Value>(&bytes) {
         Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(Rejection::new(Reason::MalformedToken, format!("{what} is not a JSON object"))),
-        Err(_) => Err(Rejection::new(Reason::MalformedToken, format!("{what} is not valid JSON"))),
+        Ok(_) => Err(Rejection::new(
+            Reason::MalformedToken,
+            format!("{what} is not a JSON object"),
+        )),
+        Err(_) => Err(Rejection::new(
+            Reason::MalformedToken,
+            format!("{what} is not valid JSON"),
+        )),
     }
 }
 
@@ -39,7 +45,10 @@ fn decode_object(part: &str, what: &str) -> Result<Map<String, Value>, Rejection
 pub fn peek(token: &str) -> Result<UnverifiedToken<'_>, Rejection> {
     let token = token.trim();
     if token.is_empty() {
-        return Err(Rejection::new(Reason::MalformedToken, "logout_token is empty"));
+        return Err(Rejection::new(
+            Reason::MalformedToken,
+            "logout_token is empty",
+        ));
     }
     let parts: Vec<&str> = token.split('.').collect();
     match parts.len() {
@@ -78,12 +87,18 @@ mod tests {
 
     #[test]
     fn splits_a_token_and_keeps_the_signing_input() {
-        let t = format!("{}.{}.sig", b64(r#"{"alg":"RS256"}"#), b64(r#"{"iss":"x"}"#));
+        let t = format!(
+            "{}.{}.sig",
+            b64(r#"{"alg":"RS256"}"#),
+            b64(r#"{"iss":"x"}"#)
+        );
         let u = peek(&t).expect("parses");
         assert_eq!(u.header["alg"], "RS256");
         assert_eq!(u.claims["iss"], "x");
         assert_eq!(u.signature, "sig");
-        assert!(t.starts_with(u.signing_input) && u.signing_input.ends_with(&b64(r#"{"iss":"x"}"#)));
+        assert!(
+            t.starts_with(u.signing_input) && u.signing_input.ends_with(&b64(r#"{"iss":"x"}"#))
+        );
     }
 
     #[test]
@@ -97,7 +112,11 @@ mod tests {
             "!!.??.s",
             "a.b.c.d.e",
         ] {
-            assert_eq!(peek(bad).expect_err(bad).reason, Reason::MalformedToken, "{bad}");
+            assert_eq!(
+                peek(bad).expect_err(bad).reason,
+                Reason::MalformedToken,
+                "{bad}"
+            );
         }
     }
 }

@@ -84,7 +84,8 @@ pub fn parse_meta(s: &str) -> Result<(String, String), String> {
 
 /// Parses an outcome code.
 pub fn parse_outcome(s: &str) -> Result<Outcome, String> {
-    Outcome::from_code(s).ok_or_else(|| format!("outcome must be accepted, duplicate or rejected, not {s:?}"))
+    Outcome::from_code(s)
+        .ok_or_else(|| format!("outcome must be accepted, duplicate or rejected, not {s:?}"))
 }
 
 /// Checks a rejection code.
@@ -100,7 +101,10 @@ mod tests {
 
     #[test]
     fn parses_filter_values() {
-        assert_eq!(parse_meta("org_id=acme=1"), Ok(("org_id".into(), "acme=1".into())));
+        assert_eq!(
+            parse_meta("org_id=acme=1"),
+            Ok(("org_id".into(), "acme=1".into()))
+        );
         assert!(parse_meta("=x").is_err());
         assert_eq!(parse_outcome("duplicate"), Ok(Outcome::Duplicate));
         assert!(parse_outcome("ok").is_err());

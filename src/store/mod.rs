@@ -117,14 +117,22 @@ impl Committed {
 
 /// Decides the final outcome of a record given the accepted token already holding its
 /// `(iss, jti)`, if any. Shared by every backend so they agree to the letter.
-pub fn resolve(record: &NewRecord, existing: Option<(i64, [u8; 32])>) -> (Outcome, Option<Rejection>, Option<i64>) {
+pub fn resolve(
+    record: &NewRecord,
+    existing: Option<(i64, [u8; 32])>,
+) -> (Outcome, Option<Rejection>, Option<i64>) {
     if let (Some((original, hash)), Some(ours)) = (existing, record.token_sha256) {
         if hash == ours {
             return (Outcome::Duplicate, None, Some(original));
         }
         if record.verdict.is_ok() {
-            let detail = format!("jti already accepted in record {original} with a different token");
-            return (Outcome::Rejected, Some(Rejection::new(Reason::Replay, detail)), None);
+            let detail =
+                format!("jti already accepted in record {original} with a different token");
+            return (
+                Outcome::Rejected,
+                Some(Rejection::new(Reason::Replay, detail)),
+                None,
+            );
         }
     }
     match &record.verdict {
@@ -164,7 +172,10 @@ impl WriterTask {
 
 impl AuditStore {
     /// Opens (creating if missing) and migrates the store, and starts its writer.
-    pub async fn open(url: &str, write_timeout: Duration) -> Result<(Self, WriterTask), StoreError> {
+    pub async fn open(
+        url: &str,
+        write_timeout: Duration,
+    ) -> Result<(Self, WriterTask), StoreError> {
         let path = sqlite::path_from_url(url)?;
         let (conn, reader) = sqlite::open(&path, write_timeout).await?;
         let (tx, rx) = mpsc::channel(4096);
@@ -222,7 +233,11 @@ mod tests {
     fn record(ok: bool, hash: u8) -> NewRecord {
         NewRecord {
             received_at: 0,
-            verdict: if ok { Ok(()) } else { Err(Rejection::new(Reason::Expired, "old")) },
+            verdict: if ok {
+                Ok(())
+            } else {
+                Err(Rejection::new(Reason::Expired, "old"))
+            },
             facts: TokenFacts::default(),
             token: None,
             token_sha256: Some([hash; 32]),
@@ -233,9 +248,15 @@ mod tests {
 
     #[test]
     fn identical_tokens_are_duplicates_even_when_expired() {
-        assert_eq!(resolve(&record(true, 1), Some((7, [1; 32]))).0, Outcome::Duplicate);
+        assert_eq!(
+            resolve(&record(true, 1), Some((7, [1; 32]))).0,
+            Outcome::Duplicate
+        );
         let (outcome, rejection, dup) = resolve(&record(false, 1), Some((7, [1; 32])));
-        assert_eq!((outcome, rejection, dup), (Outcome::Duplicate, None, Some(7)));
+        assert_eq!(
+            (outcome, rejection, dup),
+            (Outcome::Duplicate, None, Some(7))
+        );
     }
 
     #[test]

@@ -6,8 +6,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Connection, QueryBuilder, Row, Sqlite, SqliteConnection, SqlStr};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Connection, QueryBuilder, Row, SqlStr, Sqlite, SqliteConnection};
 
 use super::filter::{EventFilter, Order};
 use super::record::{SELECT_COLUMNS, StoredRecord};
@@ -15,10 +17,22 @@ use super::{Committed, NewRecord, Outcome, StoreError, resolve};
 
 /// The migrations, embedded in the binary so a fresh machine needs nothing else.
 fn migrator() -> Migrator {
-    let sql = [(1, "audit events", include_str!("../../migrations/sqlite/0001_audit_events.sql"))];
+    let sql = [(
+        1,
+        "audit events",
+        include_str!("../../migrations/sqlite/0001_audit_events.sql"),
+    )];
     let migrations = sql
         .into_iter()
-        .map(|(v, d, s)| Migration::new(v, Cow::Borrowed(d), MigrationType::Simple, SqlStr::from_static(s), false))
+        .map(|(v, d, s)| {
+            Migration::new(
+                v,
+                Cow::Borrowed(d),
+                MigrationType::Simple,
+                SqlStr::from_static(s),
+                false,
+            )
+        })
         .collect();
     Migrator::with_migrations(migrations)
 }
@@ -47,8 +61,16 @@ fn options(path: &Path) -> SqliteConnectOptions {
 }
 
 /// Opens the writer's connection (creating and migrating the file) and a reader pool.
-pub async fn open(path: &Path, write_timeout: Duration) -> Result<(SqliteConnection, Reader), StoreError> {
-    let mut conn = SqliteConnection::connect_with(&options(path).create_if_missing(true).busy_timeout(write_timeout)).await?;
+pub async fn open(
+    path: &Path,
+    write_timeout: Duration,
+) -> Result<(SqliteConnection, Reader), StoreError> {
+    let mut conn = SqliteConnection::connect_with(
+        &options(path)
+            .create_if_missing(true)
+            .busy_timeout(write_timeout),
+    )
+    .await?;
     migrator().run(&mut conn).await?;
     let reader = Reader::open_existing(path).await?;
     Ok((conn, reader))
@@ -77,16 +99,28 @@ impl Reader {
 
     /// Whether a trivial query succeeds.
     pub async fn ping(&self) -> bool {
-        sqlx::query("SELECT 1 FROM audit_events LIMIT 1").fetch_optional(&self.pool).await.is_ok()
+        sqlx::query("SELECT 1 FROM audit_events LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await
+            .is_ok()
     }
 
     /// Runs a filtered, ordered, limited query.
     pub async fn query(&self, f: &EventFilter) -> Result<Vec<StoredRecord>, StoreError> {
-        let mut q = QueryBuilder::<Sqlite>::new(format!("SELECT {SELECT_COLUMNS} FROM audit_events e WHERE 1 = 1"));
-        let text = [("iss", &f.iss), ("sub", &f.sub), ("sid", &f.sid), ("jti", &f.jti), ("reason", &f.reason)];
+        let mut q = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT {SELECT_COLUMNS} FROM audit_events e WHERE 1 = 1"
+        ));
+        let text = [
+            ("iss", &f.iss),
+            ("sub", &f.sub),
+            ("sid", &f.sid),
+            ("jti", &f.jti),
+            ("reason", &f.reason),
+        ];
         for (column, value) in text {
             if let Some(v) = value {
-                q.push(format_args!(" AND e.{column} = ")).push_bind(v.clone());
+                q.push(format_args!(" AND e.{column} = "))
+                    .push_bind(v.clone());
             }
         }
         if let Some(o) = f.outcome {
@@ -117,22 +151,30 @@ impl Reader {
 
 /// The next sequence number: one past the largest id.
 pub async fn next_id(conn: &mut SqliteConnection) -> Result<i64, StoreError> {
-    let max: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM audit_events").fetch_one(&mut *conn).await?;
+    let max: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM audit_events")
+        .fetch_one(&mut *conn)
+        .await?;
     Ok(max.unwrap_or(0) + 1)
 }
 
 /// Writes one batch in one transaction; ids are assigned from `next_id` in arrival order.
-pub async fn write_batch(conn: &mut SqliteConnection, batch: &[&NewRecord], mut next_id: i64) -> Result<Vec<Committed>, StoreError> {
+pub async fn write_batch(
+    conn: &mut SqliteConnection,
+    batch: &[&NewRecord],
+    mut next_id: i64,
+) -> Result<Vec<Committed>, StoreError> {
     let mut tx = conn.begin().await?;
     let mut out = Vec::with_capacity(batch.len());
     for record in batch {
         let existing = match (&record.facts.iss, &record.facts.jti) {
             (Some(iss), Some(jti)) if record.token_sha256.is_some() => {
-                let row = sqlx::query("SELECT event_id, token_sha256 FROM accepted_tokens WHERE iss = ? AND jti = ?")
-                    .bind(iss)
-                    .bind(jti)
-                    .fetch_optional(&mut *tx)
-                    .await?;
+                let row = sqlx::query(
+                    "SELECT event_id, token_sha256 FROM accepted_tokens WHERE iss = ? AND jti = ?",
+                )
+                .bind(iss)
+                .bind(jti)
+                .fetch_optional(&mut *tx)
+                .await?;
                 match row {
                     Some(row) => {
                         let id: i64 = row.try_get(0)?;
@@ -169,12 +211,14 @@ pub async fn write_batch(conn: &mut SqliteConnection, batch: &[&NewRecord], mut 
         }
         if let Some(meta) = &record.facts.metadata {
             for (key, value) in &meta.pairs {
-                sqlx::query("INSERT OR IGNORE INTO metadata_pairs (key, value, event_id) VALUES (?, ?, ?)")
-                    .bind(key)
-                    .bind(value)
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
+                sqlx::query(
+                    "INSERT OR IGNORE INTO metadata_pairs (key, value, event_id) VALUES (?, ?, ?)",
+                )
+                .bind(key)
+                .bind(value)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
             }
         }
         out.push(committed);
@@ -183,11 +227,19 @@ pub async fn write_batch(conn: &mut SqliteConnection, batch: &[&NewRecord], mut 
     Ok(out)
 }
 
-async fn insert_event(tx: &mut SqliteConnection, id: i64, r: &NewRecord, c: &Committed) -> Result<(), StoreError> {
+async fn insert_event(
+    tx: &mut SqliteConnection,
+    id: i64,
+    r: &NewRecord,
+    c: &Committed,
+) -> Result<(), StoreError> {
     let f = &r.facts;
     let accepted = c.outcome == Outcome::Accepted;
     let verified = c.outcome != Outcome::Rejected;
-    let aud = f.aud.as_ref().map(|a| serde_json::Value::from(a.clone()).to_string());
+    let aud = f
+        .aud
+        .as_ref()
+        .map(|a| serde_json::Value::from(a.clone()).to_string());
     let meta = f.metadata.as_ref();
     sqlx::query(
         "INSERT INTO audit_events (id, kind, received_at, outcome, http_status, reason, reason_detail, \
@@ -233,8 +285,14 @@ mod tests {
 
     #[test]
     fn urls() {
-        assert_eq!(path_from_url("sqlite://a/b.db").ok(), Some(PathBuf::from("a/b.db")));
-        assert_eq!(path_from_url("sqlite:///tmp/x.db?mode=rwc").ok(), Some(PathBuf::from("/tmp/x.db")));
+        assert_eq!(
+            path_from_url("sqlite://a/b.db").ok(),
+            Some(PathBuf::from("a/b.db"))
+        );
+        assert_eq!(
+            path_from_url("sqlite:///tmp/x.db?mode=rwc").ok(),
+            Some(PathBuf::from("/tmp/x.db"))
+        );
         assert!(path_from_url("postgres://x").is_err());
         assert!(path_from_url("sqlite::memory:").is_err());
     }

@@ -12,7 +12,11 @@ use super::{Job, StoreError, sqlite};
 pub const MAX_BATCH: usize = 256;
 
 /// Runs until every sender is dropped, then commits what is left and returns.
-pub(super) async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Job>, timeout: Duration) {
+pub(super) async fn run(
+    mut conn: SqliteConnection,
+    mut rx: mpsc::Receiver<Job>,
+    timeout: Duration,
+) {
     let mut next_id = None;
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
@@ -38,7 +42,11 @@ pub(super) async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Job>,
                 next_id = None; // re-read after a failure: nothing of this batch was kept
                 let message = e.to_string();
                 for job in batch.drain(..) {
-                    let _ = job.reply.send(Err(StoreError::Database(sqlx::Error::Protocol(message.clone()))));
+                    let _ = job
+                        .reply
+                        .send(Err(StoreError::Database(sqlx::Error::Protocol(
+                            message.clone(),
+                        ))));
                 }
             }
         }
