@@ -1,0 +1,2 @@
+//! Load benchmark (placeholder; see docs/performance.md).
+fn main() {}
