@@ -9,7 +9,7 @@ use serde_json::Value;
 pub const MAX_PAIRS: usize = 25;
 /// Longest key or value, in Unicode scalar values.
 pub const MAX_CHARS: usize = 255;
-/// Largest metadata JSON stored verbatim; beyond it a marker is stored instead.
+/// Largest invalid metadata JSON stored verbatim; beyond it a marker is stored instead.
 pub const MAX_STORED_BYTES: usize = 16 * 1024;
 
 /// Whether the claim was present and within limits.
@@ -96,24 +96,28 @@ impl SessionMetadata {
             };
         };
         let json = value.to_string();
-        let stored_json = if json.len() > MAX_STORED_BYTES {
-            Some(serde_json::json!({ "$truncated": { "bytes": json.len() } }).to_string())
-        } else {
-            Some(json)
-        };
         match check(value) {
+            // Valid metadata is bounded by the limits themselves (25 pairs of 255 characters),
+            // so it is stored whole, even when multi-byte characters take it past 16 KiB.
             Ok(pairs) => Self {
                 status: MetadataStatus::Ok,
                 error: None,
-                stored_json,
+                stored_json: Some(json),
                 pairs,
             },
-            Err(error) => Self {
-                status: MetadataStatus::Invalid,
-                error: Some(error),
-                stored_json,
-                pairs: Vec::new(),
-            },
+            Err(error) => {
+                let stored = if json.len() > MAX_STORED_BYTES {
+                    serde_json::json!({ "$truncated": { "bytes": json.len() } }).to_string()
+                } else {
+                    json
+                };
+                Self {
+                    status: MetadataStatus::Invalid,
+                    error: Some(error),
+                    stored_json: Some(stored),
+                    pairs: Vec::new(),
+                }
+            }
         }
     }
 }
@@ -172,6 +176,7 @@ mod tests {
     fn huge_metadata_is_replaced_by_a_marker() {
         let big = full(200, 10, &"x".repeat(200));
         let m = SessionMetadata::from_claim(Some(&big));
+        assert_eq!(m.status, MetadataStatus::Invalid);
         let stored = m.stored_json.expect("marker");
         assert!(
             stored.len() < 100 && stored.contains("$truncated"),

@@ -1,0 +1,109 @@
+//! Auth0 session metadata: stored and indexed when valid; breaking a limit keeps the logout
+//! valid and marks the metadata invalid with the reason.
+
+use serde_json::{Map, Value, json};
+
+use crate::helpers::{TestApp, spawn_app};
+
+fn pairs(n: usize, key_len: usize, value: &str) -> Value {
+    let mut m = Map::new();
+    for i in 0..n {
+        m.insert(format!("{i:0>key_len$}"), json!(value));
+    }
+    Value::Object(m)
+}
+
+async fn send(app: &TestApp, metadata: Value) -> logout_ledger::store::StoredRecord {
+    let mut c = app.claims();
+    c.insert("session_metadata".into(), metadata);
+    let a = app.post_token(&app.sign(&c)).await;
+    assert_eq!(
+        a.status, 200,
+        "metadata never makes a signed logout invalid: {:?}",
+        a.body
+    );
+    app.last_record().await
+}
+
+#[tokio::test]
+async fn metadata_at_every_limit_is_ok_and_about_18_kb() {
+    let app = spawn_app().await;
+    let full = pairs(25, 255, &"é".repeat(255));
+    let mut c = app.claims();
+    c.insert("session_metadata".into(), full.clone());
+    let token = app.sign(&c);
+    assert!(
+        token.len() > 17_000,
+        "a full token is large: {}",
+        token.len()
+    );
+    assert_eq!(app.post_token(&token).await.status, 200);
+    let r = app.last_record().await;
+    assert_eq!(r.metadata_status, "ok");
+    assert_eq!(r.session_metadata, Some(full));
+    assert!(r.metadata_error.is_none());
+}
+
+#[tokio::test]
+async fn each_limit_broken_is_stored_as_invalid_with_the_reason() {
+    let app = spawn_app().await;
+    let cases = [
+        (pairs(26, 3, "v"), "26 pairs"),
+        (pairs(1, 256, "v"), "key"),
+        (pairs(1, 3, &"x".repeat(256)), "256 characters"),
+        (json!({"org": {"nested": true}}), "not a string"),
+        (json!({"bad key!": "v"}), "key"),
+        (json!("flat string"), "not a JSON object"),
+    ];
+    for (metadata, reason) in cases {
+        let r = send(&app, metadata.clone()).await;
+        assert_eq!(r.outcome, "accepted");
+        assert_eq!(r.metadata_status, "invalid", "{metadata}");
+        let err = r.metadata_error.unwrap_or_default();
+        assert!(err.contains(reason), "{err:?} should mention {reason:?}");
+        assert_eq!(r.session_metadata, Some(metadata), "stored as received");
+    }
+}
+
+#[tokio::test]
+async fn absent_metadata_is_absent() {
+    let app = spawn_app().await;
+    assert_eq!(app.post_token(&app.valid_token()).await.status, 200);
+    let r = app.last_record().await;
+    assert_eq!(r.metadata_status, "absent");
+    assert!(r.session_metadata.is_none());
+}
+
+#[tokio::test]
+async fn records_can_be_found_by_metadata_pairs() {
+    let app = spawn_app().await;
+    for org in ["acme", "globex", "acme"] {
+        send(&app, json!({"org_slug": org, "loginRegion": "DE"})).await;
+    }
+    send(&app, pairs(26, 3, "v")).await; // invalid metadata is not indexed
+    let reader =
+        logout_ledger::store::AuditStore::open_reader(&format!("sqlite://{}", app.db.display()))
+            .await
+            .expect("reader");
+    let find = |meta: Vec<(&str, &str)>| {
+        let filter = logout_ledger::store::EventFilter {
+            meta: meta
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+            ..Default::default()
+        };
+        let reader = reader.clone();
+        async move { reader.query(&filter).await.expect("query").len() }
+    };
+    assert_eq!(find(vec![("org_slug", "acme")]).await, 2);
+    assert_eq!(
+        find(vec![("org_slug", "acme"), ("loginRegion", "DE")]).await,
+        2
+    );
+    assert_eq!(
+        find(vec![("org_slug", "acme"), ("loginRegion", "FR")]).await,
+        0
+    );
+    assert_eq!(find(vec![("000", "v")]).await, 0);
+}

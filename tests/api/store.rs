@@ -1,0 +1,95 @@
+//! The audit store: every request recorded, durable across restarts, and never a 200 without
+//! a committed record.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use sqlx::Connection;
+
+use crate::helpers::{spawn_app, spawn_app_with};
+
+#[tokio::test]
+async fn two_hundred_concurrent_logouts_are_all_recorded_with_gapless_ids() {
+    let app = spawn_app().await;
+    let tokens: Vec<String> = (0..200).map(|_| app.valid_token()).collect();
+    let answers = app.post_concurrently(tokens).await;
+    assert!(answers.iter().all(|a| a.status == 200));
+    let records = app.records().await;
+    assert_eq!(records.len(), 200);
+    let ids: Vec<i64> = records.iter().map(|r| r.id).collect();
+    assert_eq!(ids, (1..=200).collect::<Vec<_>>());
+    let jtis: HashSet<_> = records.iter().filter_map(|r| r.jti.clone()).collect();
+    assert_eq!(jtis.len(), 200);
+    assert!(records.iter().all(|r| r.outcome == "accepted"));
+}
+
+#[tokio::test]
+async fn records_survive_a_restart_and_ids_continue() {
+    let app = spawn_app().await;
+    for _ in 0..3 {
+        assert_eq!(app.post_token(&app.valid_token()).await.status, 200);
+    }
+    let app = app.restart(|_| {}).await;
+    assert_eq!(app.records().await.len(), 3);
+    assert_eq!(app.post_token(&app.valid_token()).await.status, 200);
+    let ids: Vec<i64> = app.records().await.iter().map(|r| r.id).collect();
+    assert_eq!(ids, vec![1, 2, 3, 4]);
+}
+
+#[tokio::test]
+async fn the_signed_token_is_kept_as_evidence_only_when_accepted() {
+    let app = spawn_app().await;
+    let token = app.valid_token();
+    assert_eq!(app.post_token(&token).await.status, 200);
+    assert_eq!(app.post_token("garbage").await.status, 400);
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", app.db.display()))
+        .await
+        .expect("open");
+    let rows: Vec<(i64, Option<String>)> =
+        sqlx::query_as("SELECT id, token FROM audit_events ORDER BY id")
+            .fetch_all(&mut conn)
+            .await
+            .expect("rows");
+    assert_eq!(rows, vec![(1, Some(token)), (2, None)]);
+}
+
+#[tokio::test]
+async fn a_locked_store_answers_503_never_200_and_recovers() {
+    let app = spawn_app_with(|s| s.store_timeout = Duration::from_secs(1)).await;
+    assert_eq!(app.post_token(&app.valid_token()).await.status, 200);
+
+    // Another process holds the write lock: the receiver cannot commit.
+    let mut blocker = sqlx::SqliteConnection::connect(&format!("sqlite://{}", app.db.display()))
+        .await
+        .expect("open");
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut blocker)
+        .await
+        .expect("lock");
+
+    let valid = app.valid_token();
+    let a = app.post_token(&valid).await;
+    assert_eq!(
+        (a.status, a.code()),
+        (503, "store_unavailable"),
+        "{:?}",
+        a.body
+    );
+    assert!(a.header("retry-after").is_some());
+    // An invalid token still gets its 400 while the store is down.
+    let a = app.post_token("not-a-token").await;
+    assert_eq!((a.status, a.code()), (400, "malformed_token"));
+
+    sqlx::query("ROLLBACK")
+        .execute(&mut blocker)
+        .await
+        .expect("unlock");
+    drop(blocker);
+
+    // The same token is accepted once the store is back: nothing was half-written.
+    let a = app.post_token(&valid).await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    let records = app.records().await;
+    assert_eq!(records.iter().map(|r| r.id).collect::<Vec<_>>(), vec![1, 2]);
+    assert!(records.iter().all(|r| r.outcome == "accepted"));
+}
