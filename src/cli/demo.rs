@@ -21,7 +21,7 @@ use super::output::{self, Format};
 
 /// Flags of `demo`.
 #[derive(Debug, Args)]
-pub struct DemoArgs {
+pub(super) struct DemoArgs {
     /// Store to write to [default: a new file in the temporary directory].
     #[arg(long)]
     database: Option<String>,
@@ -114,7 +114,7 @@ async fn wait_ready(client: &reqwest::Client, addr: SocketAddr) -> anyhow::Resul
 }
 
 /// Runs the demo.
-pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+pub(super) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     telemetry::init(LogFormat::Text, "warn");
     let database = match args.database {
         Some(d) => d,

@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 /// OpenID Connect Back-Channel Logout receiver and audit sink.
 #[derive(Debug, Parser)]
 #[command(name = "logout-ledger", version, about)]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     command: Command,
 }
@@ -26,7 +26,7 @@ enum Command {
 }
 
 /// Runs the chosen subcommand.
-pub async fn run(cli: Cli) -> anyhow::Result<()> {
+pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(*args).await,
         Command::Query(args) => query::run(args).await,

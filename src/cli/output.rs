@@ -7,7 +7,7 @@ use serde_json::Value;
 
 /// Output formats of `query`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
+pub(super) enum Format {
     /// Aligned columns.
     Table,
     /// One JSON array.
@@ -46,7 +46,7 @@ const FIELDS: [&str; 23] = [
 ];
 
 /// Quotes a CSV cell per RFC 4180 and prefixes `'` to cells a spreadsheet would run as a formula.
-pub fn csv_cell(raw: &str) -> String {
+pub(super) fn csv_cell(raw: &str) -> String {
     let neutral = if raw.starts_with(['=', '+', '-', '@', '\t', '\r']) {
         format!("'{raw}")
     } else {
@@ -68,7 +68,7 @@ fn cell(v: &Value) -> String {
 }
 
 /// Writes records in `format`.
-pub fn write(
+pub(super) fn write(
     out: &mut impl Write,
     records: &[StoredRecord],
     format: Format,

@@ -11,7 +11,7 @@ use super::output::{self, Format};
 
 /// Flags of `query`.
 #[derive(Debug, Args)]
-pub struct QueryArgs {
+pub(super) struct QueryArgs {
     /// Audit store URL.
     #[arg(
         long,
@@ -58,7 +58,7 @@ pub struct QueryArgs {
 }
 
 /// Prints matching records to standard output.
-pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
+pub(super) async fn run(args: QueryArgs) -> anyhow::Result<()> {
     let reader = AuditStore::open_reader(&args.database)
         .await
         .with_context(|| format!("cannot open {}", args.database))?;

@@ -18,7 +18,7 @@ use logout_ledger::telemetry::{self, LogFormat};
 
 /// Flags of `serve`; each also reads a `LOGOUT_LEDGER_*` variable.
 #[derive(Debug, Args)]
-pub struct ServeArgs {
+pub(super) struct ServeArgs {
     /// TOML file with the same settings and several `[[issuers]]`.
     #[arg(long, env = "LOGOUT_LEDGER_CONFIG")]
     config: Option<PathBuf>,
@@ -83,7 +83,7 @@ fn secret_from_env() -> Result<Option<Secret>, ConfigError> {
 
 impl ServeArgs {
     /// Merges flags, environment and file into validated settings.
-    pub fn settings(self) -> Result<Settings, ConfigError> {
+    pub(super) fn settings(self) -> Result<Settings, ConfigError> {
         let file = match &self.config {
             Some(path) => Some(FileConfig::load(path)?),
             None => None,
@@ -188,7 +188,7 @@ impl ServeArgs {
 }
 
 /// Runs the receiver until SIGINT or SIGTERM.
-pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+pub(super) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let settings = args.settings()?;
     telemetry::init(settings.log_format, "info");
     for i in &settings.issuers {

@@ -7,12 +7,12 @@ use axum::response::IntoResponse;
 use super::AppState;
 
 /// Alive: the process answers.
-pub async fn healthz() -> impl IntoResponse {
+pub(super) async fn healthz() -> impl IntoResponse {
     (StatusCode::OK, "ok\n")
 }
 
 /// Ready: every issuer has a key set and the store answers.
-pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+pub(super) async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let keys = state.keys.all_loaded();
     let store = state.store.ping().await;
     let status = if keys && store {

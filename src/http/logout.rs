@@ -96,7 +96,7 @@ fn sha256(token: &str) -> [u8; 32] {
 }
 
 /// The handler.
-pub async fn backchannel_logout(
+pub(super) async fn backchannel_logout(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,

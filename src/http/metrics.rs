@@ -50,7 +50,7 @@ impl Metrics {
 }
 
 /// `GET /metrics`.
-pub async fn render(axum::extract::State(state): State<AppState>) -> impl IntoResponse {
+pub(super) async fn render(axum::extract::State(state): State<AppState>) -> impl IntoResponse {
     let m = &state.metrics;
     let mut out = String::new();
     let _ = writeln!(out, "# TYPE logout_ledger_requests_total counter");

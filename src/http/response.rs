@@ -9,11 +9,11 @@ use serde_json::json;
 use crate::logout_token::Rejection;
 
 /// Seconds a 503 asks the issuer to wait.
-pub const RETRY_AFTER_SECS: u64 = 5;
+pub(super) const RETRY_AFTER_SECS: u64 = 5;
 
 /// What the endpoint answers.
 #[derive(Debug)]
-pub enum LogoutResponse {
+pub(super) enum LogoutResponse {
     /// Recorded (accepted or duplicate).
     Ok,
     /// Invalid request or token: 400 (or 413 for an oversized body).

@@ -51,7 +51,7 @@ pub enum FetchError {
 
 /// A fetched body and how long it may be cached.
 #[derive(Debug)]
-pub struct Fetched {
+pub(super) struct Fetched {
     /// The body bytes (at most the cap).
     pub body: Vec<u8>,
     /// Cache lifetime from `Cache-Control: max-age` (bounded), or the default.
@@ -59,7 +59,7 @@ pub struct Fetched {
 }
 
 /// Builds the client used for all issuer fetches.
-pub fn client(settings: &KeyFetchSettings) -> Result<Client, reqwest::Error> {
+pub(super) fn client(settings: &KeyFetchSettings) -> Result<Client, reqwest::Error> {
     let policy = redirect::Policy::custom(|attempt| {
         let same_host = attempt.previous().first().is_some_and(|first| {
             first.host_str() == attempt.url().host_str()
@@ -101,7 +101,7 @@ fn max_age(headers: &reqwest::header::HeaderMap, default: Duration) -> Duration 
 }
 
 /// GETs a URL with the size cap applied while streaming.
-pub async fn get(
+pub(super) async fn get(
     client: &Client,
     url: &Url,
     settings: &KeyFetchSettings,
@@ -150,7 +150,7 @@ struct Discovery {
 }
 
 /// The discovery URL of an issuer: `{issuer without trailing /}/.well-known/openid-configuration`.
-pub fn discovery_url(issuer: &str, allow_http: bool) -> Result<Url, FetchError> {
+pub(super) fn discovery_url(issuer: &str, allow_http: bool) -> Result<Url, FetchError> {
     let raw = format!(
         "{}/.well-known/openid-configuration",
         issuer.trim_end_matches('/')
@@ -162,7 +162,7 @@ pub fn discovery_url(issuer: &str, allow_http: bool) -> Result<Url, FetchError> 
 }
 
 /// Runs discovery: the document's `issuer` must equal ours exactly; returns its `jwks_uri`.
-pub async fn discover(
+pub(super) async fn discover(
     client: &Client,
     issuer: &str,
     settings: &KeyFetchSettings,

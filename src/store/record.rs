@@ -10,7 +10,7 @@ use crate::clock::format_millis;
 use crate::keys::jwks::hex;
 
 /// The columns read for a [`StoredRecord`], in order.
-pub const SELECT_COLUMNS: &str = "e.id, e.received_at, e.outcome, e.reason, e.reason_detail, e.iss, e.sub, e.sid, \
+pub(super) const SELECT_COLUMNS: &str = "e.id, e.received_at, e.outcome, e.reason, e.reason_detail, e.iss, e.sub, e.sid, \
      e.jti, e.aud, e.iat, e.exp, e.alg, e.kid, e.typ, e.session_metadata, e.metadata_status, e.metadata_error, \
      e.source_ip, e.user_agent, e.token_sha256, e.duplicate_of, e.claims_verified";
 

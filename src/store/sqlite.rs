@@ -38,7 +38,7 @@ fn migrator() -> Migrator {
 }
 
 /// Extracts the file path from `sqlite://PATH` or `sqlite:PATH`.
-pub fn path_from_url(url: &str) -> Result<PathBuf, StoreError> {
+pub(super) fn path_from_url(url: &str) -> Result<PathBuf, StoreError> {
     let rest = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))
@@ -61,7 +61,7 @@ fn options(path: &Path) -> SqliteConnectOptions {
 }
 
 /// Opens the writer's connection (creating and migrating the file) and a reader pool.
-pub async fn open(
+pub(super) async fn open(
     path: &Path,
     write_timeout: Duration,
 ) -> Result<(SqliteConnection, Reader), StoreError> {
@@ -78,13 +78,13 @@ pub async fn open(
 
 /// A small pool of connections for reads; WAL lets them run beside the writer.
 #[derive(Debug, Clone)]
-pub struct Reader {
+pub(super) struct Reader {
     pool: SqlitePool,
 }
 
 impl Reader {
     /// Opens a reader on an existing, migrated store.
-    pub async fn open_existing(path: &Path) -> Result<Self, StoreError> {
+    pub(super) async fn open_existing(path: &Path) -> Result<Self, StoreError> {
         if !path.exists() {
             return Err(StoreError::Database(sqlx::Error::Configuration(
                 format!("no store at {}", path.display()).into(),
@@ -98,7 +98,7 @@ impl Reader {
     }
 
     /// Whether a trivial query succeeds.
-    pub async fn ping(&self) -> bool {
+    pub(super) async fn ping(&self) -> bool {
         sqlx::query("SELECT 1 FROM audit_events LIMIT 1")
             .fetch_optional(&self.pool)
             .await
@@ -106,7 +106,7 @@ impl Reader {
     }
 
     /// Runs a filtered, ordered, limited query.
-    pub async fn query(&self, f: &EventFilter) -> Result<Vec<StoredRecord>, StoreError> {
+    pub(super) async fn query(&self, f: &EventFilter) -> Result<Vec<StoredRecord>, StoreError> {
         let mut q = QueryBuilder::<Sqlite>::new(format!(
             "SELECT {SELECT_COLUMNS} FROM audit_events e WHERE 1 = 1"
         ));
@@ -150,7 +150,7 @@ impl Reader {
 }
 
 /// The next sequence number: one past the largest id.
-pub async fn next_id(conn: &mut SqliteConnection) -> Result<i64, StoreError> {
+pub(super) async fn next_id(conn: &mut SqliteConnection) -> Result<i64, StoreError> {
     let max: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM audit_events")
         .fetch_one(&mut *conn)
         .await?;
@@ -158,7 +158,7 @@ pub async fn next_id(conn: &mut SqliteConnection) -> Result<i64, StoreError> {
 }
 
 /// Writes one batch in one transaction; ids are assigned from `next_id` in arrival order.
-pub async fn write_batch(
+pub(super) async fn write_batch(
     conn: &mut SqliteConnection,
     batch: &[&NewRecord],
     mut next_id: i64,

@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use super::{Job, StoreError, sqlite};
 
 /// Most records committed in one transaction.
-pub const MAX_BATCH: usize = 256;
+pub(super) const MAX_BATCH: usize = 256;
 
 /// Runs until every sender is dropped, then commits what is left and returns.
 pub(super) async fn run(

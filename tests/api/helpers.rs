@@ -15,16 +15,16 @@ use logout_ledger::telemetry::LogFormat;
 use serde_json::{Map, Value};
 
 /// The client id the test receiver serves.
-pub const AUDIENCE: &str = "test-client";
+pub(crate) const AUDIENCE: &str = "test-client";
 /// The HS256 client secret used when HS256 is allowed.
-pub const CLIENT_SECRET: &[u8] = b"a-client-secret-of-reasonable-length-0123456789";
+pub(crate) const CLIENT_SECRET: &[u8] = b"a-client-secret-of-reasonable-length-0123456789";
 
 /// A directory removed when dropped.
 #[derive(Debug)]
-pub struct TempDir(pub PathBuf);
+pub(crate) struct TempDir(pub PathBuf);
 
 impl TempDir {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let p = std::env::temp_dir().join(format!("logout-ledger-test-{}", random_id()));
         std::fs::create_dir_all(&p).expect("create temp dir");
         Self(p)
@@ -38,7 +38,7 @@ impl Drop for TempDir {
 }
 
 /// Issuer settings for `op` with every supported algorithm family allowed (RS256 only unless changed).
-pub fn issuer_settings(op: &LocalIssuer) -> IssuerSettings {
+pub(crate) fn issuer_settings(op: &LocalIssuer) -> IssuerSettings {
     IssuerSettings {
         issuer: op.issuer().to_owned(),
         audiences: vec![AUDIENCE.into()],
@@ -52,7 +52,7 @@ pub fn issuer_settings(op: &LocalIssuer) -> IssuerSettings {
 }
 
 /// Settings for a receiver on port 0 writing to `db`.
-pub fn settings(op: &LocalIssuer, db: &Path) -> Settings {
+pub(crate) fn settings(op: &LocalIssuer, db: &Path) -> Settings {
     Settings {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         database: format!("sqlite://{}", db.display()),
@@ -68,7 +68,7 @@ pub fn settings(op: &LocalIssuer, db: &Path) -> Settings {
 }
 
 /// Every algorithm the receiver supports, with the HS256 secret.
-pub fn all_algorithms(s: &mut Settings) {
+pub(crate) fn all_algorithms(s: &mut Settings) {
     s.issuers[0].algorithms = vec![
         Algorithm::RS256,
         Algorithm::RS384,
@@ -85,7 +85,7 @@ pub fn all_algorithms(s: &mut Settings) {
 }
 
 /// A running receiver with its issuer and store.
-pub struct TestApp {
+pub(crate) struct TestApp {
     pub addr: SocketAddr,
     pub op: Arc<LocalIssuer>,
     pub db: PathBuf,
@@ -98,7 +98,7 @@ pub struct TestApp {
 
 /// An answer, read whole.
 #[derive(Debug)]
-pub struct Answer {
+pub(crate) struct Answer {
     pub status: u16,
     pub headers: reqwest::header::HeaderMap,
     pub body: Value,
@@ -106,7 +106,7 @@ pub struct Answer {
 
 impl Answer {
     /// The rejection code at the start of `error_description`.
-    pub fn code(&self) -> &str {
+    pub(crate) fn code(&self) -> &str {
         self.body
             .get("error_description")
             .and_then(Value::as_str)
@@ -114,18 +114,18 @@ impl Answer {
             .unwrap_or("")
     }
 
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 }
 
 /// Starts issuer and receiver with default settings, waiting until keys are loaded.
-pub async fn spawn_app() -> TestApp {
+pub(crate) async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
 
 /// Starts issuer and receiver with settings changed by `change`.
-pub async fn spawn_app_with(change: impl FnOnce(&mut Settings)) -> TestApp {
+pub(crate) async fn spawn_app_with(change: impl FnOnce(&mut Settings)) -> TestApp {
     let op = Arc::new(LocalIssuer::start().await.expect("issuer starts"));
     let dir = Arc::new(TempDir::new());
     let db = dir.0.join("audit.db");
@@ -135,7 +135,7 @@ pub async fn spawn_app_with(change: impl FnOnce(&mut Settings)) -> TestApp {
 }
 
 /// Starts a receiver with explicit parts (used for restarts on the same store).
-pub async fn start(
+pub(crate) async fn start(
     op: Arc<LocalIssuer>,
     dir: Arc<TempDir>,
     db: PathBuf,
@@ -167,11 +167,11 @@ pub async fn start(
 }
 
 impl TestApp {
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 
-    pub async fn wait_ready(&self) {
+    pub(crate) async fn wait_ready(&self) {
         for _ in 0..200 {
             if let Ok(r) = self.client.get(self.url("/readyz")).send().await
                 && r.status() == 200
@@ -184,22 +184,26 @@ impl TestApp {
     }
 
     /// Baseline valid claims for this receiver.
-    pub fn claims(&self) -> Map<String, Value> {
+    pub(crate) fn claims(&self) -> Map<String, Value> {
         self.op.claims(AUDIENCE)
     }
 
     /// Signs with the issuer's RSA key and RS256.
-    pub fn sign(&self, claims: &Map<String, Value>) -> String {
+    pub(crate) fn sign(&self, claims: &Map<String, Value>) -> String {
         self.op.sign("rsa-1", "RS256", claims).expect("sign")
     }
 
     /// A fresh valid token.
-    pub fn valid_token(&self) -> String {
+    pub(crate) fn valid_token(&self) -> String {
         self.sign(&self.claims())
     }
 
     /// Posts a raw body with a content type.
-    pub async fn post_raw(&self, content_type: &str, body: impl Into<reqwest::Body>) -> Answer {
+    pub(crate) async fn post_raw(
+        &self,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> Answer {
         post_raw(
             &self.client,
             &self.url("/backchannel-logout"),
@@ -210,7 +214,7 @@ impl TestApp {
     }
 
     /// Posts every token at once (one task each) and returns the answers in order.
-    pub async fn post_concurrently(&self, tokens: Vec<String>) -> Vec<Answer> {
+    pub(crate) async fn post_concurrently(&self, tokens: Vec<String>) -> Vec<Answer> {
         let url = self.url("/backchannel-logout");
         let tasks: Vec<_> = tokens
             .into_iter()
@@ -236,25 +240,25 @@ impl TestApp {
     }
 
     /// Posts a token as the form field `logout_token`.
-    pub async fn post_token(&self, token: &str) -> Answer {
+    pub(crate) async fn post_token(&self, token: &str) -> Answer {
         let body = format!("logout_token={}", urlencode(token));
         self.post_raw("application/x-www-form-urlencoded", body)
             .await
     }
 
     /// Every record, oldest first.
-    pub async fn records(&self) -> Vec<StoredRecord> {
+    pub(crate) async fn records(&self) -> Vec<StoredRecord> {
         records_in(&self.db).await
     }
 
     /// The newest record.
-    pub async fn last_record(&self) -> StoredRecord {
+    pub(crate) async fn last_record(&self) -> StoredRecord {
         let mut all = self.records().await;
         all.pop().expect("at least one record")
     }
 
     /// Stops the receiver (graceful) and waits for it.
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         self.shutdown().await;
     }
 
@@ -268,7 +272,7 @@ impl TestApp {
     }
 
     /// Stops this receiver and starts another on the same store, issuer and settings.
-    pub async fn restart(mut self, change: impl FnOnce(&mut Settings)) -> TestApp {
+    pub(crate) async fn restart(mut self, change: impl FnOnce(&mut Settings)) -> TestApp {
         self.shutdown().await;
         let mut s = self.settings.clone();
         change(&mut s);
@@ -284,7 +288,7 @@ impl TestApp {
 }
 
 /// Reads every record of a store file, oldest first.
-pub async fn records_in(db: &Path) -> Vec<StoredRecord> {
+pub(crate) async fn records_in(db: &Path) -> Vec<StoredRecord> {
     let reader = AuditStore::open_reader(&format!("sqlite://{}", db.display()))
         .await
         .expect("reader");
@@ -299,7 +303,7 @@ pub async fn records_in(db: &Path) -> Vec<StoredRecord> {
 }
 
 /// Posts a body to a URL and reads the whole answer.
-pub async fn post_raw(
+pub(crate) async fn post_raw(
     client: &reqwest::Client,
     url: &str,
     content_type: &str,
@@ -325,6 +329,6 @@ pub async fn post_raw(
 }
 
 /// Percent-encodes a form value.
-pub fn urlencode(s: &str) -> String {
+pub(crate) fn urlencode(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
