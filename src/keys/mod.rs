@@ -41,6 +41,7 @@ struct RefreshState {
     last_attempt: Option<Instant>,
     jwks_uri: Option<Url>,
     expires_at: Option<Instant>,
+    last_error: Option<String>,
 }
 
 /// One issuer's cached key set.
@@ -133,8 +134,12 @@ impl KeyRegistry {
         }
         let cooldown = self.settings.refresh_cooldown;
         if state.last_attempt.is_some_and(|t| t.elapsed() < cooldown) {
+            let last = match &state.last_error {
+                Some(e) => format!("; last fetch failed: {e}"),
+                None => String::new(),
+            };
             return Err(KeyLookupError::Unavailable(format!(
-                "key {:?} is not cached and the key set was fetched less than {}s ago",
+                "key {:?} is not cached and the key set was fetched less than {}s ago{last}",
                 kid.unwrap_or("(none)"),
                 cooldown.as_secs()
             )));
@@ -160,6 +165,16 @@ impl KeyRegistry {
     }
 
     async fn fetch_locked(
+        &self,
+        keys: &IssuerKeys,
+        state: &mut RefreshState,
+    ) -> Result<(), FetchError> {
+        let result = self.fetch_once(keys, state).await;
+        state.last_error = result.as_ref().err().map(ToString::to_string);
+        result
+    }
+
+    async fn fetch_once(
         &self,
         keys: &IssuerKeys,
         state: &mut RefreshState,

@@ -4,6 +4,7 @@
 mod helpers;
 
 mod conformance;
+mod fetch;
 mod keys;
 mod lifecycle;
 mod metadata;
