@@ -11,9 +11,10 @@ use tokio::net::TcpListener;
 use crate::clock::SharedClock;
 use crate::config::Settings;
 use crate::http::{AppState, Metrics, router};
+use crate::keys::KeyArchive;
 use crate::keys::KeyRegistry;
 use crate::logout_token::Validator;
-use crate::store::{AuditStore, StoreError, WriterTask};
+use crate::store::{AuditStore, Note, NoteKind, StoreError, WriterTask};
 
 /// How long shutdown may take in all (requests in flight, then the writer's last batch).
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
@@ -42,6 +43,7 @@ pub enum StartupError {
 pub struct Application {
     listener: TcpListener,
     state: AppState,
+    store: AuditStore,
     writer: WriterTask,
 }
 
@@ -50,7 +52,10 @@ impl Application {
     pub async fn build(settings: Settings, clock: SharedClock) -> Result<Self, StartupError> {
         let (store, writer) = AuditStore::open(&settings.database, settings.store_timeout).await?;
         let issuers = Arc::new(settings.issuers.clone());
-        let keys = Arc::new(KeyRegistry::new(&settings.issuers, settings.keys.clone())?);
+        let archive: Arc<dyn KeyArchive> = Arc::new(store.clone());
+        let keys = Arc::new(
+            KeyRegistry::new(&settings.issuers, settings.keys.clone())?.with_archive(archive),
+        );
         let listener =
             TcpListener::bind(settings.listen)
                 .await
@@ -58,9 +63,17 @@ impl Application {
                     addr: settings.listen,
                     source,
                 })?;
+        store
+            .note(Note {
+                kind: NoteKind::System,
+                action: "start".into(),
+                details: summary(&settings, listener.local_addr().ok()),
+                at: clock.now_millis(),
+            })
+            .await?;
         let state = AppState {
             validator: Validator::new(issuers, Arc::clone(&keys)),
-            store,
+            store: store.clone(),
             keys,
             clock,
             metrics: Arc::new(Metrics::default()),
@@ -68,6 +81,7 @@ impl Application {
         Ok(Self {
             listener,
             state,
+            store,
             writer,
         })
     }
@@ -98,8 +112,10 @@ impl Application {
         let Self {
             listener,
             state,
+            store,
             writer,
         } = self;
+        let clock = Arc::clone(&state.clock);
         let maintainer = tokio::spawn(Arc::clone(&state.keys).maintain());
         let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
@@ -124,7 +140,18 @@ impl Application {
             }
         };
         maintainer.abort();
-        // The router (and its store handles) is gone: the writer commits what is queued and ends.
+        let stop = Note {
+            kind: NoteKind::System,
+            action: "stop".into(),
+            details: serde_json::json!({ "clean": result.is_ok() }),
+            at: clock.now_millis(),
+        };
+        if let Err(e) = store.note(stop).await {
+            tracing::error!("stop not recorded: {e}");
+        }
+        drop(store);
+        let _ = maintainer.await;
+        // The router and every store handle are gone: the writer commits what is queued and ends.
         if tokio::time::timeout(Duration::from_secs(2), writer.finished())
             .await
             .is_err()
@@ -132,6 +159,46 @@ impl Application {
             tracing::error!("audit writer did not finish in time");
         }
         result
+    }
+}
+
+/// The configuration summary recorded at start: every rule, no secret.
+pub fn summary(settings: &Settings, bound: Option<SocketAddr>) -> serde_json::Value {
+    let issuers: Vec<serde_json::Value> = settings
+        .issuers
+        .iter()
+        .map(|i| {
+            serde_json::json!({
+                "issuer": i.issuer,
+                "audiences": i.audiences,
+                "algorithms": i.algorithms.iter().map(|a| format!("{a:?}")).collect::<Vec<_>>(),
+                "jwks_uri": i.jwks_uri.as_ref().map(ToString::to_string),
+                "client_secret_configured": i.client_secret.is_some(),
+                "require_exp": i.require_exp,
+                "leeway_secs": i.leeway_secs,
+                "max_token_age_secs": i.max_token_age_secs,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "listen": bound.unwrap_or(settings.listen).to_string(),
+        "database": redact_url(&settings.database),
+        "issuers": issuers,
+        "jwks_refresh_cooldown_secs": settings.keys.refresh_cooldown.as_secs(),
+        "allow_insecure_http": settings.keys.allow_insecure_http,
+        "store_timeout_secs": settings.store_timeout.as_secs(),
+    })
+}
+
+/// A database URL without its password.
+pub fn redact_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("redacted"));
+            u.to_string()
+        }
+        _ => url.to_owned(),
     }
 }
 

@@ -19,8 +19,9 @@ pub(super) enum Format {
 }
 
 /// The field names, in output order (the CSV header).
-const FIELDS: [&str; 23] = [
+const FIELDS: [&str; 26] = [
     "id",
+    "kind",
     "received_at",
     "outcome",
     "reason",
@@ -43,6 +44,8 @@ const FIELDS: [&str; 23] = [
     "token_sha256",
     "duplicate_of",
     "claims_verified",
+    "action",
+    "details",
 ];
 
 /// Quotes a CSV cell per RFC 4180 and prefixes `'` to cells a spreadsheet would run as a formula.
@@ -115,7 +118,10 @@ fn table(out: &mut impl Write, records: &[StoredRecord]) -> std::io::Result<()> 
     let rows: Vec<[String; 8]> = records
         .iter()
         .map(|r| {
-            let meta = match (&r.session_metadata, r.metadata_status.as_str()) {
+            let meta = match (
+                &r.session_metadata,
+                r.metadata_status.as_deref().unwrap_or(""),
+            ) {
                 (Some(Value::Object(m)), "ok") => m
                     .iter()
                     .map(|(k, v)| format!("{k}={}", cell(v)))
@@ -131,7 +137,10 @@ fn table(out: &mut impl Write, records: &[StoredRecord]) -> std::io::Result<()> 
             [
                 r.id.to_string(),
                 r.received_at.clone(),
-                r.outcome.clone(),
+                r.outcome
+                    .clone()
+                    .or_else(|| r.action.as_ref().map(|a| format!("{}:{a}", r.kind)))
+                    .unwrap_or_default(),
                 reason,
                 r.sub.clone().unwrap_or_default(),
                 r.sid.clone().unwrap_or_default(),

@@ -4,7 +4,8 @@ use anyhow::Context;
 use clap::Args;
 use logout_ledger::clock::parse_rfc3339_millis;
 use logout_ledger::store::{
-    AuditStore, EventFilter, MAX_LIMIT, Order, Outcome, parse_meta, parse_outcome, parse_reason,
+    AuditStore, EventFilter, KindFilter, MAX_LIMIT, Order, Outcome, parse_meta, parse_outcome,
+    parse_reason,
 };
 
 use super::output::{self, Format};
@@ -19,6 +20,9 @@ pub(super) struct QueryArgs {
         default_value = "sqlite://logout-ledger.db"
     )]
     database: String,
+    /// Which records: logout, access (reads of the audit data), system, or all.
+    #[arg(long, default_value = "logout")]
+    kind: KindFilter,
     /// Only this issuer.
     #[arg(long)]
     iss: Option<String>,
@@ -63,6 +67,7 @@ pub(super) async fn run(args: QueryArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot open {}", args.database))?;
     let filter = EventFilter {
+        kind: args.kind,
         iss: args.iss,
         sub: args.sub,
         sid: args.sid,

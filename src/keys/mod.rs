@@ -11,6 +11,8 @@ pub use fetch::FetchError;
 pub use jwks::{KeyKind, KeyMatch, KeySet, VerificationKey};
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -21,6 +23,26 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use crate::config::{IssuerSettings, KeyFetchSettings};
+
+/// A key set as fetched, handed to the archive before it is used.
+#[derive(Debug, Clone)]
+pub struct FetchedKeySet {
+    /// The issuer it belongs to.
+    pub issuer: String,
+    /// SHA-256 of the document.
+    pub digest: [u8; 32],
+    /// The document as fetched.
+    pub document: String,
+    /// The `kid`s it holds (usable keys only).
+    pub kids: Vec<String>,
+}
+
+/// Where fetched key sets are kept (the audit store), so every acceptance can be re-verified
+/// offline against the exact keys that verified it.
+pub trait KeyArchive: Send + Sync + std::fmt::Debug {
+    /// Durably records a fetched set; returns once it is stored (errors are logged inside).
+    fn archive(&self, set: FetchedKeySet) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+}
 
 /// Why no key could be produced for a token.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +83,7 @@ pub struct KeyRegistry {
     issuers: HashMap<String, Arc<IssuerKeys>>,
     client: Client,
     settings: KeyFetchSettings,
+    archive: Option<Arc<dyn KeyArchive>>,
 }
 
 impl KeyRegistry {
@@ -88,7 +111,14 @@ impl KeyRegistry {
             issuers,
             client,
             settings,
+            archive: None,
         })
+    }
+
+    /// Archives every fetched key set before it is used.
+    pub fn with_archive(mut self, archive: Arc<dyn KeyArchive>) -> Self {
+        self.archive = Some(archive);
+        self
     }
 
     /// The cache of one configured issuer.
@@ -203,6 +233,15 @@ impl KeyRegistry {
         })?;
         for s in skipped {
             tracing::warn!(issuer = %keys.issuer, "ignoring unusable key: {s}");
+        }
+        if let Some(archive) = &self.archive {
+            let fetched_set = FetchedKeySet {
+                issuer: keys.issuer.clone(),
+                digest: set.digest,
+                document: String::from_utf8_lossy(&fetched.body).into_owned(),
+                kids: set.keys.iter().filter_map(|k| k.kid.clone()).collect(),
+            };
+            archive.archive(fetched_set).await;
         }
         let changed = keys.current().is_none_or(|old| old.digest != set.digest);
         if changed {

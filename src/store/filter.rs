@@ -29,9 +29,52 @@ impl FromStr for Order {
     }
 }
 
+/// Which kinds of record a query wants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KindFilter {
+    /// Records of the logout endpoint.
+    #[default]
+    Logout,
+    /// Reads of the audit data.
+    Access,
+    /// The service's own life.
+    System,
+    /// Everything.
+    All,
+}
+
+impl FromStr for KindFilter {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "logout" => Ok(KindFilter::Logout),
+            "access" => Ok(KindFilter::Access),
+            "system" => Ok(KindFilter::System),
+            "all" => Ok(KindFilter::All),
+            other => Err(format!(
+                "kind must be logout, access, system or all, not {other:?}"
+            )),
+        }
+    }
+}
+
+impl KindFilter {
+    /// The stored `kind`, or `None` for all.
+    pub fn code(self) -> Option<&'static str> {
+        match self {
+            KindFilter::Logout => Some("logout"),
+            KindFilter::Access => Some("access"),
+            KindFilter::System => Some("system"),
+            KindFilter::All => None,
+        }
+    }
+}
+
 /// A conjunction of filters; `None` means "any".
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventFilter {
+    /// Record kinds.
+    pub kind: KindFilter,
     /// Exact `iss`.
     pub iss: Option<String>,
     /// Exact `sub`.
@@ -59,6 +102,7 @@ pub struct EventFilter {
 impl Default for EventFilter {
     fn default() -> Self {
         Self {
+            kind: KindFilter::Logout,
             iss: None,
             sub: None,
             sid: None,

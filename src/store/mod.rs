@@ -1,19 +1,27 @@
-//! The audit store: every request becomes one record, written through a single group-commit
-//! writer and acknowledged only after its transaction commits. No SQL lives outside this module.
+//! The audit store: every request becomes one record in an append-only, hash-chained sequence,
+//! written through a single group-commit writer and acknowledged only after its transaction
+//! commits. No SQL lives outside this module.
 
+pub mod chain;
+mod entry;
 mod filter;
 mod record;
 mod sqlite;
 mod writer;
 
-pub use filter::{EventFilter, MAX_LIMIT, Order, parse_meta, parse_outcome, parse_reason};
+pub use entry::{Committed, NewRecord, Note, NoteKind, Outcome, resolve};
+pub use filter::{
+    EventFilter, KindFilter, MAX_LIMIT, Order, parse_meta, parse_outcome, parse_reason,
+};
 pub use record::StoredRecord;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::logout_token::{Reason, Rejection, TokenFacts};
+use crate::keys::{FetchedKeySet, KeyArchive};
 
 /// Why the store could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +38,9 @@ pub enum StoreError {
     /// The write did not commit within the store timeout.
     #[error("the store did not commit within {0:?}")]
     Timeout(Duration),
+    /// The batch this write belonged to failed.
+    #[error("the audit batch was not committed: {0}")]
+    BatchFailed(String),
     /// The writer has stopped (shutdown).
     #[error("the audit writer has stopped")]
     WriterGone,
@@ -43,107 +54,21 @@ pub enum StoreError {
     },
 }
 
-/// What happened to a request, as recorded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// A valid logout, recorded once.
-    Accepted,
-    /// The identical token again (the issuer retrying): answered 200, points at the original.
-    Duplicate,
-    /// Refused; the reason says why.
-    Rejected,
+/// One unit of work for the writer, with where to send its answer.
+enum Job {
+    Logout(NewRecord, oneshot::Sender<Result<Committed, StoreError>>),
+    Note(Note, oneshot::Sender<Result<i64, StoreError>>),
+    KeySet(
+        FetchedKeySet,
+        i64,
+        oneshot::Sender<Result<Option<i64>, StoreError>>,
+    ),
 }
 
-impl Outcome {
-    /// The stored code.
-    pub fn code(self) -> &'static str {
-        match self {
-            Outcome::Accepted => "accepted",
-            Outcome::Duplicate => "duplicate",
-            Outcome::Rejected => "rejected",
-        }
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job").finish_non_exhaustive()
     }
-
-    /// Parses a stored code.
-    pub fn from_code(code: &str) -> Option<Self> {
-        [Outcome::Accepted, Outcome::Duplicate, Outcome::Rejected]
-            .into_iter()
-            .find(|o| o.code() == code)
-    }
-}
-
-/// A request to record, as the endpoint saw it. The store decides `duplicate` and `replay`.
-#[derive(Debug, Clone)]
-pub struct NewRecord {
-    /// Milliseconds since the epoch when the request arrived.
-    pub received_at: i64,
-    /// The validator's verdict (`Ok` = every rule but replay held).
-    pub verdict: Result<(), Rejection>,
-    /// What the token says.
-    pub facts: TokenFacts,
-    /// The token itself; stored only if the record ends up accepted.
-    pub token: Option<String>,
-    /// SHA-256 of the token as received.
-    pub token_sha256: Option<[u8; 32]>,
-    /// Peer address.
-    pub source_ip: Option<String>,
-    /// `User-Agent` header (bounded).
-    pub user_agent: Option<String>,
-}
-
-/// The committed record's identity and final outcome.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Committed {
-    /// Sequence number of the record.
-    pub id: i64,
-    /// Final outcome.
-    pub outcome: Outcome,
-    /// The rejection, when rejected.
-    pub rejection: Option<Rejection>,
-    /// For a duplicate, the original record.
-    pub duplicate_of: Option<i64>,
-}
-
-impl Committed {
-    /// The HTTP status this record answers with: 200, 400, or 503 for transient failures.
-    pub fn http_status(&self) -> u16 {
-        match (&self.outcome, &self.rejection) {
-            (Outcome::Accepted | Outcome::Duplicate, _) => 200,
-            (Outcome::Rejected, Some(r)) if r.reason.is_transient() => 503,
-            (Outcome::Rejected, _) => 400,
-        }
-    }
-}
-
-/// Decides the final outcome of a record given the accepted token already holding its
-/// `(iss, jti)`, if any. Shared by every backend so they agree to the letter.
-pub fn resolve(
-    record: &NewRecord,
-    existing: Option<(i64, [u8; 32])>,
-) -> (Outcome, Option<Rejection>, Option<i64>) {
-    if let (Some((original, hash)), Some(ours)) = (existing, record.token_sha256) {
-        if hash == ours {
-            return (Outcome::Duplicate, None, Some(original));
-        }
-        if record.verdict.is_ok() {
-            let detail =
-                format!("jti already accepted in record {original} with a different token");
-            return (
-                Outcome::Rejected,
-                Some(Rejection::new(Reason::Replay, detail)),
-                None,
-            );
-        }
-    }
-    match &record.verdict {
-        Ok(()) => (Outcome::Accepted, None, None),
-        Err(r) => (Outcome::Rejected, Some(r.clone()), None),
-    }
-}
-
-struct Job {
-    record: NewRecord,
-    reply: oneshot::Sender<Result<Committed, StoreError>>,
 }
 
 /// The audit store handle: cheap to clone, shared by every request.
@@ -151,12 +76,6 @@ struct Job {
 pub struct AuditStore {
     writer: mpsc::Sender<Job>,
     reader: sqlite::Reader,
-}
-
-impl std::fmt::Debug for Job {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Job").finish_non_exhaustive()
-    }
 }
 
 /// Handle to wait for the writer's last batch at shutdown.
@@ -168,6 +87,15 @@ impl WriterTask {
     pub async fn finished(self) {
         let _ = self.0.await;
     }
+}
+
+async fn submit<T>(
+    writer: &mpsc::Sender<Job>,
+    job: Job,
+    rx: oneshot::Receiver<Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    writer.send(job).await.map_err(|_| StoreError::WriterGone)?;
+    rx.await.map_err(|_| StoreError::WriterGone)?
 }
 
 impl AuditStore {
@@ -189,14 +117,27 @@ impl AuditStore {
         Ok(StoreReader(sqlite::Reader::open_existing(&path).await?))
     }
 
-    /// Records one request and returns its final outcome once committed.
+    /// Records one logout request and returns its final outcome once committed.
     pub async fn append(&self, record: NewRecord) -> Result<Committed, StoreError> {
         let (reply, rx) = oneshot::channel();
-        self.writer
-            .send(Job { record, reply })
-            .await
-            .map_err(|_| StoreError::WriterGone)?;
-        rx.await.map_err(|_| StoreError::WriterGone)?
+        submit(&self.writer, Job::Logout(record, reply), rx).await
+    }
+
+    /// Records an access or system event; returns its sequence number once committed.
+    pub async fn note(&self, note: Note) -> Result<i64, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        submit(&self.writer, Job::Note(note, reply), rx).await
+    }
+
+    /// Archives a fetched key set (first/last seen); a new set for an issuer is also recorded
+    /// as a `keyset_change` system record, whose id is returned.
+    pub async fn archive_key_set(
+        &self,
+        set: FetchedKeySet,
+        seen_at: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        submit(&self.writer, Job::KeySet(set, seen_at, reply), rx).await
     }
 
     /// Reads records matching a filter.
@@ -208,10 +149,16 @@ impl AuditStore {
     pub async fn ping(&self) -> bool {
         self.reader.ping().await
     }
+}
 
-    /// Closes the writer's queue; the writer commits what is queued and stops.
-    pub fn close(self) {
-        drop(self.writer);
+impl KeyArchive for AuditStore {
+    fn archive(&self, set: FetchedKeySet) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async move {
+            let now = crate::clock::Clock::now_millis(&crate::clock::SystemClock);
+            if let Err(e) = self.archive_key_set(set, now).await {
+                tracing::error!("key set not archived: {e}");
+            }
+        })
     }
 }
 
@@ -223,54 +170,5 @@ impl StoreReader {
     /// Reads records matching a filter.
     pub async fn query(&self, filter: &EventFilter) -> Result<Vec<StoredRecord>, StoreError> {
         self.0.query(filter).await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn record(ok: bool, hash: u8) -> NewRecord {
-        NewRecord {
-            received_at: 0,
-            verdict: if ok {
-                Ok(())
-            } else {
-                Err(Rejection::new(Reason::Expired, "old"))
-            },
-            facts: TokenFacts::default(),
-            token: None,
-            token_sha256: Some([hash; 32]),
-            source_ip: None,
-            user_agent: None,
-        }
-    }
-
-    #[test]
-    fn identical_tokens_are_duplicates_even_when_expired() {
-        assert_eq!(
-            resolve(&record(true, 1), Some((7, [1; 32]))).0,
-            Outcome::Duplicate
-        );
-        let (outcome, rejection, dup) = resolve(&record(false, 1), Some((7, [1; 32])));
-        assert_eq!(
-            (outcome, rejection, dup),
-            (Outcome::Duplicate, None, Some(7))
-        );
-    }
-
-    #[test]
-    fn another_token_with_the_same_jti_is_a_replay() {
-        let (outcome, rejection, _) = resolve(&record(true, 2), Some((7, [1; 32])));
-        assert_eq!(outcome, Outcome::Rejected);
-        assert_eq!(rejection.map(|r| r.reason), Some(Reason::Replay));
-        // An invalid token keeps its own reason.
-        let (_, rejection, _) = resolve(&record(false, 2), Some((7, [1; 32])));
-        assert_eq!(rejection.map(|r| r.reason), Some(Reason::Expired));
-    }
-
-    #[test]
-    fn first_valid_token_is_accepted() {
-        assert_eq!(resolve(&record(true, 2), None).0, Outcome::Accepted);
     }
 }

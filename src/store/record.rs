@@ -10,7 +10,7 @@ use crate::clock::format_millis;
 use crate::keys::jwks::hex;
 
 /// The columns read for a [`StoredRecord`], in order.
-pub(super) const SELECT_COLUMNS: &str = "e.id, e.received_at, e.outcome, e.reason, e.reason_detail, e.iss, e.sub, e.sid, \
+pub(super) const SELECT_COLUMNS: &str = "e.id, e.kind, e.action, e.details, e.received_at, e.outcome, e.reason, e.reason_detail, e.iss, e.sub, e.sid, \
      e.jti, e.aud, e.iat, e.exp, e.alg, e.kid, e.typ, e.session_metadata, e.metadata_status, e.metadata_error, \
      e.source_ip, e.user_agent, e.token_sha256, e.duplicate_of, e.claims_verified";
 
@@ -19,10 +19,12 @@ pub(super) const SELECT_COLUMNS: &str = "e.id, e.received_at, e.outcome, e.reaso
 pub struct StoredRecord {
     /// Sequence number.
     pub id: i64,
+    /// `logout`, `access` or `system`.
+    pub kind: String,
     /// RFC 3339 UTC with milliseconds.
     pub received_at: String,
-    /// accepted, duplicate or rejected.
-    pub outcome: String,
+    /// accepted, duplicate or rejected (logout records).
+    pub outcome: Option<String>,
     /// Rejection code.
     pub reason: Option<String>,
     /// Rejection detail.
@@ -49,8 +51,8 @@ pub struct StoredRecord {
     pub typ: Option<String>,
     /// Session metadata as an object (or what was received, when invalid).
     pub session_metadata: Option<Value>,
-    /// absent, ok or invalid.
-    pub metadata_status: String,
+    /// absent, ok or invalid (logout records).
+    pub metadata_status: Option<String>,
     /// Why the metadata is invalid.
     pub metadata_error: Option<String>,
     /// Peer address.
@@ -61,8 +63,12 @@ pub struct StoredRecord {
     pub token_sha256: Option<String>,
     /// For duplicates, the original record's id.
     pub duplicate_of: Option<i64>,
-    /// Whether the claims passed verification.
-    pub claims_verified: bool,
+    /// Whether the claims passed verification (logout records).
+    pub claims_verified: Option<bool>,
+    /// What an access or system record records.
+    pub action: Option<String>,
+    /// Details of an access or system record.
+    pub details: Option<Value>,
 }
 
 impl StoredRecord {
@@ -81,6 +87,7 @@ impl StoredRecord {
         let sha: Option<Vec<u8>> = row.try_get("token_sha256")?;
         Ok(Self {
             id,
+            kind: row.try_get("kind")?,
             received_at: format_millis(row.try_get("received_at")?),
             outcome: row.try_get("outcome")?,
             reason: row.try_get("reason")?,
@@ -103,6 +110,8 @@ impl StoredRecord {
             token_sha256: sha.map(|h| hex(&h)),
             duplicate_of: row.try_get("duplicate_of")?,
             claims_verified: row.try_get("claims_verified")?,
+            action: row.try_get("action")?,
+            details: json(row.try_get("details")?, "details")?,
         })
     }
 }

@@ -11,9 +11,12 @@ use sqlx::sqlite::{
 };
 use sqlx::{Connection, QueryBuilder, Row, SqlStr, Sqlite, SqliteConnection};
 
+use super::StoreError;
+use super::chain::{EventRow, GENESIS};
 use super::filter::{EventFilter, Order};
 use super::record::{SELECT_COLUMNS, StoredRecord};
-use super::{Committed, NewRecord, Outcome, StoreError, resolve};
+use super::writer::Head;
+use crate::keys::FetchedKeySet;
 
 /// The migrations, embedded in the binary so a fresh machine needs nothing else.
 fn migrator() -> Migrator {
@@ -110,6 +113,9 @@ impl Reader {
         let mut q = QueryBuilder::<Sqlite>::new(format!(
             "SELECT {SELECT_COLUMNS} FROM audit_events e WHERE 1 = 1"
         ));
+        if let Some(kind) = f.kind.code() {
+            q.push(" AND e.kind = ").push_bind(kind);
+        }
         let text = [
             ("iss", &f.iss),
             ("sub", &f.sub),
@@ -149,133 +155,199 @@ impl Reader {
     }
 }
 
-/// The next sequence number: one past the largest id.
-pub(super) async fn next_id(conn: &mut SqliteConnection) -> Result<i64, StoreError> {
-    let max: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM audit_events")
-        .fetch_one(&mut *conn)
+/// The chain head: one past the largest id and its entry hash (or the retention anchor, or
+/// the genesis hash on an empty store).
+pub(super) async fn chain_head(conn: &mut SqliteConnection) -> Result<Head, StoreError> {
+    let last = sqlx::query("SELECT id, entry_hash FROM audit_events ORDER BY id DESC LIMIT 1")
+        .fetch_optional(&mut *conn)
         .await?;
-    Ok(max.unwrap_or(0) + 1)
-}
-
-/// Writes one batch in one transaction; ids are assigned from `next_id` in arrival order.
-pub(super) async fn write_batch(
-    conn: &mut SqliteConnection,
-    batch: &[&NewRecord],
-    mut next_id: i64,
-) -> Result<Vec<Committed>, StoreError> {
-    let mut tx = conn.begin().await?;
-    let mut out = Vec::with_capacity(batch.len());
-    for record in batch {
-        let existing = match (&record.facts.iss, &record.facts.jti) {
-            (Some(iss), Some(jti)) if record.token_sha256.is_some() => {
-                let row = sqlx::query(
-                    "SELECT event_id, token_sha256 FROM accepted_tokens WHERE iss = ? AND jti = ?",
-                )
-                .bind(iss)
-                .bind(jti)
-                .fetch_optional(&mut *tx)
-                .await?;
-                match row {
-                    Some(row) => {
-                        let id: i64 = row.try_get(0)?;
-                        let hash: Vec<u8> = row.try_get(1)?;
-                        let hash: [u8; 32] = hash.try_into().map_err(|_| StoreError::Corrupt {
-                            id,
-                            message: "accepted token hash is not 32 bytes".into(),
-                        })?;
-                        Some((id, hash))
-                    }
-                    None => None,
-                }
-            }
-            _ => None,
-        };
-        let (outcome, rejection, duplicate_of) = resolve(record, existing);
-        let id = next_id;
-        next_id += 1;
-        let committed = Committed {
-            id,
-            outcome,
-            rejection,
-            duplicate_of,
-        };
-        insert_event(&mut tx, id, record, &committed).await?;
-        if outcome == Outcome::Accepted {
-            sqlx::query("INSERT INTO accepted_tokens (iss, jti, token_sha256, event_id) VALUES (?, ?, ?, ?)")
-                .bind(&record.facts.iss)
-                .bind(&record.facts.jti)
-                .bind(record.token_sha256.map(|h| h.to_vec()))
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-        }
-        if let Some(meta) = &record.facts.metadata {
-            for (key, value) in &meta.pairs {
-                sqlx::query(
-                    "INSERT OR IGNORE INTO metadata_pairs (key, value, event_id) VALUES (?, ?, ?)",
-                )
-                .bind(key)
-                .bind(value)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+    let (last_id, hash) = match last {
+        Some(row) => (row.try_get::<i64, _>(0)?, row.try_get::<Vec<u8>, _>(1)?),
+        None => {
+            let anchor = sqlx::query(
+                "SELECT first_id, prev_entry_hash FROM chain_anchor WHERE singleton = 1",
+            )
+            .fetch_optional(&mut *conn)
+            .await?;
+            match anchor {
+                Some(row) => (row.try_get::<i64, _>(0)? - 1, row.try_get::<Vec<u8>, _>(1)?),
+                None => (0, GENESIS.to_vec()),
             }
         }
-        out.push(committed);
-    }
-    tx.commit().await?;
-    Ok(out)
+    };
+    let prev_hash = hash32(last_id, hash)?;
+    Ok(Head {
+        next_id: last_id + 1,
+        prev_hash,
+    })
 }
 
-async fn insert_event(
+fn hash32(id: i64, bytes: Vec<u8>) -> Result<[u8; 32], StoreError> {
+    bytes.try_into().map_err(|_| StoreError::Corrupt {
+        id,
+        message: "hash is not 32 bytes".into(),
+    })
+}
+
+/// The accepted record holding `(iss, jti)`, with its token hash.
+pub(super) async fn accepted_token(
     tx: &mut SqliteConnection,
-    id: i64,
-    r: &NewRecord,
-    c: &Committed,
+    iss: &str,
+    jti: &str,
+) -> Result<Option<(i64, [u8; 32])>, StoreError> {
+    let row =
+        sqlx::query("SELECT event_id, token_sha256 FROM accepted_tokens WHERE iss = ? AND jti = ?")
+            .bind(iss)
+            .bind(jti)
+            .fetch_optional(&mut *tx)
+            .await?;
+    match row {
+        Some(row) => {
+            let id: i64 = row.try_get(0)?;
+            Ok(Some((id, hash32(id, row.try_get(1)?)?)))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Inserts one chained row.
+pub(super) async fn insert_row(
+    tx: &mut SqliteConnection,
+    r: &EventRow,
+    entry_hash: &[u8; 32],
 ) -> Result<(), StoreError> {
-    let f = &r.facts;
-    let accepted = c.outcome == Outcome::Accepted;
-    let verified = c.outcome != Outcome::Rejected;
-    let aud = f
-        .aud
-        .as_ref()
-        .map(|a| serde_json::Value::from(a.clone()).to_string());
-    let meta = f.metadata.as_ref();
     sqlx::query(
         "INSERT INTO audit_events (id, kind, received_at, outcome, http_status, reason, reason_detail, \
          iss, sub, sid, jti, aud, iat, exp, alg, kid, typ, events, session_metadata, metadata_status, \
-         metadata_error, source_ip, user_agent, token_sha256, token, key_set_digest, duplicate_of, claims_verified) \
-         VALUES (?, 'logout', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         metadata_error, source_ip, user_agent, token_sha256, token, key_set_digest, duplicate_of, \
+         claims_verified, action, details, entry_hash) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
-    .bind(id)
+    .bind(r.id)
+    .bind(&r.kind)
     .bind(r.received_at)
-    .bind(c.outcome.code())
-    .bind(i64::from(c.http_status()))
-    .bind(c.rejection.as_ref().map(|x| x.reason.code()))
-    .bind(c.rejection.as_ref().map(|x| x.detail.as_str()))
-    .bind(&f.iss)
-    .bind(&f.sub)
-    .bind(&f.sid)
-    .bind(&f.jti)
-    .bind(aud)
-    .bind(f.iat)
-    .bind(f.exp)
-    .bind(&f.alg)
-    .bind(&f.kid)
-    .bind(&f.typ)
-    .bind(&f.events)
-    .bind(meta.and_then(|m| m.stored_json.as_deref()))
-    .bind(meta.map_or("absent", |m| m.status.code()))
-    .bind(meta.and_then(|m| m.error.as_deref()))
+    .bind(&r.outcome)
+    .bind(r.http_status)
+    .bind(&r.reason)
+    .bind(&r.reason_detail)
+    .bind(&r.iss)
+    .bind(&r.sub)
+    .bind(&r.sid)
+    .bind(&r.jti)
+    .bind(&r.aud)
+    .bind(r.iat)
+    .bind(r.exp)
+    .bind(&r.alg)
+    .bind(&r.kid)
+    .bind(&r.typ)
+    .bind(&r.events)
+    .bind(&r.session_metadata)
+    .bind(&r.metadata_status)
+    .bind(&r.metadata_error)
     .bind(&r.source_ip)
     .bind(&r.user_agent)
-    .bind(r.token_sha256.map(|h| h.to_vec()))
-    .bind(if accepted { r.token.as_deref() } else { None })
-    .bind(if verified { f.key_set_digest.map(|d| d.to_vec()) } else { None })
-    .bind(c.duplicate_of)
-    .bind(verified)
+    .bind(&r.token_sha256)
+    .bind(&r.token)
+    .bind(&r.key_set_digest)
+    .bind(r.duplicate_of)
+    .bind(r.claims_verified)
+    .bind(&r.action)
+    .bind(&r.details)
+    .bind(&entry_hash[..])
     .execute(&mut *tx)
     .await?;
+    Ok(())
+}
+
+/// Remembers an accepted `(iss, jti)` for replay detection.
+pub(super) async fn insert_accepted(
+    tx: &mut SqliteConnection,
+    iss: &str,
+    jti: &str,
+    sha: &[u8; 32],
+    id: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO accepted_tokens (iss, jti, token_sha256, event_id) VALUES (?, ?, ?, ?)",
+    )
+    .bind(iss)
+    .bind(jti)
+    .bind(&sha[..])
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Indexes valid metadata pairs of record `id`.
+pub(super) async fn insert_pairs(
+    tx: &mut SqliteConnection,
+    id: i64,
+    pairs: &[(String, String)],
+) -> Result<(), StoreError> {
+    for (key, value) in pairs {
+        sqlx::query("INSERT OR IGNORE INTO metadata_pairs (key, value, event_id) VALUES (?, ?, ?)")
+            .bind(key)
+            .bind(value)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Updates `last_seen` of an archived key set; false when the digest is new.
+pub(super) async fn touch_key_set(
+    tx: &mut SqliteConnection,
+    digest: &[u8; 32],
+    seen_at: i64,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query("UPDATE key_sets SET last_seen = MAX(last_seen, ?) WHERE digest = ?")
+        .bind(seen_at)
+        .bind(&digest[..])
+        .execute(&mut *tx)
+        .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// The most recently first-seen key set of an issuer: digest and kids.
+pub(super) async fn latest_key_set(
+    tx: &mut SqliteConnection,
+    issuer: &str,
+) -> Result<Option<([u8; 32], Vec<String>)>, StoreError> {
+    let row = sqlx::query("SELECT digest, kids FROM key_sets WHERE issuer = ? ORDER BY first_seen DESC, rowid DESC LIMIT 1")
+        .bind(issuer)
+        .fetch_optional(&mut *tx)
+        .await?;
+    match row {
+        Some(row) => {
+            let digest = hash32(0, row.try_get(0)?)?;
+            let kids: String = row.try_get(1)?;
+            let kids = serde_json::from_str(&kids).map_err(|e| StoreError::Corrupt {
+                id: 0,
+                message: format!("key set kids: {e}"),
+            })?;
+            Ok(Some((digest, kids)))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Archives a new key set.
+pub(super) async fn insert_key_set(
+    tx: &mut SqliteConnection,
+    set: &FetchedKeySet,
+    seen_at: i64,
+) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO key_sets (digest, issuer, jwks, kids, first_seen, last_seen) VALUES (?, ?, ?, ?, ?, ?)")
+        .bind(&set.digest[..])
+        .bind(&set.issuer)
+        .bind(&set.document)
+        .bind(serde_json::Value::from(set.kids.clone()).to_string())
+        .bind(seen_at)
+        .bind(seen_at)
+        .execute(&mut *tx)
+        .await?;
     Ok(())
 }
 

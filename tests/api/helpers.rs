@@ -10,7 +10,7 @@ use logout_ledger::clock::SystemClock;
 use logout_ledger::config::{IssuerSettings, KeyFetchSettings, Secret, Settings};
 use logout_ledger::local_issuer::{LocalIssuer, random_id};
 use logout_ledger::startup::Application;
-use logout_ledger::store::{AuditStore, EventFilter, Order, StoredRecord};
+use logout_ledger::store::{AuditStore, EventFilter, KindFilter, Order, StoredRecord};
 use logout_ledger::telemetry::LogFormat;
 use serde_json::{Map, Value};
 
@@ -251,7 +251,12 @@ impl TestApp {
         records_in(&self.db).await
     }
 
-    /// The newest record.
+    /// Every record of any kind, oldest first.
+    pub(crate) async fn all_records(&self) -> Vec<StoredRecord> {
+        all_records_in(&self.db).await
+    }
+
+    /// The newest logout record.
     pub(crate) async fn last_record(&self) -> StoredRecord {
         let mut all = self.records().await;
         all.pop().expect("at least one record")
@@ -287,7 +292,23 @@ impl TestApp {
     }
 }
 
-/// Reads every record of a store file, oldest first.
+/// Reads every record of any kind (logout, access, system), oldest first.
+pub(crate) async fn all_records_in(db: &Path) -> Vec<StoredRecord> {
+    let reader = AuditStore::open_reader(&format!("sqlite://{}", db.display()))
+        .await
+        .expect("reader");
+    reader
+        .query(&EventFilter {
+            kind: KindFilter::All,
+            order: Order::Asc,
+            limit: 10_000,
+            ..EventFilter::default()
+        })
+        .await
+        .expect("query")
+}
+
+/// Reads every logout record of a store file, oldest first.
 pub(crate) async fn records_in(db: &Path) -> Vec<StoredRecord> {
     let reader = AuditStore::open_reader(&format!("sqlite://{}", db.display()))
         .await

@@ -207,7 +207,10 @@ async fn query_prints_filtered_records_as_json_and_csv() {
         "org_slug==cmd|' /C calc'!A0",
     ]);
     let lines: Vec<&str> = csv.split("\r\n").collect();
-    assert!(lines[0].starts_with("id,received_at,outcome,"), "{csv}");
+    assert!(
+        lines[0].starts_with("id,kind,received_at,outcome,"),
+        "{csv}"
+    );
     assert_eq!(lines.len(), 3, "header, one row, trailing empty: {csv:?}");
     assert!(
         lines[1].contains("'{\"\"org_slug\"\":")

@@ -16,11 +16,21 @@ async fn two_hundred_concurrent_logouts_are_all_recorded_with_gapless_ids() {
     assert!(answers.iter().all(|a| a.status == 200));
     let records = app.records().await;
     assert_eq!(records.len(), 200);
-    let ids: Vec<i64> = records.iter().map(|r| r.id).collect();
-    assert_eq!(ids, (1..=200).collect::<Vec<_>>());
+    let all = app.all_records().await;
+    let ids: Vec<i64> = all.iter().map(|r| r.id).collect();
+    assert_eq!(
+        ids,
+        (1..=all.len() as i64).collect::<Vec<_>>(),
+        "one gapless sequence"
+    );
+    assert_eq!(all.len(), 200 + 2, "start, key-set archive and 200 logouts");
     let jtis: HashSet<_> = records.iter().filter_map(|r| r.jti.clone()).collect();
     assert_eq!(jtis.len(), 200);
-    assert!(records.iter().all(|r| r.outcome == "accepted"));
+    assert!(
+        records
+            .iter()
+            .all(|r| r.outcome.as_deref() == Some("accepted"))
+    );
 }
 
 #[tokio::test]
@@ -29,11 +39,41 @@ async fn records_survive_a_restart_and_ids_continue() {
     for _ in 0..3 {
         assert_eq!(app.post_token(&app.valid_token()).await.status, 200);
     }
+    let before: Vec<i64> = app.records().await.iter().map(|r| r.id).collect();
     let app = app.restart(|_| {}).await;
     assert_eq!(app.records().await.len(), 3);
     assert_eq!(app.post_token(&app.valid_token()).await.status, 200);
-    let ids: Vec<i64> = app.records().await.iter().map(|r| r.id).collect();
-    assert_eq!(ids, vec![1, 2, 3, 4]);
+    let after: Vec<i64> = app.records().await.iter().map(|r| r.id).collect();
+    assert_eq!(after[..3], before[..], "the first three are still there");
+    assert!(after[3] > before[2]);
+    let kinds: Vec<String> = app
+        .all_records()
+        .await
+        .iter()
+        .map(|r| {
+            format!(
+                "{}:{}",
+                r.kind,
+                r.action.as_deref().or(r.outcome.as_deref()).unwrap_or("")
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "system:start",
+            "system:keyset_change",
+            "logout:accepted",
+            "logout:accepted",
+            "logout:accepted",
+            "system:stop",
+            "system:start",
+            "logout:accepted"
+        ],
+        "the service's own life is on the record; an unchanged key set is no new record"
+    );
+    let ids: Vec<i64> = app.all_records().await.iter().map(|r| r.id).collect();
+    assert_eq!(ids, (1..=8).collect::<Vec<_>>());
 }
 
 #[tokio::test]
@@ -46,11 +86,12 @@ async fn the_signed_token_is_kept_as_evidence_only_when_accepted() {
         .await
         .expect("open");
     let rows: Vec<(i64, Option<String>)> =
-        sqlx::query_as("SELECT id, token FROM audit_events ORDER BY id")
+        sqlx::query_as("SELECT id, token FROM audit_events WHERE kind = 'logout' ORDER BY id")
             .fetch_all(&mut conn)
             .await
             .expect("rows");
-    assert_eq!(rows, vec![(1, Some(token)), (2, None)]);
+    let tokens: Vec<Option<String>> = rows.into_iter().map(|(_, t)| t).collect();
+    assert_eq!(tokens, vec![Some(token), None]);
 }
 
 #[tokio::test]
@@ -90,6 +131,16 @@ async fn a_locked_store_answers_503_never_200_and_recovers() {
     let a = app.post_token(&valid).await;
     assert_eq!(a.status, 200, "{:?}", a.body);
     let records = app.records().await;
-    assert_eq!(records.iter().map(|r| r.id).collect::<Vec<_>>(), vec![1, 2]);
-    assert!(records.iter().all(|r| r.outcome == "accepted"));
+    assert_eq!(records.len(), 2, "the failed attempt left nothing behind");
+    assert!(
+        records
+            .iter()
+            .all(|r| r.outcome.as_deref() == Some("accepted"))
+    );
+    let ids: Vec<i64> = app.all_records().await.iter().map(|r| r.id).collect();
+    assert_eq!(
+        ids,
+        (1..=ids.len() as i64).collect::<Vec<_>>(),
+        "no gap where the batch failed"
+    );
 }
