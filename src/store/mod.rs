@@ -56,7 +56,10 @@ pub enum StoreError {
 
 /// One unit of work for the writer, with where to send its answer.
 enum Job {
-    Logout(NewRecord, oneshot::Sender<Result<Committed, StoreError>>),
+    Logout(
+        Box<NewRecord>,
+        oneshot::Sender<Result<Committed, StoreError>>,
+    ),
     Note(Note, oneshot::Sender<Result<i64, StoreError>>),
     KeySet(
         FetchedKeySet,
@@ -120,7 +123,7 @@ impl AuditStore {
     /// Records one logout request and returns its final outcome once committed.
     pub async fn append(&self, record: NewRecord) -> Result<Committed, StoreError> {
         let (reply, rx) = oneshot::channel();
-        submit(&self.writer, Job::Logout(record, reply), rx).await
+        submit(&self.writer, Job::Logout(Box::new(record), reply), rx).await
     }
 
     /// Records an access or system event; returns its sequence number once committed.
