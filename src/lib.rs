@@ -7,10 +7,12 @@
 //! - [`logout_token`]: the rules of Back-Channel Logout §2.6, rejection codes and session metadata.
 //! - [`store`]: the audit store: records, the group-commit writer, filters and SQLite access.
 //! - [`http`]: the router, the logout endpoint, health checks and error responses.
+//! - [`ledger`]: proving the audit trail: chain verification, checkpoints, proofs, retention.
 //! - [`startup`]: builds the application from settings, binds it and runs it until shutdown.
 //! - [`local_issuer`]: an in-process OIDC issuer for `demo`, tests and benchmarks.
 //! - [`clock`]: the current time as an input, so time rules are testable.
 //! - [`telemetry`]: log set-up (text or JSON).
+//! - [`tlog`]: RFC 6962 Merkle trees and C2SP signed checkpoints (transparency-log primitives).
 //!
 //! The command-line interface lives in the binary (`src/cli/`), one file per subcommand.
 
@@ -18,8 +20,10 @@ pub mod clock;
 pub mod config;
 pub mod http;
 pub mod keys;
+pub mod ledger;
 pub mod local_issuer;
 pub mod logout_token;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod tlog;

@@ -82,6 +82,13 @@ CREATE TABLE chain_anchor (
     prev_entry_hash BLOB    NOT NULL CHECK (length(prev_entry_hash) = 32)
 );
 
+-- The entry hashes of records removed by retention: the Merkle tree over every record ever
+-- written stays computable, so old checkpoints and proofs still verify.
+CREATE TABLE purged_hashes (
+    id         INTEGER PRIMARY KEY,
+    entry_hash BLOB    NOT NULL CHECK (length(entry_hash) = 32)
+);
+
 -- Set only inside a retention run's transaction: the highest id it may delete.
 CREATE TABLE purge_window (
     singleton INTEGER PRIMARY KEY CHECK (singleton = 1),

@@ -4,6 +4,7 @@ mod demo;
 mod output;
 mod query;
 mod serve;
+mod verify;
 
 use clap::{Parser, Subcommand};
 
@@ -23,6 +24,8 @@ enum Command {
     Query(query::QueryArgs),
     /// Run the receiver against an in-process issuer, send a few logouts, show the records.
     Demo(demo::DemoArgs),
+    /// Prove the audit trail: recompute every entry hash and check the chain.
+    Verify(verify::VerifyArgs),
 }
 
 /// Runs the chosen subcommand.
@@ -31,5 +34,6 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve::run(*args).await,
         Command::Query(args) => query::run(args).await,
         Command::Demo(args) => demo::run(args).await,
+        Command::Verify(args) => verify::run(args).await,
     }
 }

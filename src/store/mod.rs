@@ -14,6 +14,7 @@ pub use filter::{
     EventFilter, KindFilter, MAX_LIMIT, Order, parse_meta, parse_outcome, parse_reason,
 };
 pub use record::StoredRecord;
+pub use writer::CheckpointRequest;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -65,6 +66,10 @@ enum Job {
         FetchedKeySet,
         i64,
         oneshot::Sender<Result<Option<i64>, StoreError>>,
+    ),
+    Checkpoint(
+        CheckpointRequest,
+        oneshot::Sender<Result<StoredCheckpoint, StoreError>>,
     ),
 }
 
@@ -143,6 +148,16 @@ impl AuditStore {
         submit(&self.writer, Job::KeySet(set, seen_at, reply), rx).await
     }
 
+    /// Signs and stores a checkpoint over every record committed so far, followed by a
+    /// `checkpoint` system record.
+    pub async fn checkpoint(
+        &self,
+        request: CheckpointRequest,
+    ) -> Result<StoredCheckpoint, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        submit(&self.writer, Job::Checkpoint(request, reply), rx).await
+    }
+
     /// Reads records matching a filter.
     pub async fn query(&self, filter: &EventFilter) -> Result<Vec<StoredRecord>, StoreError> {
         self.reader.query(filter).await
@@ -165,7 +180,29 @@ impl KeyArchive for AuditStore {
     }
 }
 
-/// A read-only handle on a store, for the CLI.
+/// One stored row with the entry hash stored beside it (as stored: its length unchecked).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainRow {
+    /// The row.
+    pub row: chain::EventRow,
+    /// The stored entry hash.
+    pub entry_hash: Vec<u8>,
+}
+
+/// A stored signed checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCheckpoint {
+    /// Number of records it covers (ids 1..=tree_size).
+    pub tree_size: i64,
+    /// Merkle root over their entry hashes.
+    pub root: [u8; 32],
+    /// The signed note.
+    pub note: String,
+    /// When it was written (ms since epoch).
+    pub created_at: i64,
+}
+
+/// A read-only handle on a store, for the CLI and the verifier.
 #[derive(Debug, Clone)]
 pub struct StoreReader(sqlite::Reader);
 
@@ -173,5 +210,30 @@ impl StoreReader {
     /// Reads records matching a filter.
     pub async fn query(&self, filter: &EventFilter) -> Result<Vec<StoredRecord>, StoreError> {
         self.0.query(filter).await
+    }
+
+    /// Up to `limit` chained rows after id `after`, in id order.
+    pub async fn chain_rows(&self, after: i64, limit: u32) -> Result<Vec<ChainRow>, StoreError> {
+        self.0.chain_rows(after, limit).await
+    }
+
+    /// The retention anchor, if a retention run removed a prefix.
+    pub async fn anchor(&self) -> Result<Option<(i64, [u8; 32])>, StoreError> {
+        self.0.anchor().await
+    }
+
+    /// Every stored checkpoint.
+    pub async fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, StoreError> {
+        self.0.checkpoints().await
+    }
+
+    /// Names of the triggers in place.
+    pub async fn guards(&self) -> Result<Vec<String>, StoreError> {
+        self.0.guards().await
+    }
+
+    /// An archived key set: issuer and document.
+    pub async fn key_set(&self, digest: &[u8]) -> Result<Option<(String, String)>, StoreError> {
+        self.0.key_set(digest).await
     }
 }

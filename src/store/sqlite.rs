@@ -7,15 +7,16 @@ use std::time::Duration;
 
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
 };
 use sqlx::{Connection, QueryBuilder, Row, SqlStr, Sqlite, SqliteConnection};
 
 use super::StoreError;
-use super::chain::{EventRow, GENESIS};
+use super::chain::{COLUMNS, EventRow, GENESIS};
 use super::filter::{EventFilter, Order};
 use super::record::{SELECT_COLUMNS, StoredRecord};
-use super::writer::Head;
+use super::{ChainRow, StoredCheckpoint};
 use crate::keys::FetchedKeySet;
 
 /// The migrations, embedded in the binary so a fresh machine needs nothing else.
@@ -100,6 +101,84 @@ impl Reader {
         Ok(Self { pool })
     }
 
+    /// Up to `limit` chained rows with id greater than `after`, in id order.
+    pub(super) async fn chain_rows(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<ChainRow>, StoreError> {
+        let sql = format!(
+            "SELECT {}, entry_hash FROM audit_events WHERE id > ? ORDER BY id LIMIT ?",
+            COLUMNS.join(", ")
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(chain_row).collect()
+    }
+
+    /// The retention anchor: the first stored id and the hash before it.
+    pub(super) async fn anchor(&self) -> Result<Option<(i64, [u8; 32])>, StoreError> {
+        let row =
+            sqlx::query("SELECT first_id, prev_entry_hash FROM chain_anchor WHERE singleton = 1")
+                .fetch_optional(&self.pool)
+                .await?;
+        match row {
+            Some(row) => {
+                let id: i64 = row.try_get(0)?;
+                Ok(Some((id, hash32(id, row.try_get(1)?)?)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Every stored checkpoint, by tree size.
+    pub(super) async fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT tree_size, root_hash, note, created_at FROM checkpoints ORDER BY tree_size",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let tree_size: i64 = row.try_get(0)?;
+                Ok(StoredCheckpoint {
+                    tree_size,
+                    root: hash32(tree_size, row.try_get(1)?)?,
+                    note: row.try_get(2)?,
+                    created_at: row.try_get(3)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Names of the append-only triggers present.
+    pub(super) async fn guards(&self) -> Result<Vec<String>, StoreError> {
+        let names: Vec<String> = sqlx::query_scalar(
+            "SELECT name FROM sqlite_master WHERE type = 'trigger' ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(names)
+    }
+
+    /// An archived key set document by digest.
+    pub(super) async fn key_set(
+        &self,
+        digest: &[u8],
+    ) -> Result<Option<(String, String)>, StoreError> {
+        let row = sqlx::query("SELECT issuer, jwks FROM key_sets WHERE digest = ?")
+            .bind(digest)
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            Some(row) => Ok(Some((row.try_get(0)?, row.try_get(1)?))),
+            None => Ok(None),
+        }
+    }
+
     /// Whether a trivial query succeeds.
     pub(super) async fn ping(&self) -> bool {
         sqlx::query("SELECT 1 FROM audit_events LIMIT 1")
@@ -155,31 +234,114 @@ impl Reader {
     }
 }
 
-/// The chain head: one past the largest id and its entry hash (or the retention anchor, or
-/// the genesis hash on an empty store).
-pub(super) async fn chain_head(conn: &mut SqliteConnection) -> Result<Head, StoreError> {
+fn chain_row(row: &SqliteRow) -> Result<ChainRow, StoreError> {
+    let id: i64 = row.try_get("id")?;
+    let event = EventRow {
+        id,
+        kind: row.try_get("kind")?,
+        received_at: row.try_get("received_at")?,
+        outcome: row.try_get("outcome")?,
+        http_status: row.try_get("http_status")?,
+        reason: row.try_get("reason")?,
+        reason_detail: row.try_get("reason_detail")?,
+        iss: row.try_get("iss")?,
+        sub: row.try_get("sub")?,
+        sid: row.try_get("sid")?,
+        jti: row.try_get("jti")?,
+        aud: row.try_get("aud")?,
+        iat: row.try_get("iat")?,
+        exp: row.try_get("exp")?,
+        alg: row.try_get("alg")?,
+        kid: row.try_get("kid")?,
+        typ: row.try_get("typ")?,
+        events: row.try_get("events")?,
+        session_metadata: row.try_get("session_metadata")?,
+        metadata_status: row.try_get("metadata_status")?,
+        metadata_error: row.try_get("metadata_error")?,
+        source_ip: row.try_get("source_ip")?,
+        user_agent: row.try_get("user_agent")?,
+        token_sha256: row.try_get("token_sha256")?,
+        token: row.try_get("token")?,
+        key_set_digest: row.try_get("key_set_digest")?,
+        duplicate_of: row.try_get("duplicate_of")?,
+        claims_verified: row.try_get("claims_verified")?,
+        action: row.try_get("action")?,
+        details: row.try_get("details")?,
+    };
+    // A hash of the wrong length is reported by the verifier, not refused here.
+    let stored: Vec<u8> = row.try_get("entry_hash")?;
+    Ok(ChainRow {
+        row: event,
+        entry_hash: stored,
+    })
+}
+
+/// The last chained entry: its id and hash; on an empty store, the retention anchor's
+/// predecessor, or `(0, GENESIS)`.
+pub(super) async fn last_entry(conn: &mut SqliteConnection) -> Result<(i64, [u8; 32]), StoreError> {
     let last = sqlx::query("SELECT id, entry_hash FROM audit_events ORDER BY id DESC LIMIT 1")
         .fetch_optional(&mut *conn)
         .await?;
-    let (last_id, hash) = match last {
-        Some(row) => (row.try_get::<i64, _>(0)?, row.try_get::<Vec<u8>, _>(1)?),
-        None => {
-            let anchor = sqlx::query(
-                "SELECT first_id, prev_entry_hash FROM chain_anchor WHERE singleton = 1",
-            )
+    if let Some(row) = last {
+        let id: i64 = row.try_get(0)?;
+        return Ok((id, hash32(id, row.try_get(1)?)?));
+    }
+    let anchor =
+        sqlx::query("SELECT first_id, prev_entry_hash FROM chain_anchor WHERE singleton = 1")
             .fetch_optional(&mut *conn)
             .await?;
-            match anchor {
-                Some(row) => (row.try_get::<i64, _>(0)? - 1, row.try_get::<Vec<u8>, _>(1)?),
-                None => (0, GENESIS.to_vec()),
-            }
+    match anchor {
+        Some(row) => {
+            let first: i64 = row.try_get(0)?;
+            Ok((first - 1, hash32(first, row.try_get(1)?)?))
         }
-    };
-    let prev_hash = hash32(last_id, hash)?;
-    Ok(Head {
-        next_id: last_id + 1,
-        prev_hash,
-    })
+        None => Ok((0, GENESIS)),
+    }
+}
+
+/// Entry hashes with ids in `from..=to`, purged ones included, in id order (at most `limit`).
+pub(super) async fn leaf_hashes(
+    conn: &mut SqliteConnection,
+    from: i64,
+    to: i64,
+    limit: u32,
+) -> Result<Vec<(i64, [u8; 32])>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT id, entry_hash FROM purged_hashes WHERE id BETWEEN ?1 AND ?2 \
+         UNION ALL SELECT id, entry_hash FROM audit_events WHERE id BETWEEN ?1 AND ?2 \
+         ORDER BY id LIMIT ?3",
+    )
+    .bind(from)
+    .bind(to)
+    .bind(i64::from(limit))
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            let id: i64 = row.try_get(0)?;
+            Ok((id, hash32(id, row.try_get(1)?)?))
+        })
+        .collect()
+}
+
+/// Stores a signed checkpoint.
+pub(super) async fn insert_checkpoint(
+    tx: &mut SqliteConnection,
+    size: i64,
+    root: &[u8; 32],
+    note: &str,
+    at: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO checkpoints (tree_size, root_hash, note, created_at) VALUES (?, ?, ?, ?)",
+    )
+    .bind(size)
+    .bind(&root[..])
+    .bind(note)
+    .bind(at)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
 }
 
 fn hash32(id: i64, bytes: Vec<u8>) -> Result<[u8; 32], StoreError> {

@@ -1,8 +1,12 @@
-//! The group-commit writer: one task owns the write connection and the head of the hash chain,
-//! gathers whatever jobs are waiting into one transaction, and answers each only after that
-//! transaction commits. A failed batch is retried job by job, so one poisonous record cannot
+//! The group-commit writer: one task owns the write connection, gathers whatever jobs are
+//! waiting into one transaction, and answers each only after that transaction commits.
+//!
+//! Each batch starts with `BEGIN IMMEDIATE` and re-reads the chain's last entry, so records
+//! appended by another process (a CLI query's access record, a retention run) are chained
+//! after, never beside. A failed batch is retried job by job, so one poisonous record cannot
 //! fail its neighbours.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
@@ -11,24 +15,40 @@ use tokio::sync::mpsc;
 
 use super::chain::EventRow;
 use super::entry::{Committed, Note, NoteKind, Outcome, logout_row, note_row, resolve};
-use super::{Job, StoreError, sqlite};
+use super::{Job, StoreError, StoredCheckpoint, sqlite};
 use crate::keys::FetchedKeySet;
 use crate::keys::jwks::hex;
+use crate::tlog::merkle::{Accumulator, leaf_hash};
+use crate::tlog::{Checkpoint, NoteSigner};
 
 /// Most jobs committed in one transaction.
 pub(super) const MAX_BATCH: usize = 256;
+/// Entry hashes read per query when rebuilding the Merkle accumulator.
+const REBUILD_PAGE: u32 = 50_000;
 
-/// The end of the chain: the next sequence number and the last entry hash.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Head {
-    pub(super) next_id: i64,
-    pub(super) prev_hash: [u8; 32],
+/// The end of the chain: the next sequence number, the last entry hash, and the Merkle tree
+/// over every entry hash so far.
+#[derive(Debug, Clone)]
+struct Head {
+    next_id: i64,
+    prev_hash: [u8; 32],
+    tree: Accumulator,
+}
+
+/// A request to sign a checkpoint over everything committed so far.
+#[derive(Debug, Clone)]
+pub struct CheckpointRequest {
+    /// The log's key (its name is the checkpoint origin).
+    pub signer: Arc<NoteSigner>,
+    /// When (ms since epoch).
+    pub at: i64,
 }
 
 enum Done {
     Logout(Committed),
     Id(i64),
     KeySet(Option<i64>),
+    Checkpoint(StoredCheckpoint),
 }
 
 /// Runs until every sender is dropped, then commits what is left and returns.
@@ -71,54 +91,92 @@ pub(super) async fn run(
 }
 
 fn reply(jobs: impl Iterator<Item = Job>, results: impl Iterator<Item = Result<Done, String>>) {
+    fn send<T>(
+        tx: tokio::sync::oneshot::Sender<Result<T, StoreError>>,
+        r: Result<Option<T>, &String>,
+    ) {
+        let _ = tx.send(match r {
+            Ok(Some(v)) => Ok(v),
+            Ok(None) => Err(StoreError::BatchFailed(
+                "internal: wrong result kind".into(),
+            )),
+            Err(m) => Err(StoreError::BatchFailed(m.clone())),
+        });
+    }
     for (job, result) in jobs.zip(results) {
-        let failed = |m: &String| StoreError::BatchFailed(m.clone());
+        let r = result.as_ref();
         match job {
-            Job::Logout(_, tx) => {
-                let _ = tx.send(match &result {
-                    Ok(Done::Logout(c)) => Ok(c.clone()),
-                    Ok(_) => Err(StoreError::BatchFailed(
-                        "internal: wrong result kind".into(),
-                    )),
-                    Err(m) => Err(failed(m)),
-                });
-            }
-            Job::Note(_, tx) => {
-                let _ = tx.send(match &result {
-                    Ok(Done::Id(id)) => Ok(*id),
-                    Ok(_) => Err(StoreError::BatchFailed(
-                        "internal: wrong result kind".into(),
-                    )),
-                    Err(m) => Err(failed(m)),
-                });
-            }
-            Job::KeySet(_, _, tx) => {
-                let _ = tx.send(match &result {
-                    Ok(Done::KeySet(id)) => Ok(*id),
-                    Ok(_) => Err(StoreError::BatchFailed(
-                        "internal: wrong result kind".into(),
-                    )),
-                    Err(m) => Err(failed(m)),
-                });
-            }
+            Job::Logout(_, tx) => send(
+                tx,
+                r.map(|d| match d {
+                    Done::Logout(c) => Some(c.clone()),
+                    _ => None,
+                }),
+            ),
+            Job::Note(_, tx) => send(
+                tx,
+                r.map(|d| match d {
+                    Done::Id(id) => Some(*id),
+                    _ => None,
+                }),
+            ),
+            Job::KeySet(_, _, tx) => send(
+                tx,
+                r.map(|d| match d {
+                    Done::KeySet(id) => Some(*id),
+                    _ => None,
+                }),
+            ),
+            Job::Checkpoint(_, tx) => send(
+                tx,
+                r.map(|d| match d {
+                    Done::Checkpoint(c) => Some(c.clone()),
+                    _ => None,
+                }),
+            ),
         }
     }
 }
 
-/// Commits `jobs` in one transaction within the timeout; on failure the head is re-read.
+/// Brings the cached head up to the stored chain: catches up on records appended by another
+/// process, or rebuilds from scratch when the cache cannot be trusted.
+async fn sync_head(tx: &mut SqliteConnection, cached: Option<Head>) -> Result<Head, StoreError> {
+    let (last_id, last_hash) = sqlite::last_entry(tx).await?;
+    let mut head = match cached {
+        Some(h) if h.next_id - 1 == last_id && h.prev_hash == last_hash => return Ok(h),
+        Some(h) if h.next_id - 1 < last_id => h,
+        _ => Head {
+            next_id: 1,
+            prev_hash: crate::store::chain::GENESIS,
+            tree: Accumulator::new(),
+        },
+    };
+    while head.next_id <= last_id {
+        let page = sqlite::leaf_hashes(tx, head.next_id, last_id, REBUILD_PAGE).await?;
+        let Some(&(page_last, _)) = page.last() else {
+            break;
+        };
+        for (_, h) in &page {
+            head.tree.push(leaf_hash(h));
+        }
+        head.next_id = page_last + 1;
+    }
+    head.next_id = last_id + 1;
+    head.prev_hash = last_hash;
+    Ok(head)
+}
+
+/// Commits `jobs` in one transaction within the timeout; the cached head moves only on commit.
 async fn commit(
     conn: &mut SqliteConnection,
     head: &mut Option<Head>,
     jobs: &[Job],
     timeout: Duration,
 ) -> Result<Vec<Done>, StoreError> {
+    let cached = head.take();
     let result = tokio::time::timeout(timeout + Duration::from_secs(1), async {
-        let start = match *head {
-            Some(h) => h,
-            None => sqlite::chain_head(conn).await?,
-        };
-        let mut tx = conn.begin().await?;
-        let mut cursor = start;
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+        let mut cursor = sync_head(&mut tx, cached).await?;
         let done = write_jobs(&mut tx, jobs, &mut cursor).await?;
         tx.commit().await?;
         Ok::<_, StoreError>((done, cursor))
@@ -130,10 +188,7 @@ async fn commit(
             *head = Some(cursor);
             Ok(done)
         }
-        Err(e) => {
-            *head = None; // nothing of this batch was kept: re-read the chain head next time
-            Err(e)
-        }
+        Err(e) => Err(e), // head stays None: re-read from the store next time
     }
 }
 
@@ -147,6 +202,7 @@ async fn append(
     sqlite::insert_row(tx, row, &hash).await?;
     head.prev_hash = hash;
     head.next_id += 1;
+    head.tree.push(leaf_hash(&hash));
     Ok(())
 }
 
@@ -195,9 +251,44 @@ async fn write_jobs(
                     archive_key_set(tx, set, *seen_at, head, &mut scratch).await?,
                 ));
             }
+            Job::Checkpoint(req, _) => {
+                done.push(Done::Checkpoint(
+                    checkpoint(tx, req, head, &mut scratch).await?,
+                ));
+            }
         }
     }
     Ok(done)
+}
+
+async fn checkpoint(
+    tx: &mut SqliteConnection,
+    req: &CheckpointRequest,
+    head: &mut Head,
+    scratch: &mut Vec<u8>,
+) -> Result<StoredCheckpoint, StoreError> {
+    let size = head.next_id - 1;
+    let root = head.tree.root();
+    let body = Checkpoint::new(req.signer.name().to_owned(), head.tree.size(), root).body();
+    let note = req
+        .signer
+        .sign(&body)
+        .map_err(|e| StoreError::BatchFailed(format!("cannot sign the checkpoint: {e}")))?;
+    sqlite::insert_checkpoint(tx, size, &root, &note, req.at).await?;
+    let record = Note {
+        kind: NoteKind::System,
+        action: "checkpoint".into(),
+        details: json!({ "tree_size": size, "root": hex(&root), "origin": req.signer.name() }),
+        at: req.at,
+    };
+    let id = head.next_id;
+    append(tx, &note_row(id, &record), head, scratch).await?;
+    Ok(StoredCheckpoint {
+        tree_size: size,
+        root,
+        note,
+        created_at: req.at,
+    })
 }
 
 async fn archive_key_set(
