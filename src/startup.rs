@@ -45,6 +45,7 @@ pub struct Application {
     state: AppState,
     store: AuditStore,
     writer: WriterTask,
+    checkpoints: Option<crate::ledger::checkpoint::CheckpointSettings>,
 }
 
 impl Application {
@@ -83,6 +84,7 @@ impl Application {
             state,
             store,
             writer,
+            checkpoints: settings.checkpoints.clone(),
         })
     }
 
@@ -114,9 +116,17 @@ impl Application {
             state,
             store,
             writer,
+            checkpoints: checkpoint_settings,
         } = self;
         let clock = Arc::clone(&state.clock);
         let maintainer = tokio::spawn(Arc::clone(&state.keys).maintain());
+        let checkpoints = checkpoint_settings.clone().map(|c| {
+            tokio::spawn(crate::ledger::checkpoint::run_periodically(
+                store.clone(),
+                c,
+                Arc::clone(&clock),
+            ))
+        });
         let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
         let signal = async move {
@@ -146,8 +156,16 @@ impl Application {
             details: serde_json::json!({ "clean": result.is_ok() }),
             at: clock.now_millis(),
         };
+        if let Some(task) = checkpoints {
+            task.abort();
+        }
         if let Err(e) = store.note(stop).await {
             tracing::error!("stop not recorded: {e}");
+        }
+        if let Some(c) = &checkpoint_settings
+            && let Err(e) = crate::ledger::checkpoint::write_one(&store, c, &clock).await
+        {
+            tracing::error!("final checkpoint not written: {e}");
         }
         drop(store);
         let _ = maintainer.await;
@@ -188,6 +206,12 @@ pub fn summary(settings: &Settings, bound: Option<SocketAddr>) -> serde_json::Va
         "jwks_refresh_cooldown_secs": settings.keys.refresh_cooldown.as_secs(),
         "allow_insecure_http": settings.keys.allow_insecure_http,
         "store_timeout_secs": settings.store_timeout.as_secs(),
+        "checkpoints": settings.checkpoints.as_ref().map(|c| serde_json::json!({
+            "origin": c.signer.name(),
+            "verifier_key": c.signer.verifier_key(),
+            "interval_secs": c.interval.as_secs(),
+            "dir": c.dir.as_ref().map(|d| d.display().to_string()),
+        })),
     })
 }
 

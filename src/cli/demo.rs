@@ -11,10 +11,14 @@ use anyhow::{Context, bail};
 use clap::Args;
 use logout_ledger::clock::{Clock, SystemClock};
 use logout_ledger::config::{IssuerSettings, KeyFetchSettings, Settings};
+use logout_ledger::ledger::checkpoint::CheckpointSettings;
+use logout_ledger::ledger::verify;
 use logout_ledger::local_issuer::LocalIssuer;
 use logout_ledger::startup::Application;
 use logout_ledger::store::{AuditStore, EventFilter, Order};
 use logout_ledger::telemetry::{self, LogFormat};
+use logout_ledger::tlog::NoteSigner;
+use logout_ledger::tlog::note::generate_pkcs8;
 use serde_json::{Map, Value, json};
 
 use super::output::{self, Format};
@@ -145,6 +149,14 @@ pub(super) async fn run(args: DemoArgs) -> anyhow::Result<()> {
             ..KeyFetchSettings::default()
         },
         store_timeout: Duration::from_secs(5),
+        checkpoints: Some(CheckpointSettings {
+            signer: Arc::new(NoteSigner::new(
+                "demo.logout-ledger.example",
+                &generate_pkcs8()?,
+            )?),
+            interval: Duration::from_secs(3600),
+            dir: None,
+        }),
     };
     let app = Application::build(settings, Arc::new(SystemClock))
         .await
@@ -187,5 +199,12 @@ pub(super) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         })
         .await?;
     output::write(&mut std::io::stdout().lock(), &records, Format::Table)?;
+    let chain = verify::chain(&reader, |_, _| {}).await?;
+    println!(
+        "\nThe hash chain over all {} records (logout, system and access) verifies with {} problem(s);\n\
+         a signed checkpoint was written at shutdown. Check it yourself:\n  logout-ledger verify --database {database}",
+        chain.records,
+        chain.problems.len()
+    );
     Ok(())
 }

@@ -1,7 +1,10 @@
 //! The command line: one file per subcommand.
 
 mod demo;
+mod keygen;
 mod output;
+mod prove;
+mod purge;
 mod query;
 mod serve;
 mod verify;
@@ -24,8 +27,16 @@ enum Command {
     Query(query::QueryArgs),
     /// Run the receiver against an in-process issuer, send a few logouts, show the records.
     Demo(demo::DemoArgs),
-    /// Prove the audit trail: recompute every entry hash and check the chain.
+    /// Prove the audit trail: entry hashes, the chain, checkpoints, optionally signatures.
     Verify(verify::VerifyArgs),
+    /// Write an Ed25519 key for signing checkpoints.
+    Keygen(keygen::KeygenArgs),
+    /// Print an RFC 6962 inclusion proof that a record is in a signed checkpoint.
+    Prove(prove::ProveArgs),
+    /// Check an inclusion proof offline with the public key.
+    VerifyProof(prove::VerifyProofArgs),
+    /// Retention: remove whole checkpointed ranges received before a date.
+    Purge(purge::PurgeArgs),
 }
 
 /// Runs the chosen subcommand.
@@ -35,5 +46,9 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Query(args) => query::run(args).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Verify(args) => verify::run(args).await,
+        Command::Keygen(args) => keygen::run(args),
+        Command::Prove(args) => prove::run(args).await,
+        Command::VerifyProof(args) => prove::verify(args),
+        Command::Purge(args) => purge::run(args).await,
     }
 }

@@ -13,6 +13,7 @@ use logout_ledger::config::{
     ConfigError, FileConfig, KeyFetchSettings, RawIssuer, Secret, Settings, read_secret_file,
     validate_issuers,
 };
+use logout_ledger::ledger::checkpoint::{CheckpointSettings, load_signer, parse_interval};
 use logout_ledger::startup::{Application, shutdown_signal};
 use logout_ledger::telemetry::{self, LogFormat};
 
@@ -65,6 +66,18 @@ pub(super) struct ServeArgs {
     /// Shortest time between two key-set fetches of one issuer, in seconds [default: 30].
     #[arg(long, env = "LOGOUT_LEDGER_JWKS_REFRESH_COOLDOWN")]
     jwks_refresh_cooldown: Option<u64>,
+    /// Ed25519 key (PKCS#8 PEM, from `keygen`) that signs checkpoints; none: no checkpoints.
+    #[arg(long, env = "LOGOUT_LEDGER_SIGNING_KEY_FILE")]
+    signing_key_file: Option<PathBuf>,
+    /// Time between signed checkpoints, e.g. 3600, 30m, 1h [default: 1h].
+    #[arg(long, env = "LOGOUT_LEDGER_CHECKPOINT_INTERVAL")]
+    checkpoint_interval: Option<String>,
+    /// Directory receiving a copy of every checkpoint (one file each).
+    #[arg(long, env = "LOGOUT_LEDGER_CHECKPOINT_DIR")]
+    checkpoint_dir: Option<PathBuf>,
+    /// Checkpoint origin (the key's name) [default: the name in KEY.pub, else logout-ledger].
+    #[arg(long, env = "LOGOUT_LEDGER_CHECKPOINT_ORIGIN")]
+    checkpoint_origin: Option<String>,
     /// Longest a store write may take before the request answers 503, in seconds [default: 5].
     #[arg(long, env = "LOGOUT_LEDGER_STORE_TIMEOUT")]
     store_timeout: Option<u64>,
@@ -169,7 +182,33 @@ impl ServeArgs {
                 "must be between 1 and 60 seconds",
             ));
         }
+        let key_file = self
+            .signing_key_file
+            .or(f.and_then(|f| f.signing_key_file.clone()));
+        let checkpoints = match key_file {
+            None => None,
+            Some(path) => {
+                let origin = self
+                    .checkpoint_origin
+                    .or(f.and_then(|f| f.checkpoint_origin.clone()));
+                let signer = load_signer(&path, origin.as_deref())?;
+                let interval_raw = self
+                    .checkpoint_interval
+                    .or(f.and_then(|f| f.checkpoint_interval.clone()))
+                    .unwrap_or_else(|| "1h".into());
+                let interval = parse_interval(&interval_raw)
+                    .map_err(|e| ConfigError::new("--checkpoint-interval", e))?;
+                Some(CheckpointSettings {
+                    signer: Arc::new(signer),
+                    interval,
+                    dir: self
+                        .checkpoint_dir
+                        .or(f.and_then(|f| f.checkpoint_dir.clone())),
+                })
+            }
+        };
         Ok(Settings {
+            checkpoints,
             listen,
             database,
             log_format: self

@@ -27,6 +27,14 @@ pub struct FileConfig {
     pub jwks_refresh_cooldown: Option<u64>,
     /// Seconds a store write may take before the request answers 503.
     pub store_timeout: Option<u64>,
+    /// Ed25519 checkpoint signing key (PKCS#8 PEM).
+    pub signing_key_file: Option<PathBuf>,
+    /// Time between checkpoints, e.g. `1h`.
+    pub checkpoint_interval: Option<String>,
+    /// Directory receiving checkpoint copies.
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Checkpoint origin (key name).
+    pub checkpoint_origin: Option<String>,
     /// The trusted issuers.
     #[serde(default)]
     pub issuers: Vec<IssuerFile>,

@@ -123,6 +123,8 @@ pub struct Settings {
     pub keys: KeyFetchSettings,
     /// Upper bound on one store write (lock wait included) before the request answers 503.
     pub store_timeout: Duration,
+    /// Signed checkpoints, when a signing key is configured.
+    pub checkpoints: Option<crate::ledger::checkpoint::CheckpointSettings>,
 }
 
 /// Parses an algorithm list such as `RS256,PS256`, refusing `none` and unsupported names.

@@ -258,17 +258,14 @@ impl KeyRegistry {
     /// Keeps every issuer's set fresh: loads eagerly, retries with back-off while no set is
     /// loaded, and refreshes when the cached set's lifetime ends. Runs until aborted.
     pub async fn maintain(self: Arc<Self>) {
-        let mut tasks = Vec::new();
+        // A JoinSet: aborting this task aborts every per-issuer loop with it.
+        let mut tasks = tokio::task::JoinSet::new();
         for keys in self.issuers.values() {
             let registry = Arc::clone(&self);
             let keys = Arc::clone(keys);
-            tasks.push(tokio::spawn(
-                async move { registry.maintain_one(&keys).await },
-            ));
+            tasks.spawn(async move { registry.maintain_one(&keys).await });
         }
-        for t in tasks {
-            let _ = t.await;
-        }
+        while tasks.join_next().await.is_some() {}
     }
 
     async fn maintain_one(&self, keys: &IssuerKeys) {

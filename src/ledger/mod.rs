@@ -1,4 +1,6 @@
-//! Proving the audit trail: chain verification (and, with checkpoints, Merkle proofs and
-//! retention) over the store's append-only sequence.
+//! Proving the audit trail: signed checkpoints, chain and Merkle verification, inclusion
+//! proofs and retention over the store's append-only sequence.
 
+pub mod checkpoint;
+pub mod prove;
 pub mod verify;

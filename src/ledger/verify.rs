@@ -2,12 +2,18 @@
 //! numbers involved: missing, altered, reordered, inserted, truncated. Keeps going after the
 //! first problem; each break is reported once, then the check resynchronises on stored hashes.
 
+use std::collections::HashMap;
 use std::fmt;
 
+use jsonwebtoken::Algorithm;
 use serde::Serialize;
 
+use crate::keys::jwks::hex;
+use crate::keys::{KeyMatch, KeySet};
 use crate::store::chain::{EventRow, GENESIS};
 use crate::store::{ChainRow, StoreError, StoreReader};
+use crate::tlog::merkle::{Accumulator, leaf_hash};
+use crate::tlog::{Checkpoint, NoteVerifier};
 
 /// Rows read per query.
 const PAGE: u32 = 20_000;
@@ -121,6 +127,7 @@ pub async fn chain(
     let mut expected_id = first_id;
     let mut after = 0;
     let mut scratch = Vec::with_capacity(8192);
+    let mut last_failed = None;
     loop {
         let page = reader.chain_rows(after, PAGE).await?;
         let Some(last) = page.last() else { break };
@@ -162,36 +169,62 @@ pub async fn chain(
                 prev = stored;
                 continue;
             }
-            report.problems.push(classify(r, &page, i, &mut scratch));
+            let previous_failed = last_failed == Some(id - 1);
+            last_failed = Some(id);
+            if let Some(p) = classify(&page, i, previous_failed, &mut scratch) {
+                push_folded(&mut report.problems, p);
+            }
             prev = stored; // resynchronise: judge the next record against what is stored
         }
     }
     Ok(report)
 }
 
-fn classify(r: &ChainRow, page: &[ChainRow], at: usize, scratch: &mut Vec<u8>) -> Problem {
+/// Names what is wrong with row `at`, whose stored hash does not follow from its content and
+/// the stored hash before it. `None` when the break was already reported with the row before.
+fn classify(
+    page: &[ChainRow],
+    at: usize,
+    previous_failed: bool,
+    scratch: &mut Vec<u8>,
+) -> Option<Problem> {
+    let r = &page[at];
     let id = r.row.id;
-    let next_links = page.get(at + 1).is_some_and(|n| {
+    let next = page.get(at + 1);
+    let next_links = next.is_some_and(|n| {
         let mut probe = Vec::new();
         stored_hash(n).is_some_and(|h| {
             stored_hash(r).is_some_and(|mine| n.row.entry_hash(&mine, &mut probe) == h)
         })
     });
     match written_at(r, page, at, scratch) {
-        Some(orig) if orig != id => Problem {
+        Some(orig) if orig != id => Some(Problem {
             kind: ProblemKind::Reordered,
             ids: vec![id, orig],
             message: format!("record at position {id} was written as record {orig}"),
-        },
-        Some(_) => Problem {
+        }),
+        // Its own content, chained to a hash now stored elsewhere: the break before it.
+        Some(_) if previous_failed => None,
+        Some(_) => Some(Problem {
             kind: ProblemKind::Reordered,
             ids: vec![id - 1, id],
             message: format!(
                 "record {id} does not follow record {}: the records before it were changed or reordered",
                 id - 1
             ),
-        },
-        None if next_links || page.get(at + 1).is_none() => Problem {
+        }),
+        None if next
+            .is_some_and(|n| written_at(n, page, at + 1, scratch) == Some(n.row.id - 1)) =>
+        {
+            Some(Problem {
+                kind: ProblemKind::Inserted,
+                ids: vec![id],
+                message: format!(
+                    "record {id} was inserted: the records after it were moved up by one"
+                ),
+            })
+        }
+        None if next_links || next.is_none() => Some(Problem {
             kind: ProblemKind::Altered,
             ids: vec![id],
             message: format!(
@@ -199,15 +232,36 @@ fn classify(r: &ChainRow, page: &[ChainRow], at: usize, scratch: &mut Vec<u8>) -
                  (or record {} was rewritten with a recomputed hash)",
                 id - 1
             ),
-        },
-        None => Problem {
+        }),
+        None => Some(Problem {
             kind: ProblemKind::Inserted,
             ids: vec![id],
             message: format!(
                 "record {id} was not written by the chain (inserted, or altered with its hash recomputed)"
             ),
-        },
+        }),
     }
+}
+
+/// Adds a problem, folding a run of records all moved by the same offset into one.
+fn push_folded(problems: &mut Vec<Problem>, p: Problem) {
+    if let (ProblemKind::Reordered, [pos, orig]) = (p.kind, p.ids.as_slice())
+        && let Some(last) = problems.last_mut()
+        && last.kind == ProblemKind::Reordered
+        && let [first_pos, first_orig, rest @ ..] = last.ids.as_slice()
+    {
+        let end = rest.first().copied().unwrap_or(*first_pos);
+        if pos - orig == first_pos - first_orig && *pos == end + 1 && pos - orig != 0 {
+            let (fp, fo) = (*first_pos, *first_orig);
+            last.ids = vec![fp, fo, *pos];
+            last.message = format!(
+                "records at positions {fp} to {pos} were written {} position(s) earlier (moved)",
+                pos - orig
+            );
+            return;
+        }
+    }
+    problems.push(p);
 }
 
 /// The triggers that make the store append-only.
@@ -230,4 +284,262 @@ pub async fn guards(reader: &StoreReader) -> Result<Vec<Problem>, StoreError> {
             message: format!("trigger {g} is missing: the store no longer refuses changes"),
         })
         .collect())
+}
+
+/// A checkpoint to hold the store against: stored in it, or given from outside.
+#[derive(Debug, Clone)]
+struct Target {
+    label: String,
+    size: u64,
+    root: [u8; 32],
+}
+
+/// What `verify` checks besides the chain.
+#[derive(Debug, Default)]
+pub struct Options {
+    /// The log's public key; without it stored checkpoints are checked for roots only.
+    pub key: Option<NoteVerifier>,
+    /// Checkpoints kept outside the store: (where from, signed note).
+    pub external: Vec<(String, String)>,
+    /// Re-verify every accepted token against its archived key set.
+    pub signatures: bool,
+}
+
+/// Everything `verify` found.
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    /// The chain pass.
+    pub chain: ChainReport,
+    /// Checkpoints held against the store (stored and external).
+    pub checkpoints_checked: usize,
+    /// Accepted tokens re-verified.
+    pub signatures_checked: u64,
+    /// Accepted tokens that could not be re-verified offline (HS256 needs the client secret).
+    pub signatures_skipped: u64,
+    /// Every problem, chain problems included.
+    pub problems: Vec<Problem>,
+}
+
+fn checkpoint_problem(ids: Vec<i64>, message: String) -> Problem {
+    Problem {
+        kind: ProblemKind::Checkpoint,
+        ids,
+        message,
+    }
+}
+
+/// Reads a signed note's checkpoint: verified with `key` when given, else parsed only.
+fn read_checkpoint(note: &str, key: Option<&NoteVerifier>) -> Result<Checkpoint, String> {
+    match key {
+        Some(k) => k
+            .verify_checkpoint(note)
+            .map_err(|e| format!("signature does not verify: {e}")),
+        None => {
+            let body = note.split_once("\n\n").map_or(note, |(b, _)| b);
+            Checkpoint::parse(&format!("{body}\n")).map_err(|e| e.to_string())
+        }
+    }
+}
+
+async fn targets(
+    reader: &StoreReader,
+    opts: &Options,
+    problems: &mut Vec<Problem>,
+) -> Result<Vec<Target>, StoreError> {
+    let mut out = Vec::new();
+    for stored in reader.checkpoints().await? {
+        let label = format!("stored checkpoint {}", stored.tree_size);
+        match read_checkpoint(&stored.note, opts.key.as_ref()) {
+            Err(e) => problems.push(checkpoint_problem(
+                vec![stored.tree_size],
+                format!("{label}: {e}"),
+            )),
+            Ok(cp)
+                if i64::try_from(cp.size).ok() != Some(stored.tree_size)
+                    || cp.root != stored.root =>
+            {
+                problems.push(checkpoint_problem(
+                    vec![stored.tree_size],
+                    format!(
+                        "{label}: its note says size {} and another root than its row",
+                        cp.size
+                    ),
+                ));
+            }
+            Ok(cp) => out.push(Target {
+                label,
+                size: cp.size,
+                root: cp.root,
+            }),
+        }
+    }
+    for (from, note) in &opts.external {
+        match read_checkpoint(note, opts.key.as_ref()) {
+            Err(e) => problems.push(checkpoint_problem(
+                Vec::new(),
+                format!("checkpoint {from}: {e}"),
+            )),
+            Ok(cp) => out.push(Target {
+                label: format!("checkpoint {from}"),
+                size: cp.size,
+                root: cp.root,
+            }),
+        }
+    }
+    out.sort_by_key(|t| t.size);
+    Ok(out)
+}
+
+/// Runs every check: guards, the chain, checkpoints (stored and external), the retention
+/// anchor, and optionally the signatures of accepted tokens.
+pub async fn run(reader: &StoreReader, opts: &Options) -> Result<Report, StoreError> {
+    let mut report = Report::default();
+    report.problems.extend(guards(reader).await?);
+    let targets = targets(reader, opts, &mut report.problems).await?;
+    report.checkpoints_checked = targets.len();
+
+    let mut tree = Accumulator::new();
+    let mut pending = targets.iter().peekable();
+    let mut mismatches = Vec::new();
+    let mut check =
+        |tree: &Accumulator, pending: &mut std::iter::Peekable<std::slice::Iter<'_, Target>>| {
+            while let Some(t) = pending.next_if(|t| t.size <= tree.size()) {
+                if t.size == tree.size() && t.root != tree.root() {
+                    mismatches.push(checkpoint_problem(
+                    vec![i64::try_from(t.size).unwrap_or(i64::MAX)],
+                    format!("{}: the records up to {} no longer hash to its root (rewritten, removed or reordered)", t.label, t.size),
+                ));
+                }
+            }
+        };
+    check(&tree, &mut pending);
+    let mut after = 0;
+    let mut last_purged = None;
+    loop {
+        let page = reader.purged_hashes(after, PAGE).await?;
+        let Some(&(last, _)) = page.last() else { break };
+        after = last;
+        for (id, h) in page {
+            tree.push(leaf_hash(&h));
+            last_purged = Some((id, h));
+            check(&tree, &mut pending);
+        }
+    }
+    report.chain = chain(reader, |_, h| {
+        tree.push(leaf_hash(&h));
+        check(&tree, &mut pending);
+    })
+    .await?;
+    let held = tree.size();
+    report
+        .problems
+        .extend(report.chain.problems.iter().cloned());
+    report.problems.append(&mut mismatches);
+    for t in pending {
+        report.problems.push(Problem {
+            kind: ProblemKind::Truncated,
+            ids: vec![
+                i64::try_from(held).unwrap_or(i64::MAX) + 1,
+                i64::try_from(t.size).unwrap_or(i64::MAX),
+            ],
+            message: format!(
+                "{} covers {} records but the store holds {held}: records {} to {} are gone",
+                t.label,
+                t.size,
+                held + 1,
+                t.size
+            ),
+        });
+    }
+    if let Some((first_id, anchor)) = reader.anchor().await? {
+        let matches = last_purged.is_some_and(|(id, h)| id == first_id - 1 && h == anchor);
+        if !matches {
+            report.problems.push(Problem {
+                kind: ProblemKind::Anchor,
+                ids: vec![first_id - 1],
+                message: format!("the retention anchor before record {first_id} does not match the last purged entry hash"),
+            });
+        }
+    }
+    if opts.signatures {
+        signatures(reader, &mut report).await?;
+    }
+    Ok(report)
+}
+
+/// Re-verifies every accepted token against the archived key set that verified it.
+async fn signatures(reader: &StoreReader, report: &mut Report) -> Result<(), StoreError> {
+    let mut sets: HashMap<Vec<u8>, Option<KeySet>> = HashMap::new();
+    let mut after = 0;
+    loop {
+        let page = reader.chain_rows(after, PAGE).await?;
+        let Some(last) = page.last() else { break };
+        after = last.row.id;
+        for r in page
+            .iter()
+            .map(|r| &r.row)
+            .filter(|r| r.outcome.as_deref() == Some("accepted"))
+        {
+            let fail = |message: String| Problem {
+                kind: ProblemKind::Signature,
+                ids: vec![r.id],
+                message: format!("record {}: {message}", r.id),
+            };
+            let (Some(token), Some(alg_name)) = (&r.token, &r.alg) else {
+                report
+                    .problems
+                    .push(fail("accepted without its token".into()));
+                continue;
+            };
+            let Ok(alg) = alg_name.parse::<Algorithm>() else {
+                report
+                    .problems
+                    .push(fail(format!("unknown alg {alg_name:?}")));
+                continue;
+            };
+            if alg == Algorithm::HS256 {
+                report.signatures_skipped += 1;
+                continue;
+            }
+            let Some(digest) = &r.key_set_digest else {
+                report.problems.push(fail("no key set recorded".into()));
+                continue;
+            };
+            if !sets.contains_key(digest) {
+                let set = reader
+                    .key_set(digest)
+                    .await?
+                    .and_then(|(_, doc)| KeySet::parse(doc.as_bytes()).ok().map(|(s, _)| s));
+                sets.insert(digest.clone(), set);
+            }
+            let Some(Some(set)) = sets.get(digest) else {
+                report.problems.push(fail(format!(
+                    "key set {} is not in the archive",
+                    hex(digest)
+                )));
+                continue;
+            };
+            let Some((signing_input, signature)) = token.rsplit_once('.') else {
+                report
+                    .problems
+                    .push(fail("stored token is not a JWS".into()));
+                continue;
+            };
+            let ok = match set.select(r.kid.as_deref(), alg) {
+                KeyMatch::Found(keys) => keys.iter().any(|k| {
+                    jsonwebtoken::crypto::verify(signature, signing_input.as_bytes(), k, alg)
+                        .unwrap_or(false)
+                }),
+                _ => false,
+            };
+            if ok {
+                report.signatures_checked += 1;
+            } else {
+                report.problems.push(fail(
+                    "the stored token does not verify against its archived key set".into(),
+                ));
+            }
+        }
+    }
+    Ok(())
 }

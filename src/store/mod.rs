@@ -202,6 +202,81 @@ pub struct StoredCheckpoint {
     pub created_at: i64,
 }
 
+/// What a retention run removes (or would remove).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PurgePlan {
+    /// The first record stored now.
+    pub first_id: i64,
+    /// The last record to remove (a checkpoint's tree size), if any.
+    pub through: Option<i64>,
+    /// How many records that is.
+    pub records: i64,
+}
+
+/// A retention run's result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Purged {
+    /// What was planned (and done, unless a dry run).
+    pub plan: PurgePlan,
+    /// The retention record, when records were removed.
+    pub record_id: Option<i64>,
+    /// The last removed entry hash (the new chain anchor).
+    pub anchor: Option<[u8; 32]>,
+}
+
+/// Appends an access or system record from a process other than the service (the CLI),
+/// chained after whatever the store holds now. Safe while the service runs.
+pub async fn append_note(url: &str, note: &Note) -> Result<i64, StoreError> {
+    use sqlx::Connection;
+    let mut conn = sqlite::open_writer(&sqlite::path_from_url(url)?).await?;
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+    let id = sqlite::append_after_last(&mut tx, |id| entry::note_row(id, note)).await?;
+    tx.commit().await?;
+    Ok(id)
+}
+
+/// Removes the records received before `before` (ms since epoch), whole checkpointed ranges
+/// only, and chains a retention record carrying the last removed entry's hash. Safe while the
+/// service runs; `dry_run` only reports.
+pub async fn purge(url: &str, before: i64, dry_run: bool, at: i64) -> Result<Purged, StoreError> {
+    use sqlx::Connection;
+    let mut conn = sqlite::open_writer(&sqlite::path_from_url(url)?).await?;
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+    let plan = sqlite::purge_plan(&mut tx, before).await?;
+    let Some(through) = plan.through.filter(|_| !dry_run) else {
+        return Ok(Purged {
+            plan,
+            record_id: None,
+            anchor: None,
+        });
+    };
+    let (id, anchor, removed) = sqlite::purge_through(&mut tx, through, |id, anchor, removed| {
+        entry::note_row(
+            id,
+            &Note {
+                kind: NoteKind::System,
+                action: "retention".into(),
+                details: serde_json::json!({
+                    "before": crate::clock::format_millis(before),
+                    "removed_from": plan.first_id,
+                    "removed_through": through,
+                    "removed_records": removed,
+                    "anchor_entry_hash": crate::keys::jwks::hex(anchor),
+                }),
+                at,
+            },
+        )
+    })
+    .await?;
+    tx.commit().await?;
+    tracing::info!(through, removed, "retention removed records");
+    Ok(Purged {
+        plan,
+        record_id: Some(id),
+        anchor: Some(anchor),
+    })
+}
+
 /// A read-only handle on a store, for the CLI and the verifier.
 #[derive(Debug, Clone)]
 pub struct StoreReader(sqlite::Reader);
@@ -215,6 +290,24 @@ impl StoreReader {
     /// Up to `limit` chained rows after id `after`, in id order.
     pub async fn chain_rows(&self, after: i64, limit: u32) -> Result<Vec<ChainRow>, StoreError> {
         self.0.chain_rows(after, limit).await
+    }
+
+    /// Up to `limit` entry hashes of records removed by retention, after id `after`.
+    pub async fn purged_hashes(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<(i64, [u8; 32])>, StoreError> {
+        self.0.purged_hashes(after, limit).await
+    }
+
+    /// Up to `limit` entry hashes (purged or stored) after id `after`: the Merkle leaves.
+    pub async fn entry_hashes(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<(i64, [u8; 32])>, StoreError> {
+        self.0.entry_hashes(after, limit).await
     }
 
     /// The retention anchor, if a retention run removed a prefix.

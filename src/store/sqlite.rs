@@ -16,7 +16,7 @@ use super::StoreError;
 use super::chain::{COLUMNS, EventRow, GENESIS};
 use super::filter::{EventFilter, Order};
 use super::record::{SELECT_COLUMNS, StoredRecord};
-use super::{ChainRow, StoredCheckpoint};
+use super::{ChainRow, PurgePlan, StoredCheckpoint};
 use crate::keys::FetchedKeySet;
 
 /// The migrations, embedded in the binary so a fresh machine needs nothing else.
@@ -117,6 +117,37 @@ impl Reader {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(chain_row).collect()
+    }
+
+    /// Up to `limit` purged entry hashes with id greater than `after`, in id order.
+    pub(super) async fn purged_hashes(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<(i64, [u8; 32])>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, entry_hash FROM purged_hashes WHERE id > ? ORDER BY id LIMIT ?",
+        )
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let id: i64 = row.try_get(0)?;
+                Ok((id, hash32(id, row.try_get(1)?)?))
+            })
+            .collect()
+    }
+
+    /// Up to `limit` entry hashes (purged or stored) with id greater than `after`, in id order.
+    pub(super) async fn entry_hashes(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<(i64, [u8; 32])>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        leaf_hashes(&mut conn, after + 1, i64::MAX, limit).await
     }
 
     /// The retention anchor: the first stored id and the hash before it.
@@ -511,6 +542,114 @@ pub(super) async fn insert_key_set(
         .execute(&mut *tx)
         .await?;
     Ok(())
+}
+
+/// Opens a single write connection on an existing store (CLI writers: retention, access).
+pub(super) async fn open_writer(path: &Path) -> Result<SqliteConnection, StoreError> {
+    if !path.exists() {
+        return Err(StoreError::Database(sqlx::Error::Configuration(
+            format!("no store at {}", path.display()).into(),
+        )));
+    }
+    let mut conn =
+        SqliteConnection::connect_with(&options(path).busy_timeout(Duration::from_secs(10)))
+            .await?;
+    migrator().run(&mut conn).await?;
+    Ok(conn)
+}
+
+/// Appends one row after whatever the chain ends with now, inside `tx` (which holds the write
+/// lock: `BEGIN IMMEDIATE`). Returns its id.
+pub(super) async fn append_after_last(
+    tx: &mut SqliteConnection,
+    make: impl FnOnce(i64) -> EventRow,
+) -> Result<i64, StoreError> {
+    let (last_id, last_hash) = last_entry(tx).await?;
+    let row = make(last_id + 1);
+    let hash = row.entry_hash(&last_hash, &mut Vec::new());
+    insert_row(tx, &row, &hash).await?;
+    Ok(row.id)
+}
+
+/// What a retention run would remove: the largest checkpointed prefix older than `before`.
+pub(super) async fn purge_plan(
+    conn: &mut SqliteConnection,
+    before: i64,
+) -> Result<PurgePlan, StoreError> {
+    let first: Option<i64> = sqlx::query_scalar("SELECT MIN(id) FROM audit_events")
+        .fetch_one(&mut *conn)
+        .await?;
+    let newer: Option<i64> =
+        sqlx::query_scalar("SELECT MIN(id) FROM audit_events WHERE received_at >= ?")
+            .bind(before)
+            .fetch_one(&mut *conn)
+            .await?;
+    let last: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM audit_events")
+        .fetch_one(&mut *conn)
+        .await?;
+    let older_through = match (newer, last) {
+        (Some(n), _) => n - 1,
+        (None, Some(l)) => l,
+        (None, None) => 0,
+    };
+    let through: Option<i64> =
+        sqlx::query_scalar("SELECT MAX(tree_size) FROM checkpoints WHERE tree_size <= ?")
+            .bind(older_through)
+            .fetch_one(&mut *conn)
+            .await?;
+    let first = first.unwrap_or(1);
+    let through = through.filter(|t| *t >= first);
+    let count = through.map_or(0, |t| t - first + 1);
+    Ok(PurgePlan {
+        first_id: first,
+        through,
+        records: count,
+    })
+}
+
+/// Removes records `..=through` (a checkpoint boundary) in one transaction, keeping their entry
+/// hashes and the anchor, and chains a retention record carrying the last removed hash.
+pub(super) async fn purge_through(
+    tx: &mut SqliteConnection,
+    through: i64,
+    make: impl FnOnce(i64, &[u8; 32], u64) -> EventRow,
+) -> Result<(i64, [u8; 32], u64), StoreError> {
+    let anchor_row = sqlx::query("SELECT entry_hash FROM audit_events WHERE id = ?")
+        .bind(through)
+        .fetch_one(&mut *tx)
+        .await?;
+    let anchor = hash32(through, anchor_row.try_get(0)?)?;
+    sqlx::query("INSERT INTO purge_window (singleton, up_to_id) VALUES (1, ?)")
+        .bind(through)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("INSERT OR IGNORE INTO purged_hashes (id, entry_hash) SELECT id, entry_hash FROM audit_events WHERE id <= ?")
+        .bind(through)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("DELETE FROM metadata_pairs WHERE event_id <= ?")
+        .bind(through)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("DELETE FROM accepted_tokens WHERE event_id <= ?")
+        .bind(through)
+        .execute(&mut *tx)
+        .await?;
+    let removed = sqlx::query("DELETE FROM audit_events WHERE id <= ?")
+        .bind(through)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    sqlx::query("INSERT OR REPLACE INTO chain_anchor (singleton, first_id, prev_entry_hash) VALUES (1, ?, ?)")
+        .bind(through + 1)
+        .bind(&anchor[..])
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("DELETE FROM purge_window")
+        .execute(&mut *tx)
+        .await?;
+    let id = append_after_last(tx, |id| make(id, &anchor, removed)).await?;
+    Ok((id, anchor, removed))
 }
 
 #[cfg(test)]

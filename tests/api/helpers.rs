@@ -64,6 +64,7 @@ pub(crate) fn settings(op: &LocalIssuer, db: &Path) -> Settings {
             ..KeyFetchSettings::default()
         },
         store_timeout: Duration::from_secs(5),
+        checkpoints: None,
     }
 }
 

@@ -6,6 +6,7 @@ mod helpers;
 mod conformance;
 mod fetch;
 mod keys;
+mod ledger;
 mod lifecycle;
 mod metadata;
 mod rejections;

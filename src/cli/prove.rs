@@ -1,0 +1,85 @@
+//! `logout-ledger prove` and `verify-proof`: an RFC 6962 inclusion proof of one record, and
+//! its offline check with the public key alone.
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use logout_ledger::ledger::prove::{self, InclusionProof};
+use logout_ledger::store::AuditStore;
+
+use super::verify::read_key;
+
+/// Flags of `prove`.
+#[derive(Debug, Args)]
+pub(crate) struct ProveArgs {
+    /// Audit store URL.
+    #[arg(
+        long,
+        env = "LOGOUT_LEDGER_DATABASE",
+        default_value = "sqlite://logout-ledger.db"
+    )]
+    database: String,
+    /// The record's id.
+    #[arg(long)]
+    event: i64,
+    /// Prove against this checkpoint file [default: the latest stored checkpoint covering it].
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
+    /// The log's public key, to check the checkpoint before proving against it.
+    #[arg(long)]
+    key: Option<PathBuf>,
+}
+
+/// Flags of `verify-proof`.
+#[derive(Debug, Args)]
+pub(crate) struct VerifyProofArgs {
+    /// The log's public key (FILE.pub from keygen).
+    #[arg(long)]
+    key: PathBuf,
+    /// The proof JSON, or `-` for standard input.
+    proof: String,
+}
+
+/// Prints the proof as JSON.
+pub(crate) async fn run(args: ProveArgs) -> anyhow::Result<()> {
+    let key = args.key.as_ref().map(read_key).transpose()?;
+    let note = args
+        .checkpoint
+        .as_ref()
+        .map(|p| std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display())))
+        .transpose()?;
+    let reader = AuditStore::open_reader(&args.database)
+        .await
+        .with_context(|| format!("cannot open {}", args.database))?;
+    let proof = prove::prove(&reader, args.event, note, key.as_ref()).await?;
+    println!("{}", serde_json::to_string_pretty(&proof)?);
+    Ok(())
+}
+
+/// Checks a proof offline; exit status 0 only when it holds.
+pub(crate) fn verify(args: VerifyProofArgs) -> anyhow::Result<()> {
+    let key = read_key(&args.key)?;
+    let text = if args.proof == "-" {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("cannot read standard input")?;
+        s
+    } else {
+        std::fs::read_to_string(&args.proof)
+            .with_context(|| format!("cannot read {}", args.proof))?
+    };
+    let proof: InclusionProof = serde_json::from_str(&text).context("not an inclusion proof")?;
+    let cp = prove::verify_proof(&proof, &key)?;
+    println!(
+        "OK: record {} (entry hash {}) is in the tree of size {} signed by {} (origin {})",
+        proof.id,
+        proof.entry_hash,
+        cp.size,
+        key.name(),
+        cp.origin
+    );
+    Ok(())
+}

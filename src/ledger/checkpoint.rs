@@ -1,0 +1,153 @@
+//! Signed checkpoints: at a fixed interval (and at shutdown) the writer signs the Merkle root
+//! of every entry hash so far; each checkpoint is stored and also written to a directory so
+//! copies can leave the machine.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::clock::SharedClock;
+use crate::config::ConfigError;
+use crate::store::{AuditStore, CheckpointRequest, StoreError, StoredCheckpoint};
+use crate::tlog::NoteSigner;
+use crate::tlog::note::pem_decode;
+
+/// Default key name (checkpoint origin).
+pub const DEFAULT_ORIGIN: &str = "logout-ledger";
+
+/// How and where checkpoints are written.
+#[derive(Debug, Clone)]
+pub struct CheckpointSettings {
+    /// The Ed25519 signer; its name is the checkpoint origin.
+    pub signer: Arc<NoteSigner>,
+    /// Time between checkpoints.
+    pub interval: Duration,
+    /// Directory receiving one file per checkpoint.
+    pub dir: Option<PathBuf>,
+}
+
+/// Why a checkpoint was not written.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// The store refused.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The copy could not be written.
+    #[error("cannot write {path}: {source}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// Loads the signing key (PKCS#8 PEM). The origin is `origin`, else the name in `FILE.pub`
+/// beside the key (as `keygen` writes it), else [`DEFAULT_ORIGIN`].
+pub fn load_signer(key_file: &Path, origin: Option<&str>) -> Result<NoteSigner, ConfigError> {
+    let setting = "--signing-key-file";
+    let pem = std::fs::read_to_string(key_file).map_err(|e| {
+        ConfigError::new(setting, format!("cannot read {}: {e}", key_file.display()))
+    })?;
+    let der = pem_decode(&pem, "PRIVATE KEY")
+        .map_err(|e| ConfigError::new(setting, format!("{}: {e}", key_file.display())))?;
+    let name = match origin {
+        Some(o) => o.to_owned(),
+        None => {
+            let public = PathBuf::from(format!("{}.pub", key_file.display()));
+            std::fs::read_to_string(&public)
+                .ok()
+                .and_then(|t| t.trim().split('+').next().map(str::to_owned))
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| DEFAULT_ORIGIN.to_owned())
+        }
+    };
+    NoteSigner::new(&name, &der)
+        .map_err(|e| ConfigError::new(setting, format!("{}: {e}", key_file.display())))
+}
+
+/// The file name of a checkpoint copy.
+pub fn file_name(tree_size: i64) -> String {
+    format!("checkpoint-{tree_size:012}.txt")
+}
+
+fn write_copy(dir: &Path, c: &StoredCheckpoint) -> Result<(), CheckpointError> {
+    let path = dir.join(file_name(c.tree_size));
+    let tmp = dir.join(format!(".{}.tmp", file_name(c.tree_size)));
+    let io = |source| CheckpointError::File {
+        path: path.clone(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    std::fs::write(&tmp, &c.note).map_err(io)?;
+    std::fs::rename(&tmp, &path).map_err(io)
+}
+
+/// Writes one checkpoint now (stored, then copied to the directory).
+pub async fn write_one(
+    store: &AuditStore,
+    settings: &CheckpointSettings,
+    clock: &SharedClock,
+) -> Result<StoredCheckpoint, CheckpointError> {
+    let request = CheckpointRequest {
+        signer: Arc::clone(&settings.signer),
+        at: clock.now_millis(),
+    };
+    let stored = store.checkpoint(request).await?;
+    if let Some(dir) = &settings.dir {
+        write_copy(dir, &stored)?;
+    }
+    tracing::info!(tree_size = stored.tree_size, "checkpoint signed");
+    Ok(stored)
+}
+
+/// Writes a checkpoint every interval, forever (aborted at shutdown).
+pub async fn run_periodically(store: AuditStore, settings: CheckpointSettings, clock: SharedClock) {
+    let mut ticker = tokio::time::interval(settings.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await; // the first tick is immediate: the first checkpoint comes one interval in
+    loop {
+        ticker.tick().await;
+        if let Err(e) = write_one(&store, &settings, &clock).await {
+            tracing::error!("checkpoint not written: {e}");
+        }
+    }
+}
+
+/// Parses an interval such as `3600`, `90s`, `30m`, `1h` or `1d`.
+pub fn parse_interval(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((s, ""), |i| s.split_at(i));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 3600, 90s, 30m, 1h"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (s, m, h, d)")),
+    };
+    if secs == 0 {
+        return Err("the interval must be positive".into());
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intervals() {
+        assert_eq!(parse_interval("3600"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_interval("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_interval("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_interval("2d"), Ok(Duration::from_secs(172_800)));
+        assert!(parse_interval("0").is_err());
+        assert!(parse_interval("1w").is_err());
+        assert!(parse_interval("soon").is_err());
+    }
+}
