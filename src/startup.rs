@@ -46,6 +46,8 @@ pub struct Application {
     store: AuditStore,
     writer: WriterTask,
     checkpoints: Option<crate::ledger::checkpoint::CheckpointSettings>,
+    retention: Option<Duration>,
+    database: String,
 }
 
 impl Application {
@@ -85,6 +87,8 @@ impl Application {
             store,
             writer,
             checkpoints: settings.checkpoints.clone(),
+            retention: settings.retention,
+            database: settings.database.clone(),
         })
     }
 
@@ -117,9 +121,13 @@ impl Application {
             store,
             writer,
             checkpoints: checkpoint_settings,
+            retention,
+            database,
         } = self;
         let clock = Arc::clone(&state.clock);
         let maintainer = tokio::spawn(Arc::clone(&state.keys).maintain());
+        let retention = retention
+            .map(|keep| tokio::spawn(run_retention(database.clone(), keep, Arc::clone(&clock))));
         let checkpoints = checkpoint_settings.clone().map(|c| {
             tokio::spawn(crate::ledger::checkpoint::run_periodically(
                 store.clone(),
@@ -156,7 +164,7 @@ impl Application {
             details: serde_json::json!({ "clean": result.is_ok() }),
             at: clock.now_millis(),
         };
-        if let Some(task) = checkpoints {
+        for task in [checkpoints, retention].into_iter().flatten() {
             task.abort();
         }
         if let Err(e) = store.note(stop).await {
@@ -177,6 +185,25 @@ impl Application {
             tracing::error!("audit writer did not finish in time");
         }
         result
+    }
+}
+
+/// How often the retention task looks for records past their keep time.
+const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+
+/// Removes records older than `keep`, hourly, through the same path as `logout-ledger purge`.
+async fn run_retention(database: String, keep: Duration, clock: crate::clock::SharedClock) {
+    let keep_ms = i64::try_from(keep.as_millis()).unwrap_or(i64::MAX);
+    loop {
+        let now = clock.now_millis();
+        match crate::store::purge(&database, now.saturating_sub(keep_ms), false, now).await {
+            Ok(p) if p.record_id.is_some() => {
+                tracing::info!(records = p.plan.records, "retention run removed records")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!("retention run failed: {e}"),
+        }
+        tokio::time::sleep(RETENTION_EVERY).await;
     }
 }
 
@@ -206,6 +233,7 @@ pub fn summary(settings: &Settings, bound: Option<SocketAddr>) -> serde_json::Va
         "jwks_refresh_cooldown_secs": settings.keys.refresh_cooldown.as_secs(),
         "allow_insecure_http": settings.keys.allow_insecure_http,
         "store_timeout_secs": settings.store_timeout.as_secs(),
+        "retention_days": settings.retention.map(|r| r.as_secs() / 86_400),
         "checkpoints": settings.checkpoints.as_ref().map(|c| serde_json::json!({
             "origin": c.signer.name(),
             "verifier_key": c.signer.verifier_key(),

@@ -149,6 +149,7 @@ pub(super) async fn run(args: DemoArgs) -> anyhow::Result<()> {
             ..KeyFetchSettings::default()
         },
         store_timeout: Duration::from_secs(5),
+        retention: None,
         checkpoints: Some(CheckpointSettings {
             signer: Arc::new(NoteSigner::new(
                 "demo.logout-ledger.example",

@@ -78,6 +78,9 @@ pub(super) struct ServeArgs {
     /// Checkpoint origin (the key's name) [default: the name in KEY.pub, else logout-ledger].
     #[arg(long, env = "LOGOUT_LEDGER_CHECKPOINT_ORIGIN")]
     checkpoint_origin: Option<String>,
+    /// Keep records this many days, then remove whole checkpointed ranges [default: forever].
+    #[arg(long, env = "LOGOUT_LEDGER_RETENTION_DAYS")]
+    retention_days: Option<u32>,
     /// Longest a store write may take before the request answers 503, in seconds [default: 5].
     #[arg(long, env = "LOGOUT_LEDGER_STORE_TIMEOUT")]
     store_timeout: Option<u64>,
@@ -207,8 +210,21 @@ impl ServeArgs {
                 })
             }
         };
+        let retention_days = self.retention_days.or(f.and_then(|f| f.retention_days));
+        let retention = match retention_days {
+            None => None,
+            Some(0) => return Err(ConfigError::new("--retention-days", "must be at least 1")),
+            Some(_) if checkpoints.is_none() => {
+                return Err(ConfigError::new(
+                    "--retention-days",
+                    "retention removes checkpointed ranges only: configure --signing-key-file too",
+                ));
+            }
+            Some(d) => Some(Duration::from_secs(u64::from(d) * 86_400)),
+        };
         Ok(Settings {
             checkpoints,
+            retention,
             listen,
             database,
             log_format: self

@@ -35,6 +35,8 @@ pub struct FileConfig {
     pub checkpoint_dir: Option<PathBuf>,
     /// Checkpoint origin (key name).
     pub checkpoint_origin: Option<String>,
+    /// Days to keep records (default: forever).
+    pub retention_days: Option<u32>,
     /// The trusted issuers.
     #[serde(default)]
     pub issuers: Vec<IssuerFile>,

@@ -125,6 +125,8 @@ pub struct Settings {
     pub store_timeout: Duration,
     /// Signed checkpoints, when a signing key is configured.
     pub checkpoints: Option<crate::ledger::checkpoint::CheckpointSettings>,
+    /// Remove records older than this (whole checkpointed ranges); `None` keeps them forever.
+    pub retention: Option<Duration>,
 }
 
 /// Parses an algorithm list such as `RS256,PS256`, refusing `none` and unsupported names.

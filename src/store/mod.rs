@@ -230,7 +230,7 @@ pub async fn append_note(url: &str, note: &Note) -> Result<i64, StoreError> {
     use sqlx::Connection;
     let mut conn = sqlite::open_writer(&sqlite::path_from_url(url)?).await?;
     let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-    let id = sqlite::append_after_last(&mut tx, |id| entry::note_row(id, note)).await?;
+    let id = sqlite::append_after_last(&mut tx, note).await?;
     tx.commit().await?;
     Ok(id)
 }
@@ -250,26 +250,9 @@ pub async fn purge(url: &str, before: i64, dry_run: bool, at: i64) -> Result<Pur
             anchor: None,
         });
     };
-    let (id, anchor, removed) = sqlite::purge_through(&mut tx, through, |id, anchor, removed| {
-        entry::note_row(
-            id,
-            &Note {
-                kind: NoteKind::System,
-                action: "retention".into(),
-                details: serde_json::json!({
-                    "before": crate::clock::format_millis(before),
-                    "removed_from": plan.first_id,
-                    "removed_through": through,
-                    "removed_records": removed,
-                    "anchor_entry_hash": crate::keys::jwks::hex(anchor),
-                }),
-                at,
-            },
-        )
-    })
-    .await?;
+    let (id, anchor) = sqlite::purge_through(&mut tx, plan, through, before, at).await?;
     tx.commit().await?;
-    tracing::info!(through, removed, "retention removed records");
+    tracing::info!(through, records = plan.records, "retention removed records");
     Ok(Purged {
         plan,
         record_id: Some(id),

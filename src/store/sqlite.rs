@@ -14,6 +14,7 @@ use sqlx::{Connection, QueryBuilder, Row, SqlStr, Sqlite, SqliteConnection};
 
 use super::StoreError;
 use super::chain::{COLUMNS, EventRow, GENESIS};
+use super::entry::{Note, NoteKind, note_row};
 use super::filter::{EventFilter, Order};
 use super::record::{SELECT_COLUMNS, StoredRecord};
 use super::{ChainRow, PurgePlan, StoredCheckpoint};
@@ -545,16 +546,15 @@ pub(super) async fn insert_key_set(
 }
 
 /// Opens a single write connection on an existing store (CLI writers: retention, access).
+/// The store must have been created (and migrated) by the service.
 pub(super) async fn open_writer(path: &Path) -> Result<SqliteConnection, StoreError> {
     if !path.exists() {
         return Err(StoreError::Database(sqlx::Error::Configuration(
             format!("no store at {}", path.display()).into(),
         )));
     }
-    let mut conn =
-        SqliteConnection::connect_with(&options(path).busy_timeout(Duration::from_secs(10)))
-            .await?;
-    migrator().run(&mut conn).await?;
+    let conn = SqliteConnection::connect_with(&options(path).busy_timeout(Duration::from_secs(10)))
+        .await?;
     Ok(conn)
 }
 
@@ -562,10 +562,10 @@ pub(super) async fn open_writer(path: &Path) -> Result<SqliteConnection, StoreEr
 /// lock: `BEGIN IMMEDIATE`). Returns its id.
 pub(super) async fn append_after_last(
     tx: &mut SqliteConnection,
-    make: impl FnOnce(i64) -> EventRow,
+    note: &Note,
 ) -> Result<i64, StoreError> {
     let (last_id, last_hash) = last_entry(tx).await?;
-    let row = make(last_id + 1);
+    let row = note_row(last_id + 1, note);
     let hash = row.entry_hash(&last_hash, &mut Vec::new());
     insert_row(tx, &row, &hash).await?;
     Ok(row.id)
@@ -611,9 +611,11 @@ pub(super) async fn purge_plan(
 /// hashes and the anchor, and chains a retention record carrying the last removed hash.
 pub(super) async fn purge_through(
     tx: &mut SqliteConnection,
+    plan: PurgePlan,
     through: i64,
-    make: impl FnOnce(i64, &[u8; 32], u64) -> EventRow,
-) -> Result<(i64, [u8; 32], u64), StoreError> {
+    before: i64,
+    at: i64,
+) -> Result<(i64, [u8; 32]), StoreError> {
     let anchor_row = sqlx::query("SELECT entry_hash FROM audit_events WHERE id = ?")
         .bind(through)
         .fetch_one(&mut *tx)
@@ -648,8 +650,20 @@ pub(super) async fn purge_through(
     sqlx::query("DELETE FROM purge_window")
         .execute(&mut *tx)
         .await?;
-    let id = append_after_last(tx, |id| make(id, &anchor, removed)).await?;
-    Ok((id, anchor, removed))
+    let note = Note {
+        kind: NoteKind::System,
+        action: "retention".into(),
+        details: serde_json::json!({
+            "before": crate::clock::format_millis(before),
+            "removed_from": plan.first_id,
+            "removed_through": through,
+            "removed_records": removed,
+            "anchor_entry_hash": crate::keys::jwks::hex(&anchor),
+        }),
+        at,
+    };
+    let id = append_after_last(tx, &note).await?;
+    Ok((id, anchor))
 }
 
 #[cfg(test)]

@@ -65,6 +65,7 @@ pub(crate) fn settings(op: &LocalIssuer, db: &Path) -> Settings {
         },
         store_timeout: Duration::from_secs(5),
         checkpoints: None,
+        retention: None,
     }
 }
 

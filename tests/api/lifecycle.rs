@@ -11,7 +11,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_logout-ledger");
 fn invalid_configuration_stops_start_up_naming_the_setting() {
     let dir = TempDir::new();
     let db = format!("sqlite://{}", dir.0.join("x.db").display());
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 6] = [
         (
             &["--issuer", "http://127.0.0.1:9/", "--audience", "a"],
             "issuer",
@@ -38,6 +38,28 @@ fn invalid_configuration_stops_start_up_naming_the_setting() {
                 "HS256",
             ],
             "algorithms",
+        ),
+        (
+            &[
+                "--issuer",
+                "https://op.example/",
+                "--audience",
+                "a",
+                "--retention-days",
+                "30",
+            ],
+            "--retention-days",
+        ),
+        (
+            &[
+                "--issuer",
+                "https://op.example/",
+                "--audience",
+                "a",
+                "--signing-key-file",
+                "/nonexistent.pem",
+            ],
+            "--signing-key-file",
         ),
     ];
     for (args, setting) in cases {
