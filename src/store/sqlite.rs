@@ -383,27 +383,6 @@ fn hash32(id: i64, bytes: Vec<u8>) -> Result<[u8; 32], StoreError> {
     })
 }
 
-/// The accepted record holding `(iss, jti)`, with its token hash.
-pub(super) async fn accepted_token(
-    tx: &mut SqliteConnection,
-    iss: &str,
-    jti: &str,
-) -> Result<Option<(i64, [u8; 32])>, StoreError> {
-    let row =
-        sqlx::query("SELECT event_id, token_sha256 FROM accepted_tokens WHERE iss = ? AND jti = ?")
-            .bind(iss)
-            .bind(jti)
-            .fetch_optional(&mut *tx)
-            .await?;
-    match row {
-        Some(row) => {
-            let id: i64 = row.try_get(0)?;
-            Ok(Some((id, hash32(id, row.try_get(1)?)?)))
-        }
-        None => Ok(None),
-    }
-}
-
 /// Inserts one chained row.
 pub(super) async fn insert_row(
     tx: &mut SqliteConnection,
@@ -453,39 +432,144 @@ pub(super) async fn insert_row(
     Ok(())
 }
 
-/// Remembers an accepted `(iss, jti)` for replay detection.
-pub(super) async fn insert_accepted(
+/// Splits `n` items into power-of-two chunks no larger than `max`, so a handful of statement
+/// texts cover every batch size and stay in the prepared-statement cache.
+pub(super) fn chunks(mut n: usize, max: usize) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut size = max.next_power_of_two();
+    while n > 0 {
+        while size > n {
+            size /= 2;
+        }
+        out.push(size);
+        n -= size;
+    }
+    out
+}
+
+/// Inserts chained rows with few statements (multi-row `INSERT`, power-of-two chunks).
+pub(super) async fn insert_rows(
     tx: &mut SqliteConnection,
-    iss: &str,
-    jti: &str,
-    sha: &[u8; 32],
-    id: i64,
+    rows: &[(EventRow, [u8; 32])],
 ) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO accepted_tokens (iss, jti, token_sha256, event_id) VALUES (?, ?, ?, ?)",
-    )
-    .bind(iss)
-    .bind(jti)
-    .bind(&sha[..])
-    .bind(id)
-    .execute(&mut *tx)
-    .await?;
+    let mut rest = rows;
+    for n in chunks(rows.len(), 32) {
+        let (chunk, tail) = rest.split_at(n);
+        rest = tail;
+        let mut q = QueryBuilder::<Sqlite>::new(format!(
+            "INSERT INTO audit_events ({}, entry_hash) ",
+            COLUMNS.join(", ")
+        ));
+        q.push_values(chunk, |mut b, (r, hash)| {
+            b.push_bind(r.id)
+                .push_bind(r.kind.clone())
+                .push_bind(r.received_at)
+                .push_bind(r.outcome.clone())
+                .push_bind(r.http_status)
+                .push_bind(r.reason.clone())
+                .push_bind(r.reason_detail.clone())
+                .push_bind(r.iss.clone())
+                .push_bind(r.sub.clone())
+                .push_bind(r.sid.clone())
+                .push_bind(r.jti.clone())
+                .push_bind(r.aud.clone())
+                .push_bind(r.iat)
+                .push_bind(r.exp)
+                .push_bind(r.alg.clone())
+                .push_bind(r.kid.clone())
+                .push_bind(r.typ.clone())
+                .push_bind(r.events.clone())
+                .push_bind(r.session_metadata.clone())
+                .push_bind(r.metadata_status.clone())
+                .push_bind(r.metadata_error.clone())
+                .push_bind(r.source_ip.clone())
+                .push_bind(r.user_agent.clone())
+                .push_bind(r.token_sha256.clone())
+                .push_bind(r.token.clone())
+                .push_bind(r.key_set_digest.clone())
+                .push_bind(r.duplicate_of)
+                .push_bind(r.claims_verified)
+                .push_bind(r.action.clone())
+                .push_bind(r.details.clone())
+                .push_bind(hash.to_vec());
+        });
+        q.build().execute(&mut *tx).await?;
+    }
     Ok(())
 }
 
-/// Indexes valid metadata pairs of record `id`.
-pub(super) async fn insert_pairs(
+/// The accepted records holding any of these `(iss, jti)`, with their token hashes.
+pub(super) async fn accepted_tokens(
     tx: &mut SqliteConnection,
-    id: i64,
-    pairs: &[(String, String)],
+    keys: &[(String, String)],
+) -> Result<Vec<((String, String), (i64, [u8; 32]))>, StoreError> {
+    let mut out = Vec::new();
+    let mut rest = keys;
+    for n in chunks(keys.len(), 64) {
+        let (chunk, tail) = rest.split_at(n);
+        rest = tail;
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "SELECT iss, jti, event_id, token_sha256 FROM accepted_tokens WHERE (iss, jti) IN (VALUES ",
+        );
+        let mut sep = q.separated(", ");
+        for (iss, jti) in chunk {
+            sep.push("(")
+                .push_bind_unseparated(iss.clone())
+                .push_unseparated(", ")
+                .push_bind_unseparated(jti.clone())
+                .push_unseparated(")");
+        }
+        q.push(")");
+        for row in q.build().fetch_all(&mut *tx).await? {
+            let id: i64 = row.try_get(2)?;
+            out.push((
+                (row.try_get(0)?, row.try_get(1)?),
+                (id, hash32(id, row.try_get(3)?)?),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// Remembers accepted `(iss, jti)` pairs for replay detection.
+pub(super) async fn insert_accepted_many(
+    tx: &mut SqliteConnection,
+    accepted: &[(String, String, [u8; 32], i64)],
 ) -> Result<(), StoreError> {
-    for (key, value) in pairs {
-        sqlx::query("INSERT OR IGNORE INTO metadata_pairs (key, value, event_id) VALUES (?, ?, ?)")
-            .bind(key)
-            .bind(value)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+    let mut rest = accepted;
+    for n in chunks(accepted.len(), 64) {
+        let (chunk, tail) = rest.split_at(n);
+        rest = tail;
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO accepted_tokens (iss, jti, token_sha256, event_id) ",
+        );
+        q.push_values(chunk, |mut b, (iss, jti, sha, id)| {
+            b.push_bind(iss.clone())
+                .push_bind(jti.clone())
+                .push_bind(sha.to_vec())
+                .push_bind(*id);
+        });
+        q.build().execute(&mut *tx).await?;
+    }
+    Ok(())
+}
+
+/// Indexes valid metadata pairs: `(key, value, event id)`.
+pub(super) async fn insert_pairs_many(
+    tx: &mut SqliteConnection,
+    pairs: &[(String, String, i64)],
+) -> Result<(), StoreError> {
+    let mut rest = pairs;
+    for n in chunks(pairs.len(), 128) {
+        let (chunk, tail) = rest.split_at(n);
+        rest = tail;
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT OR IGNORE INTO metadata_pairs (key, value, event_id) ",
+        );
+        q.push_values(chunk, |mut b, (k, v, id)| {
+            b.push_bind(k.clone()).push_bind(v.clone()).push_bind(*id);
+        });
+        q.build().execute(&mut *tx).await?;
     }
     Ok(())
 }
@@ -669,6 +753,15 @@ pub(super) async fn purge_through(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunks_are_powers_of_two_covering_everything() {
+        assert_eq!(chunks(0, 32), Vec::<usize>::new());
+        assert_eq!(chunks(1, 32), vec![1]);
+        assert_eq!(chunks(100, 32), vec![32, 32, 32, 4]);
+        assert_eq!(chunks(45, 32), vec![32, 8, 4, 1]);
+        assert!((1..600).all(|n| chunks(n, 64).iter().sum::<usize>() == n));
+    }
 
     #[test]
     fn urls() {

@@ -6,6 +6,7 @@
 //! after, never beside. A failed batch is retried job by job, so one poisonous record cannot
 //! fail its neighbours.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -192,19 +193,49 @@ async fn commit(
     }
 }
 
+/// Rows and index entries computed in memory and written with a few multi-row statements.
+#[derive(Default)]
+struct Pending {
+    rows: Vec<(EventRow, [u8; 32])>,
+    accepted: Vec<(String, String, [u8; 32], i64)>,
+    pairs: Vec<(String, String, i64)>,
+}
+
+impl Pending {
+    /// Chains `row` onto the head (hash, sequence, Merkle leaf) and queues it.
+    fn chain(&mut self, row: EventRow, head: &mut Head, scratch: &mut Vec<u8>) {
+        let hash = row.entry_hash(&head.prev_hash, scratch);
+        head.prev_hash = hash;
+        head.next_id += 1;
+        head.tree.push(leaf_hash(&hash));
+        self.rows.push((row, hash));
+    }
+
+    /// Writes everything queued, in order.
+    async fn flush(&mut self, tx: &mut SqliteConnection) -> Result<(), StoreError> {
+        sqlite::insert_rows(tx, &self.rows).await?;
+        sqlite::insert_accepted_many(tx, &self.accepted).await?;
+        sqlite::insert_pairs_many(tx, &self.pairs).await?;
+        self.rows.clear();
+        self.accepted.clear();
+        self.pairs.clear();
+        Ok(())
+    }
+}
+
+/// Appends one row right away (rare records: key sets, checkpoints).
 async fn append(
     tx: &mut SqliteConnection,
-    row: &EventRow,
+    row: EventRow,
     head: &mut Head,
     scratch: &mut Vec<u8>,
 ) -> Result<(), StoreError> {
-    let hash = row.entry_hash(&head.prev_hash, scratch);
-    sqlite::insert_row(tx, row, &hash).await?;
-    head.prev_hash = hash;
-    head.next_id += 1;
-    head.tree.push(leaf_hash(&hash));
-    Ok(())
+    let mut one = Pending::default();
+    one.chain(row, head, scratch);
+    one.flush(tx).await
 }
+
+type TokenKey = (String, String);
 
 async fn write_jobs(
     tx: &mut SqliteConnection,
@@ -213,14 +244,30 @@ async fn write_jobs(
 ) -> Result<Vec<Done>, StoreError> {
     let mut scratch = Vec::with_capacity(4096);
     let mut done = Vec::with_capacity(jobs.len());
+    // One look-up for every (iss, jti) in the batch; acceptances within it are added as we go.
+    let keys: Vec<TokenKey> = jobs
+        .iter()
+        .filter_map(|j| match j {
+            Job::Logout(r, _) if r.token_sha256.is_some() => {
+                Some((r.facts.iss.clone()?, r.facts.jti.clone()?))
+            }
+            _ => None,
+        })
+        .collect();
+    let mut known: HashMap<TokenKey, (i64, [u8; 32])> = sqlite::accepted_tokens(tx, &keys)
+        .await?
+        .into_iter()
+        .collect();
+    let mut pending = Pending::default();
     for job in jobs {
         let id = head.next_id;
         match job {
             Job::Logout(record, _) => {
-                let existing = match (&record.facts.iss, &record.facts.jti, record.token_sha256) {
-                    (Some(iss), Some(jti), Some(_)) => sqlite::accepted_token(tx, iss, jti).await?,
+                let key = match (&record.facts.iss, &record.facts.jti, record.token_sha256) {
+                    (Some(iss), Some(jti), Some(_)) => Some((iss.clone(), jti.clone())),
                     _ => None,
                 };
+                let existing = key.as_ref().and_then(|k| known.get(k).copied());
                 let (outcome, rejection, duplicate_of) = resolve(record, existing);
                 let committed = Committed {
                     id,
@@ -228,36 +275,38 @@ async fn write_jobs(
                     rejection,
                     duplicate_of,
                 };
-                append(tx, &logout_row(id, record, &committed), head, &mut scratch).await?;
-                if let (Outcome::Accepted, Some(iss), Some(jti), Some(sha)) = (
-                    outcome,
-                    &record.facts.iss,
-                    &record.facts.jti,
-                    record.token_sha256,
-                ) {
-                    sqlite::insert_accepted(tx, iss, jti, &sha, id).await?;
+                pending.chain(logout_row(id, record, &committed), head, &mut scratch);
+                if let (Outcome::Accepted, Some(k), Some(sha)) = (outcome, key, record.token_sha256)
+                {
+                    known.insert(k.clone(), (id, sha));
+                    pending.accepted.push((k.0, k.1, sha, id));
                 }
                 if let Some(meta) = &record.facts.metadata {
-                    sqlite::insert_pairs(tx, id, &meta.pairs).await?;
+                    pending
+                        .pairs
+                        .extend(meta.pairs.iter().map(|(k, v)| (k.clone(), v.clone(), id)));
                 }
                 done.push(Done::Logout(committed));
             }
             Job::Note(note, _) => {
-                append(tx, &note_row(id, note), head, &mut scratch).await?;
+                pending.chain(note_row(id, note), head, &mut scratch);
                 done.push(Done::Id(id));
             }
             Job::KeySet(set, seen_at, _) => {
+                pending.flush(tx).await?;
                 done.push(Done::KeySet(
                     archive_key_set(tx, set, *seen_at, head, &mut scratch).await?,
                 ));
             }
             Job::Checkpoint(req, _) => {
+                pending.flush(tx).await?;
                 done.push(Done::Checkpoint(
                     checkpoint(tx, req, head, &mut scratch).await?,
                 ));
             }
         }
     }
+    pending.flush(tx).await?;
     Ok(done)
 }
 
@@ -282,7 +331,7 @@ async fn checkpoint(
         at: req.at,
     };
     let id = head.next_id;
-    append(tx, &note_row(id, &record), head, scratch).await?;
+    append(tx, note_row(id, &record), head, scratch).await?;
     Ok(StoredCheckpoint {
         tree_size: size,
         root,
@@ -323,6 +372,6 @@ async fn archive_key_set(
         at: seen_at,
     };
     let id = head.next_id;
-    append(tx, &note_row(id, &note), head, scratch).await?;
+    append(tx, note_row(id, &note), head, scratch).await?;
     Ok(Some(id))
 }
