@@ -77,122 +77,177 @@ pub struct EventRow {
     pub details: Option<String>,
 }
 
-/// The column list in canonical order (also the INSERT and SELECT order).
-pub const COLUMNS: [&str; 30] = [
-    "id",
-    "kind",
-    "received_at",
-    "outcome",
-    "http_status",
-    "reason",
-    "reason_detail",
-    "iss",
-    "sub",
-    "sid",
-    "jti",
-    "aud",
-    "iat",
-    "exp",
-    "alg",
-    "kid",
-    "typ",
-    "events",
-    "session_metadata",
-    "metadata_status",
-    "metadata_error",
-    "source_ip",
-    "user_agent",
-    "token_sha256",
-    "token",
-    "key_set_digest",
-    "duplicate_of",
-    "claims_verified",
-    "action",
-    "details",
-];
-
-fn null(out: &mut Vec<u8>) {
-    out.push(0x00);
+/// How a column is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnType {
+    /// 64-bit integer (booleans are 0/1).
+    Int,
+    /// UTF-8 text.
+    Text,
+    /// Raw bytes.
+    Blob,
 }
 
-fn int(out: &mut Vec<u8>, v: Option<i64>) {
-    match v {
-        None => null(out),
-        Some(v) => {
+/// The columns in canonical order with their types (also the INSERT and SELECT order).
+pub const LAYOUT: [(&str, ColumnType); 30] = {
+    use ColumnType::{Blob, Int, Text};
+    [
+        ("id", Int),
+        ("kind", Text),
+        ("received_at", Int),
+        ("outcome", Text),
+        ("http_status", Int),
+        ("reason", Text),
+        ("reason_detail", Text),
+        ("iss", Text),
+        ("sub", Text),
+        ("sid", Text),
+        ("jti", Text),
+        ("aud", Text),
+        ("iat", Int),
+        ("exp", Int),
+        ("alg", Text),
+        ("kid", Text),
+        ("typ", Text),
+        ("events", Text),
+        ("session_metadata", Text),
+        ("metadata_status", Text),
+        ("metadata_error", Text),
+        ("source_ip", Text),
+        ("user_agent", Text),
+        ("token_sha256", Blob),
+        ("token", Text),
+        ("key_set_digest", Blob),
+        ("duplicate_of", Int),
+        ("claims_verified", Int),
+        ("action", Text),
+        ("details", Text),
+    ]
+};
+
+/// The column names in canonical order.
+pub const COLUMNS: [&str; 30] = {
+    let mut names = [""; 30];
+    let mut i = 0;
+    while i < 30 {
+        names[i] = LAYOUT[i].0;
+        i += 1;
+    }
+    names
+};
+
+/// One column's value, borrowed, as the encoding sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cell<'a> {
+    /// NULL.
+    Null,
+    /// An integer.
+    Int(i64),
+    /// Text.
+    Text(&'a str),
+    /// Bytes.
+    Blob(&'a [u8]),
+}
+
+/// Appends one tagged value: `0x00` NULL; `0x01` + 8-byte big-endian integer; `0x02` + 4-byte
+/// big-endian length + UTF-8; `0x03` + 4-byte big-endian length + bytes.
+pub fn encode_cell(out: &mut Vec<u8>, cell: Cell<'_>) {
+    let (tag, data) = match cell {
+        Cell::Null => {
+            out.push(0x00);
+            return;
+        }
+        Cell::Int(v) => {
             out.push(0x01);
             out.extend_from_slice(&v.to_be_bytes());
+            return;
         }
-    }
+        Cell::Text(t) => (0x02, t.as_bytes()),
+        Cell::Blob(b) => (0x03, b),
+    };
+    out.push(tag);
+    // Lengths are bounded far below 4 GiB by the body cap and column limits.
+    out.extend_from_slice(&u32::try_from(data.len()).unwrap_or(u32::MAX).to_be_bytes());
+    out.extend_from_slice(data);
 }
 
-fn bytes(out: &mut Vec<u8>, tag: u8, v: Option<&[u8]>) {
-    match v {
-        None => null(out),
-        Some(v) => {
-            out.push(tag);
-            // Lengths are bounded far below 4 GiB by the body cap and column limits.
-            out.extend_from_slice(&u32::try_from(v.len()).unwrap_or(u32::MAX).to_be_bytes());
-            out.extend_from_slice(v);
-        }
-    }
+/// SHA-256 over the domain prefix and an encoded record, still open for the previous hash.
+pub fn content_digest(canonical: &[u8]) -> Context {
+    let mut ctx = Context::new(&SHA256);
+    ctx.update(DOMAIN);
+    ctx.update(canonical);
+    ctx
 }
 
-fn text(out: &mut Vec<u8>, v: Option<&str>) {
-    bytes(out, 0x02, v.map(str::as_bytes));
+/// Closes a content digest with the previous entry hash: the entry hash.
+pub fn finish(mut ctx: Context, prev: &[u8; 32]) -> [u8; 32] {
+    ctx.update(prev);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
 }
 
-fn blob(out: &mut Vec<u8>, v: Option<&[u8]>) {
-    bytes(out, 0x03, v);
+fn int(v: Option<i64>) -> Cell<'static> {
+    v.map_or(Cell::Null, Cell::Int)
+}
+
+fn text(v: &Option<String>) -> Cell<'_> {
+    v.as_deref().map_or(Cell::Null, Cell::Text)
+}
+
+fn blob(v: &Option<Vec<u8>>) -> Cell<'_> {
+    v.as_deref().map_or(Cell::Null, Cell::Blob)
 }
 
 impl EventRow {
-    /// Appends the canonical encoding: every column of [`COLUMNS`] in order, as a tagged value:
-    /// `0x00` NULL; `0x01` + 8-byte big-endian integer; `0x02` + 4-byte big-endian length +
-    /// UTF-8 text; `0x03` + 4-byte big-endian length + bytes. Booleans are integers 0/1.
+    /// The row's cells in canonical order (see [`LAYOUT`]).
+    pub fn cells(&self) -> [Cell<'_>; 30] {
+        [
+            Cell::Int(self.id),
+            Cell::Text(&self.kind),
+            Cell::Int(self.received_at),
+            text(&self.outcome),
+            int(self.http_status),
+            text(&self.reason),
+            text(&self.reason_detail),
+            text(&self.iss),
+            text(&self.sub),
+            text(&self.sid),
+            text(&self.jti),
+            text(&self.aud),
+            int(self.iat),
+            int(self.exp),
+            text(&self.alg),
+            text(&self.kid),
+            text(&self.typ),
+            text(&self.events),
+            text(&self.session_metadata),
+            text(&self.metadata_status),
+            text(&self.metadata_error),
+            text(&self.source_ip),
+            text(&self.user_agent),
+            blob(&self.token_sha256),
+            text(&self.token),
+            blob(&self.key_set_digest),
+            int(self.duplicate_of),
+            int(self.claims_verified.map(i64::from)),
+            text(&self.action),
+            text(&self.details),
+        ]
+    }
+
+    /// Appends the canonical encoding: every cell of [`LAYOUT`] in order (docs/audit-format.md).
     pub fn encode(&self, out: &mut Vec<u8>) {
-        int(out, Some(self.id));
-        text(out, Some(&self.kind));
-        int(out, Some(self.received_at));
-        text(out, self.outcome.as_deref());
-        int(out, self.http_status);
-        text(out, self.reason.as_deref());
-        text(out, self.reason_detail.as_deref());
-        text(out, self.iss.as_deref());
-        text(out, self.sub.as_deref());
-        text(out, self.sid.as_deref());
-        text(out, self.jti.as_deref());
-        text(out, self.aud.as_deref());
-        int(out, self.iat);
-        int(out, self.exp);
-        text(out, self.alg.as_deref());
-        text(out, self.kid.as_deref());
-        text(out, self.typ.as_deref());
-        text(out, self.events.as_deref());
-        text(out, self.session_metadata.as_deref());
-        text(out, self.metadata_status.as_deref());
-        text(out, self.metadata_error.as_deref());
-        text(out, self.source_ip.as_deref());
-        text(out, self.user_agent.as_deref());
-        blob(out, self.token_sha256.as_deref());
-        text(out, self.token.as_deref());
-        blob(out, self.key_set_digest.as_deref());
-        int(out, self.duplicate_of);
-        int(out, self.claims_verified.map(i64::from));
-        text(out, self.action.as_deref());
-        text(out, self.details.as_deref());
+        for cell in self.cells() {
+            encode_cell(out, cell);
+        }
     }
 
     /// This row's entry hash given the previous one; `scratch` is reused between rows.
     pub fn entry_hash(&self, prev: &[u8; 32], scratch: &mut Vec<u8>) -> [u8; 32] {
         scratch.clear();
         self.encode(scratch);
-        let mut ctx = Context::new(&SHA256);
-        ctx.update(DOMAIN);
-        ctx.update(scratch);
-        ctx.update(prev);
-        let mut out = [0u8; 32];
-        out.copy_from_slice(ctx.finish().as_ref());
-        out
+        finish(content_digest(scratch), prev)
     }
 }
 
@@ -226,6 +281,33 @@ mod tests {
         expected.extend_from_slice(&[0x02, 0, 0, 0, 2]);
         expected.extend_from_slice(b"{}");
         assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn cells_follow_the_layout_types() {
+        let full = EventRow {
+            outcome: Some("accepted".into()),
+            http_status: Some(200),
+            token_sha256: Some(vec![1; 32]),
+            key_set_digest: Some(vec![2; 32]),
+            iat: Some(1),
+            exp: Some(2),
+            duplicate_of: Some(3),
+            claims_verified: Some(true),
+            ..row()
+        };
+        for (cell, (name, ty)) in full.cells().iter().zip(LAYOUT) {
+            let ok = matches!(
+                (cell, ty),
+                (Cell::Null, _)
+                    | (Cell::Int(_), ColumnType::Int)
+                    | (Cell::Text(_), ColumnType::Text)
+                    | (Cell::Blob(_), ColumnType::Blob)
+            );
+            assert!(ok, "{name}: {cell:?} is not {ty:?}");
+        }
+        assert_eq!(COLUMNS[0], "id");
+        assert_eq!(COLUMNS[29], "details");
     }
 
     #[test]

@@ -189,6 +189,25 @@ pub struct ChainRow {
     pub entry_hash: Vec<u8>,
 }
 
+/// A stored row reduced to what the chain check needs.
+#[derive(Clone)]
+pub struct ChainDigest {
+    /// Sequence number.
+    pub id: i64,
+    /// The stored entry hash (its length unchecked).
+    pub stored: Vec<u8>,
+    /// SHA-256 over the domain prefix and the row's canonical encoding, open for the previous hash.
+    pub content: aws_lc_rs::digest::Context,
+}
+
+impl std::fmt::Debug for ChainDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChainDigest")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A stored signed checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredCheckpoint {
@@ -273,6 +292,16 @@ impl StoreReader {
     /// Up to `limit` chained rows after id `after`, in id order.
     pub async fn chain_rows(&self, after: i64, limit: u32) -> Result<Vec<ChainRow>, StoreError> {
         self.0.chain_rows(after, limit).await
+    }
+
+    /// Up to `limit` rows after id `after` as content digests (the verifier's fast path); a
+    /// row holding a value of the wrong type is an `Err((id, why))`.
+    pub async fn chain_digests(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<Result<ChainDigest, (i64, String)>>, StoreError> {
+        self.0.chain_digests(after, limit).await
     }
 
     /// Up to `limit` entry hashes of records removed by retention, after id `after`.
