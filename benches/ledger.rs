@@ -70,14 +70,19 @@ fn record(i: u64, now: i64) -> NewRecord {
 
 fn keep_dir() -> Option<PathBuf> {
     let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == "--keep").and_then(|i| args.get(i + 1)).map(PathBuf::from)
+    args.iter()
+        .position(|a| a == "--keep")
+        .and_then(|i| args.get(i + 1))
+        .map(PathBuf::from)
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let n = arg("--records", 200_000);
     let keep = keep_dir();
-    let dir = keep.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("ledger-bench-{}", random_id())));
+    let dir = keep
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("ledger-bench-{}", random_id())));
     std::fs::create_dir_all(&dir)?;
     let db = dir.join("audit.db");
     let url = format!("sqlite://{}", db.display());
@@ -86,7 +91,12 @@ async fn main() -> anyhow::Result<()> {
         fill(&url, n).await?;
     }
     let size = std::fs::metadata(&db)?.len();
-    println!("store: {} ({} MiB){}", db.display(), size >> 20, if reused { ", reused" } else { "" });
+    println!(
+        "store: {} ({} MiB){}",
+        db.display(),
+        size >> 20,
+        if reused { ", reused" } else { "" }
+    );
     verify_and_prove(&url).await?;
     if keep.is_none() {
         let _ = std::fs::remove_dir_all(&dir);
@@ -117,10 +127,18 @@ async fn fill(url: &str, n: u64) -> anyhow::Result<()> {
     }
     let fill = started.elapsed();
     let signer = Arc::new(NoteSigner::new("bench.logout-ledger", &generate_pkcs8()?)?);
-    store.checkpoint(CheckpointRequest { signer, at: SystemClock.now_millis() }).await?;
+    store
+        .checkpoint(CheckpointRequest {
+            signer,
+            at: SystemClock.now_millis(),
+        })
+        .await?;
     drop(store);
     writer.finished().await;
-    println!("filled {n} records in {fill:.2?} ({:.0}/s through the writer, {workers} concurrent appenders)", n as f64 / fill.as_secs_f64());
+    println!(
+        "filled {n} records in {fill:.2?} ({:.0}/s through the writer, {workers} concurrent appenders)",
+        n as f64 / fill.as_secs_f64()
+    );
     Ok(())
 }
 
@@ -141,8 +159,17 @@ async fn verify_and_prove(url: &str) -> anyhow::Result<()> {
         );
     }
     let t = Instant::now();
-    let size = reader.checkpoints().await?.last().map_or(1, |c| c.tree_size);
+    let size = reader
+        .checkpoints()
+        .await?
+        .last()
+        .map_or(1, |c| c.tree_size);
     let proof = prove::prove(&reader, size / 2, None, None).await?;
-    println!("prove record {} in a tree of {}: {:.2?}", proof.id, proof.tree_size, t.elapsed());
+    println!(
+        "prove record {} in a tree of {}: {:.2?}",
+        proof.id,
+        proof.tree_size,
+        t.elapsed()
+    );
     Ok(())
 }
