@@ -35,6 +35,11 @@ pub struct FileConfig {
     pub checkpoint_dir: Option<PathBuf>,
     /// Checkpoint origin (key name).
     pub checkpoint_origin: Option<String>,
+    /// Query API listener address.
+    pub api_listen: Option<String>,
+    /// Query API tokens, `label:sha256hex` each.
+    #[serde(default)]
+    pub api_tokens: Vec<String>,
     /// The trusted issuers.
     #[serde(default)]
     pub issuers: Vec<IssuerFile>,

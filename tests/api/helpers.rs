@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use jsonwebtoken::Algorithm;
 use logout_ledger::clock::SystemClock;
-use logout_ledger::config::{IssuerSettings, KeyFetchSettings, Secret, Settings};
+use logout_ledger::config::{ApiSettings, IssuerSettings, KeyFetchSettings, Secret, Settings};
 use logout_ledger::local_issuer::{LocalIssuer, random_id};
 use logout_ledger::startup::Application;
 use logout_ledger::store::{AuditStore, EventFilter, KindFilter, Order, StoredRecord};
@@ -65,6 +65,10 @@ pub(crate) fn settings(op: &LocalIssuer, db: &Path) -> Settings {
         },
         store_timeout: Duration::from_secs(5),
         checkpoints: None,
+        api: ApiSettings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            tokens: Vec::new(),
+        },
     }
 }
 

@@ -1,0 +1,2 @@
+//! Query benchmark (being written).
+fn main() {}
