@@ -1,2 +1,0 @@
-//! Query benchmark (being written).
-fn main() {}
