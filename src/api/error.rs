@@ -5,6 +5,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::export::ExportError;
 use crate::store::StoreError;
 
 /// What can go wrong answering an API request.
@@ -38,6 +39,18 @@ impl ApiError {
         ApiError::InvalidParameter {
             parameter: parameter.into(),
             message: message.into(),
+        }
+    }
+}
+
+impl From<ExportError> for ApiError {
+    fn from(e: ExportError) -> Self {
+        match e {
+            ExportError::Store(e) => ApiError::Store(e),
+            // A record that cannot be encoded is a corrupt record.
+            ExportError::Encode { id, message } => {
+                ApiError::Store(StoreError::Corrupt { id, message })
+            }
         }
     }
 }

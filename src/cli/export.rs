@@ -7,14 +7,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
-use logout_ledger::export::ExportFormat;
+use logout_ledger::export::{ExportFormat, ExportPages};
 use logout_ledger::store::{AuditStore, KindFilter, Order};
 use serde_json::json;
 
 use super::filters::{FilterArgs, record_access};
-
-/// Records read per page.
-const PAGE: u32 = 1000;
 
 /// Flags of `export`.
 #[derive(Debug, Args)]
@@ -75,19 +72,16 @@ pub(super) async fn run(args: ExportArgs) -> anyhow::Result<()> {
         "an OCSF export holds logout records only (--kind logout)"
     );
     filter.order = args.order;
-    filter.limit = PAGE;
-    let window = reader.id_window(&filter).await.context("query failed")?;
-    filter.id_range = window;
-    let total = match window {
-        Some(_) => reader.count(&filter).await.context("query failed")?,
-        None => 0,
-    };
+    let mut pages = ExportPages::open(reader, filter, args.format)
+        .await
+        .context("query failed")?;
+    let total = pages.rows();
     let target = args
         .output
         .as_ref()
         .map_or_else(|| "standard output".to_owned(), |p| p.display().to_string());
     let details = json!({
-        "filters": filter.describe(),
+        "filters": pages.filter().describe(),
         "format": args.format.code(),
         "output": target,
         "rows": total,
@@ -108,23 +102,12 @@ pub(super) async fn run(args: ExportArgs) -> anyhow::Result<()> {
         shown: Instant::now(),
         visible: std::io::stderr().is_terminal(),
     };
-    let mut buf = Vec::with_capacity(1 << 18);
-    args.format.start(&mut buf);
-    let mut more = window.is_some();
-    while more {
-        let records = reader.query(&filter).await.context("query failed")?;
-        for r in &records {
-            args.format.write(&mut buf, r)?;
-        }
-        out.write_all(&buf)
+    while let Some((chunk, count)) = pages.next_chunk().await? {
+        out.write_all(&chunk)
             .with_context(|| format!("cannot write to {target}"))?;
-        buf.clear();
-        progress.done += records.len() as i64;
+        progress.done += count as i64;
         progress.show(false);
-        more = records.len() == PAGE as usize;
-        filter.after = records.last().map(|r| r.id);
     }
-    out.write_all(&buf)?;
     out.flush()
         .with_context(|| format!("cannot write to {target}"))?;
     progress.show(true);

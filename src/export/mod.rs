@@ -4,19 +4,28 @@
 
 pub mod csv;
 pub mod ocsf;
+mod pages;
+
+pub use pages::{EXPORT_PAGE, ExportPages};
 
 use std::str::FromStr;
 
-use crate::store::StoredRecord;
+use crate::store::{StoreError, StoredRecord};
 
-/// Why a record could not be encoded.
+/// Why an export stopped.
 #[derive(Debug, thiserror::Error)]
-#[error("record {id} cannot be exported: {message}")]
-pub struct ExportError {
-    /// The record.
-    pub id: i64,
-    /// What went wrong.
-    pub message: String,
+pub enum ExportError {
+    /// A record could not be encoded in the format.
+    #[error("record {id} cannot be exported: {message}")]
+    Encode {
+        /// The record.
+        id: i64,
+        /// What went wrong.
+        message: String,
+    },
+    /// Reading the store failed.
+    #[error("reading the store failed: {0}")]
+    Store(#[from] StoreError),
 }
 
 /// An export format.
@@ -78,7 +87,7 @@ impl ExportFormat {
 
     /// Appends one record.
     pub fn write(self, out: &mut Vec<u8>, record: &StoredRecord) -> Result<(), ExportError> {
-        let failed = |e: serde_json::Error| ExportError {
+        let failed = |e: serde_json::Error| ExportError::Encode {
             id: record.id,
             message: e.to_string(),
         };

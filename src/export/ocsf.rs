@@ -39,13 +39,13 @@ fn object(pairs: &[(&str, Value)]) -> Value {
 /// One logout record as an OCSF Authentication Logoff event.
 pub fn event(r: &StoredRecord) -> Result<Value, ExportError> {
     if r.kind != "logout" {
-        return Err(ExportError {
+        return Err(ExportError::Encode {
             id: r.id,
             message: format!("OCSF export covers logout records, not {}", r.kind),
         });
     }
     let time = parse_rfc3339_millis(&r.received_at)
-        .map_err(|message| ExportError { id: r.id, message })?;
+        .map_err(|message| ExportError::Encode { id: r.id, message })?;
     let success = r.outcome.as_deref() != Some("rejected");
     let (status_id, status, severity_id, severity) = if success {
         (1, "Success", 1, "Informational")

@@ -289,6 +289,17 @@ pub async fn purge(url: &str, before: i64, dry_run: bool, at: i64) -> Result<Pur
 #[derive(Debug, Clone)]
 pub struct StoreReader(sqlite::Reader);
 
+/// One page of records as NDJSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NdjsonPage {
+    /// The records, one JSON object a line, `\n`-separated, no trailing newline.
+    pub lines: String,
+    /// How many records.
+    pub count: usize,
+    /// The last record's id in the page's order (the next page continues after it).
+    pub last_id: Option<i64>,
+}
+
 /// When and by which record a session was logged out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionLogout {
@@ -302,6 +313,12 @@ impl StoreReader {
     /// Reads records matching a filter.
     pub async fn query(&self, filter: &EventFilter) -> Result<Vec<StoredRecord>, StoreError> {
         self.0.query(filter).await
+    }
+
+    /// One page of records as NDJSON, built by the database (the NDJSON export's fast path):
+    /// the same objects as serialising [`StoredRecord`]s.
+    pub async fn ndjson_page(&self, filter: &EventFilter) -> Result<NdjsonPage, StoreError> {
+        self.0.ndjson_page(filter).await
     }
 
     /// How many records match a filter (its limit and cursor ignored).

@@ -5,9 +5,10 @@
 use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::Reader;
+use crate::store::NdjsonPage;
 use crate::store::StoreError;
 use crate::store::filter::{EventFilter, Order};
-use crate::store::record::{SELECT_COLUMNS, StoredRecord};
+use crate::store::record::{JSON_OBJECT, SELECT_COLUMNS, StoredRecord};
 use crate::store::report::{GroupBy, MAX_GROUPS, Summary, SummaryGroup};
 
 /// The access path of a filtered query, most selective first.
@@ -183,6 +184,35 @@ impl Reader {
     ) -> Result<Vec<StoredRecord>, StoreError> {
         let rows = page_query("", f).build().fetch_all(&self.pool).await?;
         rows.iter().map(StoredRecord::from_row).collect()
+    }
+
+    /// One page as NDJSON built by SQLite (see [`JSON_OBJECT`]): one value for the whole page.
+    pub(in crate::store) async fn ndjson_page(
+        &self,
+        f: &EventFilter,
+    ) -> Result<NdjsonPage, StoreError> {
+        let dir = f.order.code().to_uppercase();
+        let mut q = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT count(*) AS n, min(id) AS lo, max(id) AS hi, \
+             group_concat(j, char(10) ORDER BY id {dir}) AS lines \
+             FROM (SELECT e.id AS id, {JSON_OBJECT} AS j"
+        ));
+        let id_col = push_from_where(&mut q, f);
+        q.push(format_args!(" ORDER BY {id_col} {dir} LIMIT "))
+            .push_bind(i64::from(f.limit))
+            .push(")");
+        let row = q.build().fetch_one(&self.pool).await?;
+        let count: i64 = row.try_get("n")?;
+        let last_id: Option<i64> = match f.order {
+            Order::Desc => row.try_get("lo")?,
+            Order::Asc => row.try_get("hi")?,
+        };
+        let lines: Option<String> = row.try_get("lines")?;
+        Ok(NdjsonPage {
+            lines: lines.unwrap_or_default(),
+            count: usize::try_from(count).unwrap_or(0),
+            last_id,
+        })
     }
 
     /// `EXPLAIN QUERY PLAN` of the page query for `f`: one line per plan step.
