@@ -314,3 +314,34 @@ pub(crate) fn route(op: Op) -> &'static Route {
         .find(|r| r.op == op)
         .unwrap_or(&ROUTES[ROUTES.len() - 1])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_operation_has_one_route_and_paths_are_unique() {
+        for op in [
+            Op::Events,
+            Op::Event,
+            Op::Session,
+            Op::SubjectLogouts,
+            Op::Export,
+            Op::Summary,
+            Op::OpenApi,
+        ] {
+            assert_eq!(ROUTES.iter().filter(|r| r.op == op).count(), 1, "{op:?}");
+            assert_eq!(route(op).op, op);
+        }
+        for (i, r) in ROUTES.iter().enumerate() {
+            assert!(ROUTES[..i].iter().all(|o| o.path != r.path), "{}", r.path);
+            let names: Vec<&str> = r.params().map(|p| p.name).collect();
+            for (j, n) in names.iter().enumerate() {
+                assert!(!names[..j].contains(n), "{} lists {n} twice", r.path);
+            }
+            for p in r.params().filter(|p| p.location == In::Path) {
+                assert!(r.path.contains(&format!("{{{}}}", p.name)), "{}", r.path);
+            }
+        }
+    }
+}
