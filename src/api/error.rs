@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
 
 use crate::export::ExportError;
 use crate::store::StoreError;
@@ -61,33 +61,51 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// The body of every error answer.
+#[derive(Debug, Serialize)]
+struct ErrorBody<'a> {
+    error: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameter: Option<&'a str>,
+    message: &'a str,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let body = |error, message| ErrorBody {
+            error,
+            parameter: None,
+            message,
+        };
         let (status, body) = match &self {
-            ApiError::Unauthorized(why) => (
-                StatusCode::UNAUTHORIZED,
-                json!({"error": "unauthorized", "message": why}),
-            ),
+            ApiError::Unauthorized(why) => (StatusCode::UNAUTHORIZED, body("unauthorized", why)),
             ApiError::InvalidParameter { parameter, message } => (
                 StatusCode::BAD_REQUEST,
-                json!({"error": "invalid_parameter", "parameter": parameter, "message": message}),
+                ErrorBody {
+                    error: "invalid_parameter",
+                    parameter: Some(parameter),
+                    message,
+                },
             ),
-            ApiError::NotFound(what) => (
-                StatusCode::NOT_FOUND,
-                json!({"error": "not_found", "message": what}),
-            ),
+            ApiError::NotFound(what) => (StatusCode::NOT_FOUND, body("not_found", what)),
             ApiError::Store(e) => {
                 tracing::error!("query API: {e}");
                 (
                     StatusCode::SERVICE_UNAVAILABLE,
-                    json!({"error": "store_unavailable", "message": "the audit store could not be read; try again"}),
+                    body(
+                        "store_unavailable",
+                        "the audit store could not be read; try again",
+                    ),
                 )
             }
             ApiError::Audit(e) => {
                 tracing::error!("query API: access record not committed: {e}");
                 (
                     StatusCode::SERVICE_UNAVAILABLE,
-                    json!({"error": "store_unavailable", "message": "this read could not be recorded, so it is not served; try again"}),
+                    body(
+                        "store_unavailable",
+                        "this read could not be recorded, so it is not served; try again",
+                    ),
                 )
             }
         };

@@ -148,12 +148,22 @@ pub(crate) async fn event(
     }))
 }
 
+/// Whether a session is logged out.
+#[derive(Debug, Serialize)]
+pub(crate) struct SessionStatus {
+    sid: String,
+    iss: String,
+    logged_out: bool,
+    logged_out_at: Option<String>,
+    event_id: Option<i64>,
+}
+
 /// `GET /api/v1/sessions/{sid}`: not audited (an application's hot path), counted instead.
 pub(crate) async fn session(
     State(state): State<ApiState>,
     sid: Result<Path<String>, PathRejection>,
     RawQuery(query): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SessionStatus>, ApiError> {
     let sid = path_value(sid, "sid")?;
     let p = Params::parse(query.as_deref(), route(Op::Session))?;
     let iss = match (p.one("iss"), &state.issuers[..]) {
@@ -175,13 +185,13 @@ pub(crate) async fn session(
     };
     let found = state.reader.session_status(&iss, &sid, subject).await?;
     state.metrics.session_check(found.is_some());
-    Ok(Json(json!({
-        "sid": sid,
-        "iss": iss,
-        "logged_out": found.is_some(),
-        "logged_out_at": found.map(|l| format_millis(l.at)),
-        "event_id": found.map(|l| l.event_id),
-    })))
+    Ok(Json(SessionStatus {
+        logged_out: found.is_some(),
+        logged_out_at: found.map(|l| format_millis(l.at)),
+        event_id: found.map(|l| l.event_id),
+        sid,
+        iss,
+    }))
 }
 
 /// `GET /api/v1/reports/summary`.

@@ -30,9 +30,12 @@ pub(super) fn run(args: ApiTokenArgs) -> anyhow::Result<()> {
     println!();
     println!("  {token}");
     println!();
-    println!("Configure the service with its SHA-256 (either form; several are comma-separated):");
+    println!("Configure the service with its SHA-256, in the --config TOML file:");
     println!();
-    println!("  api_tokens = [\"{spec}\"]        # in the --config TOML file");
+    println!("  api_tokens = [\"{spec}\"]");
+    println!();
+    println!("or in the environment (several tokens: comma-separated):");
+    println!();
     println!("  LOGOUT_LEDGER_API_TOKENS={spec}");
     println!();
     println!("Clients send:  Authorization: Bearer {token}");

@@ -80,12 +80,34 @@ impl FilterArgs {
     }
 }
 
-/// The operating-system user running this command.
+/// The operating-system user running this command: `USER` or `LOGNAME`, else the name of the
+/// process's user id in `/etc/passwd` (or `uid N`), else `unknown`.
 fn who() -> String {
-    ["USER", "LOGNAME"]
+    if let Some(name) = ["USER", "LOGNAME"]
         .iter()
         .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
-        .unwrap_or_else(|| "unknown".into())
+    {
+        return name;
+    }
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        });
+    let Some(uid) = uid else {
+        return "unknown".into();
+    };
+    std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|p| {
+            p.lines().find_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.len() > 2 && f[2] == uid).then(|| f[0].to_owned())
+            })
+        })
+        .unwrap_or_else(|| format!("uid {uid}"))
 }
 
 /// Chains the `access` record of a read into the store; the read's output waits for it, so

@@ -79,6 +79,8 @@ fn table(out: &mut impl Write, records: &[StoredRecord]) -> std::io::Result<()> 
                 &r.session_metadata,
                 r.metadata_status.as_deref().unwrap_or(""),
             ) {
+                // Access and system records: what they record, in the last column.
+                (None, "") => r.details.as_ref().map(Value::to_string).unwrap_or_default(),
                 (Some(Value::Object(m)), "ok") => m
                     .iter()
                     .map(|(k, v)| format!("{k}={}", cell(v)))
