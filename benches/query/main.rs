@@ -3,10 +3,11 @@
 //! kind over HTTP (and the store's own time), export throughput and peak RSS during exports.
 //!
 //! ```sh
-//! cargo bench --bench query -- [--records N] [--samples N] [--db PATH]
+//! cargo bench --bench query -- [--records N] [--samples N] [--db PATH] [--fill-only]
 //! ```
 //! `--records` defaults to 1,000,000; `--db PATH` keeps the filled store for another run (a run
-//! on an existing file only adds the missing records).
+//! on an existing file only adds the missing records); `--fill-only` stops after the fill (to
+//! measure the write cost of the indexes).
 
 mod fill;
 mod measure;
@@ -32,6 +33,7 @@ struct Args {
     records: u64,
     samples: usize,
     db: Option<PathBuf>,
+    fill_only: bool,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -39,6 +41,7 @@ fn args() -> anyhow::Result<Args> {
         records: 1_000_000,
         samples: 200,
         db: None,
+        fill_only: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -46,6 +49,7 @@ fn args() -> anyhow::Result<Args> {
             "--records" => a.records = it.next().unwrap_or_default().parse()?,
             "--samples" => a.samples = it.next().unwrap_or_default().parse()?,
             "--db" => a.db = it.next().map(PathBuf::from),
+            "--fill-only" => a.fill_only = true,
             _ => {} // `cargo bench` passes --bench
         }
     }
@@ -131,6 +135,9 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     println!("store size: {:.0} MiB", file_size(&path) as f64 / 1048576.0);
+    if a.fill_only {
+        return Ok(());
+    }
     let app = Application::build(settings(&url)?, Arc::new(SystemClock)).await?;
     let api = app
         .api_addr()
