@@ -136,6 +136,7 @@ async fn main() -> anyhow::Result<()> {
     }
     println!("store size: {:.0} MiB", file_size(&path) as f64 / 1048576.0);
     if a.fill_only {
+        remove_if_temporary(temp, &path);
         return Ok(());
     }
     let app = Application::build(settings(&url)?, Arc::new(SystemClock)).await?;
@@ -150,10 +151,14 @@ async fn main() -> anyhow::Result<()> {
     bench.run().await?;
     let _ = stop.send(());
     server.await??;
+    remove_if_temporary(temp, &path);
+    Ok(())
+}
+
+fn remove_if_temporary(temp: bool, path: &std::path::Path) {
     if temp {
         for s in ["", "-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{}{s}", path.display()));
         }
     }
-    Ok(())
 }
