@@ -106,28 +106,7 @@ fn push_from_where(q: &mut QueryBuilder<Sqlite>, f: &EventFilter) -> &'static st
             .push(" AND +e.received_at < ")
             .push_bind(until);
     }
-    if let Some((lo, hi)) = f.id_range {
-        q.push(format_args!(" AND {id_col} BETWEEN "))
-            .push_bind(lo)
-            .push(" AND ")
-            .push_bind(hi);
-    } else if d == Driver::Time {
-        // Exact: every record of the window lies between the window's smallest and largest id.
-        for agg in ["MIN", "MAX"] {
-            q.push(if agg == "MIN" {
-                " AND e.id >= "
-            } else {
-                " AND e.id <= "
-            })
-            .push(format_args!(
-                "(SELECT {agg}(id) FROM audit_events WHERE received_at >= "
-            ))
-            .push_bind(since)
-            .push(" AND received_at < ")
-            .push_bind(until)
-            .push(")");
-        }
-    }
+    push_id_bounds(q, f, d, id_col);
     for (key, value) in meta {
         q.push(" AND EXISTS (SELECT 1 FROM metadata_pairs p WHERE p.key = ")
             .push_bind(key.clone())
@@ -140,14 +119,49 @@ fn push_from_where(q: &mut QueryBuilder<Sqlite>, f: &EventFilter) -> &'static st
             .push_bind(json_path(key))
             .push(") IS NOT NULL");
     }
-    if let Some(after) = f.after {
-        q.push(match f.order {
-            Order::Desc => format!(" AND {id_col} < "),
-            Order::Asc => format!(" AND {id_col} > "),
-        })
-        .push_bind(after);
-    }
     id_col
+}
+
+/// Pushes at most one lower and one upper bound on the sequence number: the cursor, the
+/// export's id range and a time window's first and last ids, folded into one expression each.
+/// (Given two lower bounds, SQLite seeks with one and filters with the other; the wrong one
+/// makes every page rescan from the window's start.)
+fn push_id_bounds(q: &mut QueryBuilder<Sqlite>, f: &EventFilter, d: Driver, id_col: &str) {
+    let mut lower = f.id_range.map(|(lo, _)| lo);
+    let mut upper = f.id_range.map(|(_, hi)| hi);
+    match (f.after, f.order) {
+        (Some(a), Order::Asc) => lower = lower.max(Some(a.saturating_add(1))),
+        (Some(a), Order::Desc) => {
+            let a = a.saturating_sub(1);
+            upper = Some(upper.map_or(a, |u| u.min(a)));
+        }
+        (None, _) => {}
+    }
+    // Exact: every record of a time window lies between the window's smallest and largest id.
+    let window = d == Driver::Time && f.id_range.is_none();
+    let bounds = [
+        (lower, ">=", "max", "MIN", i64::MIN),
+        (upper, "<=", "min", "MAX", i64::MAX),
+    ];
+    for (bound, op, fold, agg, unbounded) in bounds {
+        match (window, bound) {
+            (false, None) => {}
+            (false, Some(b)) => {
+                q.push(format_args!(" AND {id_col} {op} ")).push_bind(b);
+            }
+            (true, b) => {
+                q.push(format_args!(" AND {id_col} {op} {fold}("))
+                    .push_bind(b.unwrap_or(unbounded))
+                    .push(format_args!(
+                        ", (SELECT {agg}(id) FROM audit_events WHERE received_at >= "
+                    ))
+                    .push_bind(f.since.unwrap_or(i64::MIN))
+                    .push(" AND received_at < ")
+                    .push_bind(f.until.unwrap_or(i64::MAX))
+                    .push("))");
+            }
+        }
+    }
 }
 
 /// The page query for `f`: filtered, ordered by sequence number, at most `limit` rows.
@@ -373,3 +387,38 @@ const SUBJECT_LOGOUT: &str = "SELECT id, received_at FROM audit_events \
      WHERE sub = ? AND sid IS NULL AND claims_verified = 1 AND received_at >= ? \
      AND +iss = ? AND +kind = 'logout' \
      ORDER BY received_at, id LIMIT 1";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sql(f: &EventFilter) -> String {
+        page_query("", f).sql().as_str().to_owned()
+    }
+
+    #[test]
+    fn one_lower_and_one_upper_id_bound_whatever_the_cursor_and_window() {
+        let window = EventFilter {
+            since: Some(1),
+            until: Some(2),
+            after: Some(10),
+            ..EventFilter::default()
+        };
+        let exported = EventFilter {
+            id_range: Some((5, 50)),
+            order: Order::Asc,
+            ..window.clone()
+        };
+        for f in [window, exported] {
+            let s = sql(&f);
+            assert_eq!(s.matches("e.id >=").count(), 1, "{s}");
+            assert_eq!(s.matches("e.id <=").count(), 1, "{s}");
+            assert!(!s.contains("e.id < ") && !s.contains("e.id > "), "{s}");
+        }
+        let plain = sql(&EventFilter {
+            sub: Some("s".into()),
+            ..EventFilter::default()
+        });
+        assert!(!plain.contains("e.id >=") && !plain.contains("e.id <="), "{plain}");
+    }
+}
