@@ -122,6 +122,25 @@ fn push_from_where(q: &mut QueryBuilder<Sqlite>, f: &EventFilter) -> &'static st
     id_col
 }
 
+/// The id of the last line if every line starts with `{"id":N,` and the ids run in `order`.
+fn last_id_in_order(lines: &str, order: Order) -> Option<i64> {
+    let mut last: Option<i64> = None;
+    for line in lines.split('\n') {
+        let rest = line.strip_prefix("{\"id\":")?;
+        let id: i64 = rest.split(',').next()?.parse().ok()?;
+        let in_order = match (last, order) {
+            (None, _) => true,
+            (Some(prev), Order::Asc) => id > prev,
+            (Some(prev), Order::Desc) => id < prev,
+        };
+        if !in_order {
+            return None;
+        }
+        last = Some(id);
+    }
+    last
+}
+
 /// Pushes at most one lower and one upper bound on the sequence number: the cursor, the
 /// export's id range and a time window's first and last ids, folded into one expression each.
 /// (Given two lower bounds, SQLite seeks with one and filters with the other; the wrong one
@@ -201,14 +220,30 @@ impl Reader {
     }
 
     /// One page as NDJSON built by SQLite (see [`JSON_OBJECT`]): one value for the whole page.
+    /// The lines are concatenated in the subquery's order, which is what SQLite does; the ids
+    /// are checked, and should it ever not, the page is read again with the aggregate ordered
+    /// explicitly (which costs a sort: about 40% of the export's time).
     pub(in crate::store) async fn ndjson_page(
         &self,
         f: &EventFilter,
     ) -> Result<NdjsonPage, StoreError> {
+        let page = self.ndjson_concat(f, false).await?;
+        if page.last_id.is_some() || page.count == 0 {
+            return Ok(page);
+        }
+        self.ndjson_concat(f, true).await
+    }
+
+    /// The concatenated page; `last_id` is `None` when the lines are not in order.
+    async fn ndjson_concat(&self, f: &EventFilter, sort: bool) -> Result<NdjsonPage, StoreError> {
         let dir = f.order.code().to_uppercase();
+        let order = if sort {
+            format!(" ORDER BY id {dir}")
+        } else {
+            String::new()
+        };
         let mut q = QueryBuilder::<Sqlite>::new(format!(
-            "SELECT count(*) AS n, min(id) AS lo, max(id) AS hi, \
-             group_concat(j, char(10) ORDER BY id {dir}) AS lines \
+            "SELECT count(*) AS n, group_concat(j, char(10){order}) AS lines \
              FROM (SELECT e.id AS id, {JSON_OBJECT} AS j"
         ));
         let id_col = push_from_where(&mut q, f);
@@ -217,15 +252,13 @@ impl Reader {
             .push(")");
         let row = q.build().fetch_one(&self.pool).await?;
         let count: i64 = row.try_get("n")?;
-        let last_id: Option<i64> = match f.order {
-            Order::Desc => row.try_get("lo")?,
-            Order::Asc => row.try_get("hi")?,
-        };
-        let lines: Option<String> = row.try_get("lines")?;
+        let lines: String = row
+            .try_get::<Option<String>, _>("lines")?
+            .unwrap_or_default();
         Ok(NdjsonPage {
-            lines: lines.unwrap_or_default(),
+            last_id: last_id_in_order(&lines, f.order),
+            lines,
             count: usize::try_from(count).unwrap_or(0),
-            last_id,
         })
     }
 
@@ -397,6 +430,16 @@ mod tests {
     }
 
     #[test]
+    fn reads_the_last_id_only_of_lines_in_order() {
+        let lines = "{\"id\":3,\"kind\":\"logout\"}\n{\"id\":7,\"kind\":\"access\"}";
+        assert_eq!(last_id_in_order(lines, Order::Asc), Some(7));
+        assert_eq!(last_id_in_order(lines, Order::Desc), None);
+        assert_eq!(last_id_in_order("{\"id\":9,}", Order::Desc), Some(9));
+        assert_eq!(last_id_in_order("", Order::Asc), None);
+        assert_eq!(last_id_in_order("{\"kind\":1}", Order::Asc), None);
+    }
+
+    #[test]
     fn one_lower_and_one_upper_id_bound_whatever_the_cursor_and_window() {
         let window = EventFilter {
             since: Some(1),
@@ -419,6 +462,9 @@ mod tests {
             sub: Some("s".into()),
             ..EventFilter::default()
         });
-        assert!(!plain.contains("e.id >=") && !plain.contains("e.id <="), "{plain}");
+        assert!(
+            !plain.contains("e.id >=") && !plain.contains("e.id <="),
+            "{plain}"
+        );
     }
 }
