@@ -7,6 +7,8 @@
 //! - [`logout_token`]: the rules of Back-Channel Logout §2.6, rejection codes and session metadata.
 //! - [`store`]: the audit store: records, the group-commit writer, filters and SQLite access.
 //! - [`http`]: the router, the logout endpoint, health checks and error responses.
+//! - [`api`]: the query API (`/api/v1/`) on its own listener: bearer tokens, reads, exports.
+//! - [`export`]: export formats shared by the CLI and the API: NDJSON, CSV, OCSF.
 //! - [`ledger`]: proving the audit trail: chain verification, checkpoints, proofs, retention.
 //! - [`startup`]: builds the application from settings, binds it and runs it until shutdown.
 //! - [`local_issuer`]: an in-process OIDC issuer for `demo`, tests and benchmarks.
@@ -16,8 +18,10 @@
 //!
 //! The command-line interface lives in the binary (`src/cli/`), one file per subcommand.
 
+pub mod api;
 pub mod clock;
 pub mod config;
+pub mod export;
 pub mod http;
 pub mod keys;
 pub mod ledger;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
+use crate::api::{self, ApiState};
 use crate::clock::SharedClock;
 use crate::config::Settings;
 use crate::http::{AppState, Metrics, router};
@@ -42,6 +43,7 @@ pub enum StartupError {
 #[derive(Debug)]
 pub struct Application {
     listener: TcpListener,
+    api: Option<(TcpListener, ApiState)>,
     state: AppState,
     store: AuditStore,
     writer: WriterTask,
@@ -59,30 +61,46 @@ impl Application {
         let keys = Arc::new(
             KeyRegistry::new(&settings.issuers, settings.keys.clone())?.with_archive(archive),
         );
-        let listener =
-            TcpListener::bind(settings.listen)
-                .await
-                .map_err(|source| StartupError::Bind {
-                    addr: settings.listen,
-                    source,
-                })?;
+        let listener = bind(settings.listen).await?;
+        let api_listener = if settings.api.tokens.is_empty() {
+            tracing::info!(
+                "query API not started: no API token configured (api_tokens in the config file \
+                 or LOGOUT_LEDGER_API_TOKENS; make one with `logout-ledger api-token new --label NAME`)"
+            );
+            None
+        } else {
+            Some(bind(settings.api.listen).await?)
+        };
+        let api_addr = api_listener.as_ref().and_then(|l| l.local_addr().ok());
         store
             .note(Note {
                 kind: NoteKind::System,
                 action: "start".into(),
-                details: summary(&settings, listener.local_addr().ok()),
+                details: summary(&settings, listener.local_addr().ok(), api_addr),
                 at: clock.now_millis(),
             })
             .await?;
+        let metrics = Arc::new(Metrics::default());
+        let api = api_listener.map(|l| {
+            let state = ApiState::new(
+                store.clone(),
+                settings.api.tokens.clone(),
+                settings.issuers.iter().map(|i| i.issuer.clone()).collect(),
+                Arc::clone(&clock),
+                Arc::clone(&metrics),
+            );
+            (l, state)
+        });
         let state = AppState {
             validator: Validator::new(issuers, Arc::clone(&keys)),
             store: store.clone(),
             keys,
             clock,
-            metrics: Arc::new(Metrics::default()),
+            metrics,
         };
         Ok(Self {
             listener,
+            api,
             state,
             store,
             writer,
@@ -104,6 +122,11 @@ impl Application {
         self.local_addr().port()
     }
 
+    /// The query API's bound address, when it runs (a token is configured).
+    pub fn api_addr(&self) -> Option<SocketAddr> {
+        self.api.as_ref().and_then(|(l, _)| l.local_addr().ok())
+    }
+
     /// The shared counters (tests read the store-failure count).
     pub fn metrics(&self) -> Arc<Metrics> {
         Arc::clone(&self.state.metrics)
@@ -117,6 +140,7 @@ impl Application {
     ) -> std::io::Result<()> {
         let Self {
             listener,
+            api,
             state,
             store,
             writer,
@@ -137,12 +161,29 @@ impl Application {
         });
         let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+        let (api_stop_tx, mut api_stop_rx) = tokio::sync::watch::channel(false);
         let signal = async move {
             shutdown.await;
             tracing::info!("shutting down: no new connections, finishing requests in flight");
+            let _ = api_stop_tx.send(true);
             let _ = stopping_tx.send(());
         };
-        let server = axum::serve(listener, app).with_graceful_shutdown(signal);
+        let public = axum::serve(listener, app).with_graceful_shutdown(signal);
+        let api_server = async move {
+            let Some((listener, state)) = api else {
+                return Ok(());
+            };
+            let stop = async move {
+                let _ = api_stop_rx.wait_for(|stop| *stop).await;
+            };
+            axum::serve(listener, api::router(state))
+                .with_graceful_shutdown(stop)
+                .await
+        };
+        let server = async {
+            let (a, b) = tokio::join!(public, api_server);
+            a.and(b)
+        };
         let deadline = async {
             if stopping_rx.await.is_ok() {
                 tokio::time::sleep(SHUTDOWN_GRACE).await;
@@ -207,8 +248,19 @@ async fn run_retention(database: String, keep: Duration, clock: crate::clock::Sh
     }
 }
 
-/// The configuration summary recorded at start: every rule, no secret.
-pub fn summary(settings: &Settings, bound: Option<SocketAddr>) -> serde_json::Value {
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartupError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartupError::Bind { addr, source })
+}
+
+/// The configuration summary recorded at start: every rule, no secret (API token labels, not
+/// their digests).
+pub fn summary(
+    settings: &Settings,
+    bound: Option<SocketAddr>,
+    api: Option<SocketAddr>,
+) -> serde_json::Value {
     let issuers: Vec<serde_json::Value> = settings
         .issuers
         .iter()
@@ -234,6 +286,10 @@ pub fn summary(settings: &Settings, bound: Option<SocketAddr>) -> serde_json::Va
         "allow_insecure_http": settings.keys.allow_insecure_http,
         "store_timeout_secs": settings.store_timeout.as_secs(),
         "retention_days": settings.retention.map(|r| r.as_secs() / 86_400),
+        "api": api.map(|addr| serde_json::json!({
+            "listen": addr.to_string(),
+            "token_labels": settings.api.tokens.iter().map(|t| t.label.clone()).collect::<Vec<_>>(),
+        })),
         "checkpoints": settings.checkpoints.as_ref().map(|c| serde_json::json!({
             "origin": c.signer.name(),
             "verifier_key": c.signer.verifier_key(),

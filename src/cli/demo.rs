@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Args;
 use logout_ledger::clock::{Clock, SystemClock};
-use logout_ledger::config::{IssuerSettings, KeyFetchSettings, Settings};
+use logout_ledger::config::{ApiSettings, IssuerSettings, KeyFetchSettings, Settings};
 use logout_ledger::ledger::checkpoint::CheckpointSettings;
 use logout_ledger::ledger::verify;
 use logout_ledger::local_issuer::LocalIssuer;
@@ -150,6 +150,7 @@ pub(super) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         },
         store_timeout: Duration::from_secs(5),
         retention: None,
+        api: ApiSettings::default(),
         checkpoints: Some(CheckpointSettings {
             signer: Arc::new(NoteSigner::new(
                 "demo.logout-ledger.example",

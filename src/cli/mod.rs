@@ -1,11 +1,15 @@
 //! The command line: one file per subcommand.
 
+mod api_token;
 mod demo;
+mod export;
+mod filters;
 mod keygen;
 mod output;
 mod prove;
 mod purge;
 mod query;
+mod report;
 mod serve;
 mod verify;
 
@@ -23,8 +27,14 @@ pub(crate) struct Cli {
 enum Command {
     /// Run the receiver.
     Serve(Box<serve::ServeArgs>),
-    /// Read audit records.
+    /// Read audit records, a page at a time.
     Query(query::QueryArgs),
+    /// Export every matching record as NDJSON, CSV or OCSF.
+    Export(export::ExportArgs),
+    /// Reports over the audit records (summary counts).
+    Report(report::ReportArgs),
+    /// Query API tokens.
+    ApiToken(api_token::ApiTokenArgs),
     /// Run the receiver against an in-process issuer, send a few logouts, show the records.
     Demo(demo::DemoArgs),
     /// Prove the audit trail: entry hashes, the chain, checkpoints, optionally signatures.
@@ -44,6 +54,9 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(*args).await,
         Command::Query(args) => query::run(args).await,
+        Command::Export(args) => export::run(args).await,
+        Command::Report(args) => report::run(args).await,
+        Command::ApiToken(args) => api_token::run(args),
         Command::Demo(args) => demo::run(args).await,
         Command::Verify(args) => verify::run(args).await,
         Command::Keygen(args) => keygen::run(args),

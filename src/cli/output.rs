@@ -2,6 +2,7 @@
 
 use std::io::Write;
 
+use logout_ledger::export::ExportFormat;
 use logout_ledger::store::StoredRecord;
 use serde_json::Value;
 
@@ -16,50 +17,6 @@ pub(super) enum Format {
     Ndjson,
     /// RFC 4180 CSV with a header row; formula-like cells neutralised.
     Csv,
-}
-
-/// The field names, in output order (the CSV header).
-const FIELDS: [&str; 26] = [
-    "id",
-    "kind",
-    "received_at",
-    "outcome",
-    "reason",
-    "reason_detail",
-    "iss",
-    "sub",
-    "sid",
-    "jti",
-    "aud",
-    "iat",
-    "exp",
-    "alg",
-    "kid",
-    "typ",
-    "session_metadata",
-    "metadata_status",
-    "metadata_error",
-    "source_ip",
-    "user_agent",
-    "token_sha256",
-    "duplicate_of",
-    "claims_verified",
-    "action",
-    "details",
-];
-
-/// Quotes a CSV cell per RFC 4180 and prefixes `'` to cells a spreadsheet would run as a formula.
-pub(super) fn csv_cell(raw: &str) -> String {
-    let neutral = if raw.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-        format!("'{raw}")
-    } else {
-        raw.to_owned()
-    };
-    if neutral.contains([',', '"', '\r', '\n']) {
-        format!("\"{}\"", neutral.replace('"', "\"\""))
-    } else {
-        neutral
-    }
 }
 
 fn cell(v: &Value) -> String {
@@ -81,24 +38,24 @@ pub(super) fn write(
             serde_json::to_writer_pretty(&mut *out, records)?;
             writeln!(out)
         }
-        Format::Ndjson => {
-            for r in records {
-                serde_json::to_writer(&mut *out, r)?;
-                writeln!(out)?;
-            }
-            Ok(())
-        }
-        Format::Csv => {
-            write!(out, "{}\r\n", FIELDS.join(","))?;
-            for r in records {
-                let v = serde_json::to_value(r)?;
-                let row: Vec<String> = FIELDS.iter().map(|f| csv_cell(&cell(&v[*f]))).collect();
-                write!(out, "{}\r\n", row.join(","))?;
-            }
-            Ok(())
-        }
+        Format::Ndjson => encoded(out, records, ExportFormat::Ndjson),
+        Format::Csv => encoded(out, records, ExportFormat::Csv),
         Format::Table => table(out, records),
     }
+}
+
+/// Writes records with an export encoder (the same bytes as `export` and the API).
+fn encoded(
+    out: &mut impl Write,
+    records: &[StoredRecord],
+    format: ExportFormat,
+) -> std::io::Result<()> {
+    let mut buf = Vec::new();
+    format.start(&mut buf);
+    for r in records {
+        format.write(&mut buf, r).map_err(std::io::Error::other)?;
+    }
+    out.write_all(&buf)
 }
 
 /// Widest table cell before the last column.
@@ -122,6 +79,8 @@ fn table(out: &mut impl Write, records: &[StoredRecord]) -> std::io::Result<()> 
                 &r.session_metadata,
                 r.metadata_status.as_deref().unwrap_or(""),
             ) {
+                // Access and system records: what they record, in the last column.
+                (None, "") => r.details.as_ref().map(Value::to_string).unwrap_or_default(),
                 (Some(Value::Object(m)), "ok") => m
                     .iter()
                     .map(|(k, v)| format!("{k}={}", cell(v)))
@@ -188,22 +147,4 @@ fn table(out: &mut impl Write, records: &[StoredRecord]) -> std::io::Result<()> 
         records.len(),
         if records.len() == 1 { "" } else { "s" }
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn csv_quotes_and_neutralises_formulas() {
-        assert_eq!(csv_cell("plain"), "plain");
-        assert_eq!(csv_cell("a,b"), "\"a,b\"");
-        assert_eq!(csv_cell("say \"hi\""), "\"say \"\"hi\"\"\"");
-        assert_eq!(csv_cell("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
-        assert_eq!(csv_cell("+1"), "'+1");
-        assert_eq!(csv_cell("-2"), "'-2");
-        assert_eq!(csv_cell("@SUM"), "'@SUM");
-        assert_eq!(csv_cell("\tx"), "'\tx");
-        assert_eq!(csv_cell("line\nbreak"), "\"line\nbreak\"");
-    }
 }

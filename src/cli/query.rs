@@ -1,13 +1,12 @@
-//! `logout-ledger query`: read audit records straight from the store, filtered.
+//! `logout-ledger query`: read audit records straight from the store, filtered, a page at a
+//! time (`--cursor` continues where the last page stopped).
 
 use anyhow::Context;
 use clap::Args;
-use logout_ledger::clock::parse_rfc3339_millis;
-use logout_ledger::store::{
-    AuditStore, EventFilter, KindFilter, MAX_LIMIT, Order, Outcome, parse_meta, parse_outcome,
-    parse_reason,
-};
+use logout_ledger::store::{AuditStore, Cursor, MAX_LIMIT, Order};
+use serde_json::json;
 
+use super::filters::{FilterArgs, record_access};
 use super::output::{self, Format};
 
 /// Flags of `query`.
@@ -20,69 +19,51 @@ pub(super) struct QueryArgs {
         default_value = "sqlite://logout-ledger.db"
     )]
     database: String,
-    /// Which records: logout, access (reads of the audit data), system, or all.
-    #[arg(long, default_value = "logout")]
-    kind: KindFilter,
-    /// Only this issuer.
-    #[arg(long)]
-    iss: Option<String>,
-    /// Only this subject.
-    #[arg(long)]
-    sub: Option<String>,
-    /// Only this session id.
-    #[arg(long)]
-    sid: Option<String>,
-    /// Only this token id.
-    #[arg(long)]
-    jti: Option<String>,
-    /// Only this outcome: accepted, duplicate or rejected.
-    #[arg(long, value_parser = parse_outcome)]
-    outcome: Option<Outcome>,
-    /// Only this rejection code.
-    #[arg(long, value_parser = parse_reason)]
-    reason: Option<String>,
-    /// Only records whose session metadata has KEY=VALUE (repeat: all must match).
-    #[arg(long = "meta", value_parser = parse_meta)]
-    meta: Vec<(String, String)>,
-    /// Received at or after this RFC 3339 time.
-    #[arg(long, value_parser = parse_rfc3339_millis)]
-    since: Option<i64>,
-    /// Received before this RFC 3339 time.
-    #[arg(long, value_parser = parse_rfc3339_millis)]
-    until: Option<i64>,
+    #[command(flatten)]
+    filters: FilterArgs,
     /// Most records to print.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_LIMIT)))]
     limit: u32,
     /// Sort order: desc (newest first) or asc.
     #[arg(long, default_value = "desc")]
     order: Order,
+    /// Continue after the previous page (the cursor printed on standard error).
+    #[arg(long)]
+    cursor: Option<String>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     format: Format,
 }
 
-/// Prints matching records to standard output.
+/// Prints matching records to standard output, and the next page's cursor to standard error.
 pub(super) async fn run(args: QueryArgs) -> anyhow::Result<()> {
     let reader = AuditStore::open_reader(&args.database)
         .await
         .with_context(|| format!("cannot open {}", args.database))?;
-    let filter = EventFilter {
-        kind: args.kind,
-        iss: args.iss,
-        sub: args.sub,
-        sid: args.sid,
-        jti: args.jti,
-        outcome: args.outcome,
-        reason: args.reason,
-        meta: args.meta,
-        since: args.since,
-        until: args.until,
-        limit: args.limit,
-        order: args.order,
-    };
-    let records = reader.query(&filter).await.context("query failed")?;
+    let mut filter = args.filters.filter()?;
+    filter.order = args.order;
+    filter.limit = args.limit + 1;
+    if let Some(c) = &args.cursor {
+        let id = Cursor::decode(c)
+            .and_then(|c| c.continue_in(args.order))
+            .map_err(|e| anyhow::anyhow!("--cursor: {e}"))?;
+        filter.after = Some(id);
+    }
+    let mut records = reader.query(&filter).await.context("query failed")?;
+    let more = records.len() > args.limit as usize;
+    records.truncate(args.limit as usize);
+    filter.limit = args.limit;
+    let details = json!({ "filters": filter.describe(), "rows": records.len() });
+    record_access(&args.database, "query", "logout-ledger query", details).await?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     output::write(&mut out, &records, args.format).context("cannot write output")?;
+    if let (true, Some(last)) = (more, records.last()) {
+        let next = Cursor {
+            order: args.order,
+            id: last.id,
+        };
+        eprintln!("more records: --cursor {}", next.encode());
+    }
     Ok(())
 }

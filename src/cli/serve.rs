@@ -10,8 +10,8 @@ use anyhow::Context;
 use clap::Args;
 use logout_ledger::clock::SystemClock;
 use logout_ledger::config::{
-    ConfigError, FileConfig, KeyFetchSettings, RawIssuer, Secret, Settings, read_secret_file,
-    validate_issuers,
+    ApiSettings, ConfigError, DEFAULT_API_LISTEN, FileConfig, KeyFetchSettings, RawIssuer, Secret,
+    Settings, parse_api_tokens, read_secret_file, validate_issuers,
 };
 use logout_ledger::ledger::checkpoint::{CheckpointSettings, load_signer, parse_interval};
 use logout_ledger::startup::{Application, shutdown_signal};
@@ -84,6 +84,12 @@ pub(super) struct ServeArgs {
     /// Longest a store write may take before the request answers 503, in seconds [default: 5].
     #[arg(long, env = "LOGOUT_LEDGER_STORE_TIMEOUT")]
     store_timeout: Option<u64>,
+    /// Address of the query API, /api/v1/ [default: 127.0.0.1:8081].
+    #[arg(long, env = "LOGOUT_LEDGER_API_LISTEN")]
+    api_listen: Option<String>,
+    /// Query API tokens, LABEL:SHA256HEX, comma-separated (from `api-token new`); none: no API.
+    #[arg(long, env = "LOGOUT_LEDGER_API_TOKENS", value_delimiter = ',')]
+    api_tokens: Vec<String>,
 }
 
 fn secret_from_env() -> Result<Option<Secret>, ConfigError> {
@@ -222,7 +228,34 @@ impl ServeArgs {
             }
             Some(d) => Some(Duration::from_secs(u64::from(d) * 86_400)),
         };
+        let api_listen_raw = self
+            .api_listen
+            .or(f.and_then(|f| f.api_listen.clone()))
+            .unwrap_or_else(|| DEFAULT_API_LISTEN.into());
+        let api_listen: SocketAddr = api_listen_raw
+            .parse()
+            .map_err(|e| ConfigError::new("--api-listen", format!("{api_listen_raw:?}: {e}")))?;
+        let mut api_tokens = parse_api_tokens("--api-tokens", &self.api_tokens)?;
+        for t in parse_api_tokens("api_tokens", f.map_or(&[][..], |f| &f.api_tokens))? {
+            if api_tokens.iter().any(|x| x.label == t.label) {
+                return Err(ConfigError::new(
+                    "api_tokens",
+                    format!("token label {:?} is configured twice", t.label),
+                ));
+            }
+            api_tokens.push(t);
+        }
+        if !api_tokens.is_empty() && api_listen == listen {
+            return Err(ConfigError::new(
+                "--api-listen",
+                "must differ from --listen: the API has its own listener",
+            ));
+        }
         Ok(Settings {
+            api: ApiSettings {
+                listen: api_listen,
+                tokens: api_tokens,
+            },
             checkpoints,
             retention,
             listen,
@@ -261,6 +294,9 @@ pub(super) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .context("cannot start")?;
     tracing::info!(addr = %app.local_addr(), "listening for back-channel logouts on POST /backchannel-logout");
+    if let Some(addr) = app.api_addr() {
+        tracing::info!(%addr, "query API listening on /api/v1/ (bearer tokens)");
+    }
     app.run_until(shutdown_signal())
         .await
         .context("server failed")?;

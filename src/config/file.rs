@@ -37,6 +37,11 @@ pub struct FileConfig {
     pub checkpoint_origin: Option<String>,
     /// Days to keep records (default: forever).
     pub retention_days: Option<u32>,
+    /// Query API listener address.
+    pub api_listen: Option<String>,
+    /// Query API tokens, `label:sha256hex` each.
+    #[serde(default)]
+    pub api_tokens: Vec<String>,
     /// The trusted issuers.
     #[serde(default)]
     pub issuers: Vec<IssuerFile>,

@@ -1,8 +1,10 @@
 //! Validated settings: parsed once from flags, `LOGOUT_LEDGER_*` variables or a TOML file, and
 //! passed to the rest of the program as plain, already-checked types.
 
+mod api;
 mod file;
 
+pub use api::{ApiSettings, ApiToken, DEFAULT_API_LISTEN, TOKEN_PREFIX, parse_api_tokens};
 pub use file::{FileConfig, IssuerFile};
 
 use std::fmt;
@@ -127,6 +129,8 @@ pub struct Settings {
     pub checkpoints: Option<crate::ledger::checkpoint::CheckpointSettings>,
     /// Remove records older than this (whole checkpointed ranges); `None` keeps them forever.
     pub retention: Option<Duration>,
+    /// The query API (`/api/v1/`); it starts only when a token is configured.
+    pub api: ApiSettings,
 }
 
 /// Parses an algorithm list such as `RS256,PS256`, refusing `none` and unsupported names.

@@ -1,5 +1,5 @@
-//! Process counters in the Prometheus text format: outcomes, rejection reasons, store failures
-//! and key-set fetches.
+//! Process counters in the Prometheus text format: outcomes, rejection reasons, store failures,
+//! key-set fetches, and the query API's session checks and refused requests.
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +18,8 @@ pub struct Metrics {
     outcomes: [AtomicU64; 3],
     reasons: [AtomicU64; Reason::ALL.len()],
     store_failures: AtomicU64,
+    session_checks: [AtomicU64; 2],
+    api_unauthorized: AtomicU64,
 }
 
 impl Metrics {
@@ -41,6 +43,16 @@ impl Metrics {
     /// Counts one audit write that failed.
     pub fn store_failure(&self) {
         self.store_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one session check of the query API (not audited: an application's hot path).
+    pub fn session_check(&self, logged_out: bool) {
+        self.session_checks[usize::from(logged_out)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one query API request refused for want of a valid token.
+    pub fn api_unauthorized(&self) {
+        self.api_unauthorized.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Audit writes that failed so far.
@@ -84,6 +96,20 @@ pub(super) async fn render(axum::extract::State(state): State<AppState>) -> impl
         out,
         "logout_ledger_jwks_fetches_total {}",
         state.keys.fetch_count()
+    );
+    let _ = writeln!(out, "# TYPE logout_ledger_session_checks_total counter");
+    for (i, logged_out) in ["false", "true"].iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "logout_ledger_session_checks_total{{logged_out=\"{logged_out}\"}} {}",
+            m.session_checks[i].load(Ordering::Relaxed)
+        );
+    }
+    let _ = writeln!(out, "# TYPE logout_ledger_api_unauthorized_total counter");
+    let _ = writeln!(
+        out,
+        "logout_ledger_api_unauthorized_total {}",
+        m.api_unauthorized.load(Ordering::Relaxed)
     );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }

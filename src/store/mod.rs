@@ -6,14 +6,17 @@ pub mod chain;
 mod entry;
 mod filter;
 mod record;
+mod report;
 mod sqlite;
 mod writer;
 
 pub use entry::{Committed, NewRecord, Note, NoteKind, Outcome, resolve};
 pub use filter::{
-    EventFilter, KindFilter, MAX_LIMIT, Order, parse_meta, parse_outcome, parse_reason,
+    Cursor, EventFilter, KindFilter, MAX_LIMIT, Order, parse_meta, parse_meta_key,
+    parse_metadata_status, parse_outcome, parse_reason,
 };
 pub use record::StoredRecord;
+pub use report::{GroupBy, MAX_GROUP_BY, MAX_GROUPS, Summary, SummaryGroup};
 pub use writer::CheckpointRequest;
 
 use std::future::Future;
@@ -158,6 +161,11 @@ impl AuditStore {
         submit(&self.writer, Job::Checkpoint(request, reply), rx).await
     }
 
+    /// The read side alone (holds no writer handle, so it never delays shutdown).
+    pub fn reader(&self) -> StoreReader {
+        StoreReader(self.reader.clone())
+    }
+
     /// Reads records matching a filter.
     pub async fn query(&self, filter: &EventFilter) -> Result<Vec<StoredRecord>, StoreError> {
         self.reader.query(filter).await
@@ -283,10 +291,96 @@ pub async fn purge(url: &str, before: i64, dry_run: bool, at: i64) -> Result<Pur
 #[derive(Debug, Clone)]
 pub struct StoreReader(sqlite::Reader);
 
+/// One page of records as NDJSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NdjsonPage {
+    /// The records, one JSON object a line, `\n`-separated, no trailing newline.
+    pub lines: String,
+    /// How many records.
+    pub count: usize,
+    /// The last record's id in the page's order (the next page continues after it).
+    pub last_id: Option<i64>,
+}
+
+/// When and by which record a session was logged out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionLogout {
+    /// The logout record.
+    pub event_id: i64,
+    /// When it was received (ms since epoch).
+    pub at: i64,
+}
+
 impl StoreReader {
     /// Reads records matching a filter.
     pub async fn query(&self, filter: &EventFilter) -> Result<Vec<StoredRecord>, StoreError> {
         self.0.query(filter).await
+    }
+
+    /// One page of records as NDJSON, built by the database (the NDJSON export's fast path):
+    /// the same objects as serialising [`StoredRecord`]s.
+    pub async fn ndjson_page(&self, filter: &EventFilter) -> Result<NdjsonPage, StoreError> {
+        self.0.ndjson_page(filter).await
+    }
+
+    /// How many records match a filter (its limit and cursor ignored).
+    pub async fn count(&self, filter: &EventFilter) -> Result<i64, StoreError> {
+        self.0.count(filter).await
+    }
+
+    /// The first and last id of the records in the filter's time window (all records when it
+    /// sets none), `None` when there are none: every match lies between them. An export takes
+    /// this once, then pages through that fixed range.
+    pub async fn id_window(&self, filter: &EventFilter) -> Result<Option<(i64, i64)>, StoreError> {
+        self.0.id_window(filter).await
+    }
+
+    /// One record by id, with the stored token (kept for accepted records only).
+    pub async fn event(
+        &self,
+        id: i64,
+    ) -> Result<Option<(StoredRecord, Option<String>)>, StoreError> {
+        self.0.event(id).await
+    }
+
+    /// Whether session `sid` of `iss` was logged out: by a verified logout naming it, or, given
+    /// `subject_since = (sub, t)`, by a verified logout of all of `sub`'s sessions (no `sid`)
+    /// received at or after `t`. The earliest such logout, if any. Rejected tokens never count.
+    pub async fn session_status(
+        &self,
+        iss: &str,
+        sid: &str,
+        subject_since: Option<(&str, i64)>,
+    ) -> Result<Option<SessionLogout>, StoreError> {
+        let by_sid = self.0.session_logout(iss, sid).await?;
+        let by_sub = match subject_since {
+            Some((sub, since)) => self.0.subject_logout(iss, sub, since).await?,
+            None => None,
+        };
+        let first = match (by_sid, by_sub) {
+            (Some(a), Some(b)) => Some(if (b.1, b.0) < (a.1, a.0) { b } else { a }),
+            (a, b) => a.or(b),
+        };
+        Ok(first.map(|(event_id, at)| SessionLogout { event_id, at }))
+    }
+
+    /// Counts matching records per group of `group_by` (one or two dimensions).
+    pub async fn summary(
+        &self,
+        filter: &EventFilter,
+        group_by: &[GroupBy],
+    ) -> Result<Summary, StoreError> {
+        self.0.summary(filter, group_by).await
+    }
+
+    /// `EXPLAIN QUERY PLAN` of the page query for a filter, one line per step (index checks).
+    pub async fn query_plan(&self, filter: &EventFilter) -> Result<Vec<String>, StoreError> {
+        self.0.query_plan(filter).await
+    }
+
+    /// `EXPLAIN QUERY PLAN` of the session-status queries (index checks).
+    pub async fn session_plans(&self) -> Result<Vec<String>, StoreError> {
+        self.0.session_plans().await
     }
 
     /// Up to `limit` chained rows after id `after`, in id order.

@@ -14,6 +14,23 @@ pub(super) const SELECT_COLUMNS: &str = "e.id, e.kind, e.action, e.details, e.re
      e.jti, e.aud, e.iat, e.exp, e.alg, e.kid, e.typ, e.session_metadata, e.metadata_status, e.metadata_error, \
      e.source_ip, e.user_agent, e.token_sha256, e.duplicate_of, e.claims_verified";
 
+/// Each record as one JSON object built by SQLite: the fields, order and values of
+/// [`StoredRecord`]'s serialization, for the NDJSON export's fast path (a page comes back as one
+/// text value instead of 26 decoded columns per row). Tests hold the two to the same output.
+pub(super) const JSON_OBJECT: &str = "json_object(\
+     'id', e.id, 'kind', e.kind, \
+     'received_at', strftime('%Y-%m-%dT%H:%M:%S', e.received_at / 1000, 'unixepoch') \
+         || printf('.%03dZ', e.received_at % 1000), \
+     'outcome', e.outcome, 'reason', e.reason, 'reason_detail', e.reason_detail, \
+     'iss', e.iss, 'sub', e.sub, 'sid', e.sid, 'jti', e.jti, 'aud', json(e.aud), \
+     'iat', e.iat, 'exp', e.exp, 'alg', e.alg, 'kid', e.kid, 'typ', e.typ, \
+     'session_metadata', json(e.session_metadata), 'metadata_status', e.metadata_status, \
+     'metadata_error', e.metadata_error, 'source_ip', e.source_ip, 'user_agent', e.user_agent, \
+     'token_sha256', CASE WHEN e.token_sha256 IS NOT NULL THEN lower(hex(e.token_sha256)) END, \
+     'duplicate_of', e.duplicate_of, \
+     'claims_verified', CASE e.claims_verified WHEN 1 THEN json('true') WHEN 0 THEN json('false') END, \
+     'action', e.action, 'details', json(e.details))";
+
 /// One audit record.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StoredRecord {

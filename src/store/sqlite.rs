@@ -1,5 +1,8 @@
 //! SQLite access: opening with durable settings, migrations, the writer's batch insert and
-//! the read queries. Every value goes through a bound parameter.
+//! the chain reads; the filtered read queries are in `query`. Every value goes through a
+//! bound parameter.
+
+mod query;
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
@@ -17,18 +20,23 @@ use super::chain::{
     COLUMNS, Cell, ColumnType, EventRow, GENESIS, LAYOUT, content_digest, encode_cell,
 };
 use super::entry::{Note, NoteKind, note_row};
-use super::filter::{EventFilter, Order};
-use super::record::{SELECT_COLUMNS, StoredRecord};
 use super::{ChainDigest, ChainRow, PurgePlan, StoredCheckpoint};
 use crate::keys::FetchedKeySet;
 
 /// The migrations, embedded in the binary so a fresh machine needs nothing else.
 fn migrator() -> Migrator {
-    let sql = [(
-        1,
-        "audit events",
-        include_str!("../../migrations/sqlite/0001_audit_events.sql"),
-    )];
+    let sql = [
+        (
+            1,
+            "audit events",
+            include_str!("../../migrations/sqlite/0001_audit_events.sql"),
+        ),
+        (
+            2,
+            "query indexes",
+            include_str!("../../migrations/sqlite/0002_query_indexes.sql"),
+        ),
+    ];
     let migrations = sql
         .into_iter()
         .map(|(v, d, s)| {
@@ -243,52 +251,6 @@ impl Reader {
             .fetch_optional(&self.pool)
             .await
             .is_ok()
-    }
-
-    /// Runs a filtered, ordered, limited query.
-    pub(super) async fn query(&self, f: &EventFilter) -> Result<Vec<StoredRecord>, StoreError> {
-        let mut q = QueryBuilder::<Sqlite>::new(format!(
-            "SELECT {SELECT_COLUMNS} FROM audit_events e WHERE 1 = 1"
-        ));
-        if let Some(kind) = f.kind.code() {
-            q.push(" AND e.kind = ").push_bind(kind);
-        }
-        let text = [
-            ("iss", &f.iss),
-            ("sub", &f.sub),
-            ("sid", &f.sid),
-            ("jti", &f.jti),
-            ("reason", &f.reason),
-        ];
-        for (column, value) in text {
-            if let Some(v) = value {
-                q.push(format_args!(" AND e.{column} = "))
-                    .push_bind(v.clone());
-            }
-        }
-        if let Some(o) = f.outcome {
-            q.push(" AND e.outcome = ").push_bind(o.code());
-        }
-        if let Some(since) = f.since {
-            q.push(" AND e.received_at >= ").push_bind(since);
-        }
-        if let Some(until) = f.until {
-            q.push(" AND e.received_at < ").push_bind(until);
-        }
-        for (key, value) in &f.meta {
-            q.push(" AND e.id IN (SELECT event_id FROM metadata_pairs WHERE key = ")
-                .push_bind(key.clone())
-                .push(" AND value = ")
-                .push_bind(value.clone())
-                .push(")");
-        }
-        q.push(match f.order {
-            Order::Desc => " ORDER BY e.id DESC",
-            Order::Asc => " ORDER BY e.id ASC",
-        });
-        q.push(" LIMIT ").push_bind(i64::from(f.limit));
-        let rows = q.build().fetch_all(&self.pool).await?;
-        rows.iter().map(StoredRecord::from_row).collect()
     }
 }
 

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use jsonwebtoken::Algorithm;
 use logout_ledger::clock::SystemClock;
-use logout_ledger::config::{IssuerSettings, KeyFetchSettings, Secret, Settings};
+use logout_ledger::config::{
+    ApiSettings, ApiToken, IssuerSettings, KeyFetchSettings, Secret, Settings,
+};
 use logout_ledger::local_issuer::{LocalIssuer, random_id};
 use logout_ledger::startup::Application;
 use logout_ledger::store::{AuditStore, EventFilter, KindFilter, Order, StoredRecord};
@@ -16,6 +18,9 @@ use serde_json::{Map, Value};
 
 /// The client id the test receiver serves.
 pub(crate) const AUDIENCE: &str = "test-client";
+/// The query API token of the test receiver started by [`spawn_api_app`], and its label.
+pub(crate) const API_TOKEN: &str = "llq_test-token-of-the-auditor";
+pub(crate) const API_LABEL: &str = "auditor";
 /// The HS256 client secret used when HS256 is allowed.
 pub(crate) const CLIENT_SECRET: &[u8] = b"a-client-secret-of-reasonable-length-0123456789";
 
@@ -66,6 +71,10 @@ pub(crate) fn settings(op: &LocalIssuer, db: &Path) -> Settings {
         store_timeout: Duration::from_secs(5),
         checkpoints: None,
         retention: None,
+        api: ApiSettings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            tokens: Vec::new(),
+        },
     }
 }
 
@@ -89,6 +98,8 @@ pub(crate) fn all_algorithms(s: &mut Settings) {
 /// A running receiver with its issuer and store.
 pub(crate) struct TestApp {
     pub addr: SocketAddr,
+    /// The query API's address, when a token is configured.
+    pub api: Option<SocketAddr>,
     pub op: Arc<LocalIssuer>,
     pub db: PathBuf,
     pub client: reqwest::Client,
@@ -126,6 +137,16 @@ pub(crate) async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
 
+/// Starts issuer and receiver with the query API on port 0, [`API_TOKEN`] configured.
+pub(crate) async fn spawn_api_app() -> TestApp {
+    spawn_app_with(with_api).await
+}
+
+/// Configures the query API on port 0 with [`API_TOKEN`].
+pub(crate) fn with_api(s: &mut Settings) {
+    s.api.tokens = vec![ApiToken::for_token(API_LABEL, API_TOKEN)];
+}
+
 /// Starts issuer and receiver with settings changed by `change`.
 pub(crate) async fn spawn_app_with(change: impl FnOnce(&mut Settings)) -> TestApp {
     let op = Arc::new(LocalIssuer::start().await.expect("issuer starts"));
@@ -148,12 +169,14 @@ pub(crate) async fn start(
         .await
         .expect("app builds");
     let addr = app.local_addr();
+    let api = app.api_addr();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until(async move {
         let _ = stopped.await;
     }));
     let t = TestApp {
         addr,
+        api,
         op,
         db,
         client: reqwest::Client::new(),
@@ -198,6 +221,46 @@ impl TestApp {
     /// A fresh valid token.
     pub(crate) fn valid_token(&self) -> String {
         self.sign(&self.claims())
+    }
+
+    /// The URL of a query API path.
+    pub(crate) fn api_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.api.expect("the query API runs"))
+    }
+
+    /// `GET` on the query API with [`API_TOKEN`]; the body read whole (JSON, else null).
+    pub(crate) async fn api_get(&self, path: &str) -> Answer {
+        self.api_get_as(path, Some(API_TOKEN)).await
+    }
+
+    /// `GET` on the query API with a given bearer token (or none).
+    pub(crate) async fn api_get_as(&self, path: &str, token: Option<&str>) -> Answer {
+        let mut req = self.client.get(self.api_url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let r = req.send().await.expect("request");
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        let bytes = r.bytes().await.expect("body");
+        Answer {
+            status,
+            headers,
+            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        }
+    }
+
+    /// `GET` on the query API with [`API_TOKEN`]: status and the body as text.
+    pub(crate) async fn api_text(&self, path: &str) -> (u16, String) {
+        let r = self
+            .client
+            .get(self.api_url(path))
+            .bearer_auth(API_TOKEN)
+            .send()
+            .await
+            .expect("request");
+        let status = r.status().as_u16();
+        (status, r.text().await.expect("body"))
     }
 
     /// Posts a raw body with a content type.

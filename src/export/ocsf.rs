@@ -1,0 +1,145 @@
+//! Logout records as OCSF (Open Cybersecurity Schema Framework, 1.3.0) Authentication events:
+//! class 3002, activity 2 (Logoff), one JSON object a line.
+//!
+//! Mapping: `time` = received_at (ms); `status_id` 1 (Success) for accepted and duplicate,
+//! 2 (Failure) for rejected, with the rejection code in `status_code` and its detail in
+//! `status_detail`; `user.uid` = sub; `session.uid` = sid and `session.issuer` = iss;
+//! `auth_protocol_id` 4 (OpenID); `src_endpoint.ip` = the sender's address;
+//! `http_request` = the POST to `/backchannel-logout` with its user agent; `service.uid` = the
+//! audience (the relying party's client id); `metadata.uid` = the record id, `metadata.product`
+//! = logout-ledger and its version, `metadata.correlation_uid` = jti. Everything OCSF has no
+//! attribute for — the session metadata, its status, the token's hash, alg/kid/typ, iat/exp,
+//! duplicate_of and claims_verified — is under `unmapped`, with the CLI's field names.
+
+use serde_json::{Map, Value, json};
+
+use super::ExportError;
+use crate::clock::parse_rfc3339_millis;
+use crate::store::StoredRecord;
+
+/// The OCSF schema version written in `metadata.version`.
+pub const OCSF_VERSION: &str = "1.3.0";
+
+/// Inserts `value` unless it is null.
+fn put(m: &mut Map<String, Value>, key: &str, value: Value) {
+    if !value.is_null() {
+        m.insert(key.into(), value);
+    }
+}
+
+/// An object of the non-null pairs.
+fn object(pairs: &[(&str, Value)]) -> Value {
+    let mut m = Map::new();
+    for (k, v) in pairs {
+        put(&mut m, k, v.clone());
+    }
+    Value::Object(m)
+}
+
+/// One logout record as an OCSF Authentication Logoff event.
+pub fn event(r: &StoredRecord) -> Result<Value, ExportError> {
+    if r.kind != "logout" {
+        return Err(ExportError::Encode {
+            id: r.id,
+            message: format!("OCSF export covers logout records, not {}", r.kind),
+        });
+    }
+    let time = parse_rfc3339_millis(&r.received_at)
+        .map_err(|message| ExportError::Encode { id: r.id, message })?;
+    let success = r.outcome.as_deref() != Some("rejected");
+    let (status_id, status, severity_id, severity) = if success {
+        (1, "Success", 1, "Informational")
+    } else {
+        (2, "Failure", 2, "Low")
+    };
+    let message = match (r.outcome.as_deref(), &r.reason) {
+        (Some("duplicate"), _) => "Back-Channel Logout re-delivered (duplicate)".to_owned(),
+        (_, Some(reason)) => format!("Back-Channel Logout rejected: {reason}"),
+        _ => "Back-Channel Logout accepted".to_owned(),
+    };
+    let service = match r.aud.as_deref() {
+        Some([one]) => object(&[("uid", json!(one)), ("name", json!(one))]),
+        _ => Value::Null,
+    };
+    let mut e = Map::new();
+    e.insert("activity_id".into(), json!(2));
+    e.insert("activity_name".into(), json!("Logoff"));
+    e.insert("category_uid".into(), json!(3));
+    e.insert(
+        "category_name".into(),
+        json!("Identity & Access Management"),
+    );
+    e.insert("class_uid".into(), json!(3002));
+    e.insert("class_name".into(), json!("Authentication"));
+    e.insert("type_uid".into(), json!(300_202));
+    e.insert("type_name".into(), json!("Authentication: Logoff"));
+    e.insert("time".into(), json!(time));
+    e.insert("severity_id".into(), json!(severity_id));
+    e.insert("severity".into(), json!(severity));
+    e.insert("status_id".into(), json!(status_id));
+    e.insert("status".into(), json!(status));
+    put(&mut e, "status_code", json!(r.reason));
+    put(&mut e, "status_detail", json!(r.reason_detail));
+    e.insert("message".into(), json!(message));
+    e.insert("auth_protocol_id".into(), json!(4));
+    e.insert("auth_protocol".into(), json!("OpenID"));
+    e.insert("user".into(), object(&[("uid", json!(r.sub))]));
+    e.insert(
+        "session".into(),
+        object(&[("uid", json!(r.sid)), ("issuer", json!(r.iss))]),
+    );
+    put(&mut e, "service", service);
+    put(
+        &mut e,
+        "src_endpoint",
+        r.source_ip
+            .as_ref()
+            .map_or(Value::Null, |ip| json!({ "ip": ip })),
+    );
+    e.insert(
+        "http_request".into(),
+        object(&[
+            ("http_method", json!("POST")),
+            ("url", json!({ "path": "/backchannel-logout" })),
+            ("user_agent", json!(r.user_agent)),
+        ]),
+    );
+    e.insert(
+        "metadata".into(),
+        object(&[
+            ("version", json!(OCSF_VERSION)),
+            (
+                "product",
+                json!({
+                    "name": "logout-ledger",
+                    "vendor_name": "logout-ledger",
+                    "version": env!("CARGO_PKG_VERSION"),
+                }),
+            ),
+            ("uid", json!(r.id.to_string())),
+            ("log_name", json!("audit_events")),
+            ("original_time", json!(r.received_at)),
+            ("correlation_uid", json!(r.jti)),
+        ]),
+    );
+    e.insert(
+        "unmapped".into(),
+        object(&[
+            ("outcome", json!(r.outcome)),
+            ("session_metadata", json!(r.session_metadata)),
+            ("metadata_status", json!(r.metadata_status)),
+            ("metadata_error", json!(r.metadata_error)),
+            ("jti", json!(r.jti)),
+            ("aud", json!(r.aud)),
+            ("iat", json!(r.iat)),
+            ("exp", json!(r.exp)),
+            ("alg", json!(r.alg)),
+            ("kid", json!(r.kid)),
+            ("typ", json!(r.typ)),
+            ("token_sha256", json!(r.token_sha256)),
+            ("duplicate_of", json!(r.duplicate_of)),
+            ("claims_verified", json!(r.claims_verified)),
+        ]),
+    );
+    Ok(Value::Object(e))
+}
