@@ -109,7 +109,7 @@ impl Bench {
         let started = Instant::now();
         match call {
             StoreCall::Query(f) => {
-                self.reader.query(f).await?;
+                self.reader.ndjson_page(f).await?;
             }
             StoreCall::Session(iss, sid, subject) => {
                 let subject = subject.as_ref().map(|(s, t)| (s.as_str(), *t));

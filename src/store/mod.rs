@@ -302,6 +302,26 @@ pub struct NdjsonPage {
     pub last_id: Option<i64>,
 }
 
+impl NdjsonPage {
+    /// Keeps the first `n` records.
+    pub fn truncate(&mut self, n: usize) {
+        if self.count <= n {
+            return;
+        }
+        let end = match n.checked_sub(1) {
+            None => 0,
+            Some(i) => self
+                .lines
+                .match_indices('\n')
+                .nth(i)
+                .map_or(self.lines.len(), |(at, _)| at),
+        };
+        self.lines.truncate(end);
+        self.count = n;
+        self.last_id = self.lines.rsplit('\n').next().and_then(record::line_id);
+    }
+}
+
 /// When and by which record a session was logged out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionLogout {
@@ -434,5 +454,34 @@ impl StoreReader {
     /// An archived key set: issuer and document.
     pub async fn key_set(&self, digest: &[u8]) -> Result<Option<(String, String)>, StoreError> {
         self.0.key_set(digest).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncating_a_page_keeps_whole_lines_and_the_last_id() {
+        let page = NdjsonPage {
+            lines: "{\"id\":9,\"a\":\"x\\ny\"}\n{\"id\":8}\n{\"id\":7}".into(),
+            count: 3,
+            last_id: Some(7),
+        };
+        let mut two = page.clone();
+        two.truncate(2);
+        assert_eq!(
+            (two.lines.as_str(), two.count, two.last_id),
+            ("{\"id\":9,\"a\":\"x\\ny\"}\n{\"id\":8}", 2, Some(8))
+        );
+        let mut same = page.clone();
+        same.truncate(3);
+        assert_eq!(same, page);
+        let mut none = page;
+        none.truncate(0);
+        assert_eq!(
+            (none.lines.as_str(), none.count, none.last_id),
+            ("", 0, None)
+        );
     }
 }

@@ -31,6 +31,15 @@ pub(super) const JSON_OBJECT: &str = "json_object(\
      'claims_verified', CASE e.claims_verified WHEN 1 THEN json('true') WHEN 0 THEN json('false') END, \
      'action', e.action, 'details', json(e.details))";
 
+/// The id at the start of a line of [`JSON_OBJECT`] output (`{"id":N,...`).
+pub(super) fn line_id(line: &str) -> Option<i64> {
+    line.strip_prefix("{\"id\":")?
+        .split([',', '}'])
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// One audit record.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StoredRecord {

@@ -117,6 +117,19 @@ async fn without_a_token_the_api_does_not_start_and_the_receiver_still_runs() {
 }
 
 #[tokio::test]
+async fn the_api_listener_stops_with_the_receiver() {
+    let app = spawn_api_app().await;
+    let url = app.api_url("/api/v1/openapi.json");
+    assert_eq!(app.api_get("/api/v1/events").await.status, 200);
+    let client = app.client.clone();
+    app.stop().await;
+    assert!(
+        client.get(&url).send().await.is_err(),
+        "nothing listens any more"
+    );
+}
+
+#[tokio::test]
 async fn each_filter_alone_and_combined_selects_its_records() {
     let app = spawn_api_app().await;
     let acme = |device: &str| json!({"org_id": "acme", "device": device});

@@ -8,7 +8,7 @@ use super::Reader;
 use crate::store::NdjsonPage;
 use crate::store::StoreError;
 use crate::store::filter::{EventFilter, Order};
-use crate::store::record::{JSON_OBJECT, SELECT_COLUMNS, StoredRecord};
+use crate::store::record::{JSON_OBJECT, SELECT_COLUMNS, StoredRecord, line_id};
 use crate::store::report::{GroupBy, MAX_GROUPS, Summary, SummaryGroup};
 
 /// The access path of a filtered query, most selective first.
@@ -126,8 +126,7 @@ fn push_from_where(q: &mut QueryBuilder<Sqlite>, f: &EventFilter) -> &'static st
 fn last_id_in_order(lines: &str, order: Order) -> Option<i64> {
     let mut last: Option<i64> = None;
     for line in lines.split('\n') {
-        let rest = line.strip_prefix("{\"id\":")?;
-        let id: i64 = rest.split(',').next()?.parse().ok()?;
+        let id = line_id(line)?;
         let in_order = match (last, order) {
             (None, _) => true,
             (Some(prev), Order::Asc) => id > prev,
