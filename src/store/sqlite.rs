@@ -143,12 +143,7 @@ impl Reader {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                let id: i64 = row.try_get(0)?;
-                Ok((id, hash32(id, row.try_get(1)?)?))
-            })
-            .collect()
+        rows.iter().map(id_and_hash).collect()
     }
 
     /// Up to `limit` entry hashes (purged or stored) with id greater than `after`, in id order.
@@ -374,12 +369,7 @@ pub(super) async fn leaf_hashes(
     .bind(i64::from(limit))
     .fetch_all(&mut *conn)
     .await?;
-    rows.iter()
-        .map(|row| {
-            let id: i64 = row.try_get(0)?;
-            Ok((id, hash32(id, row.try_get(1)?)?))
-        })
-        .collect()
+    rows.iter().map(id_and_hash).collect()
 }
 
 /// Stores a signed checkpoint.
@@ -400,6 +390,12 @@ pub(super) async fn insert_checkpoint(
     .execute(&mut *tx)
     .await?;
     Ok(())
+}
+
+/// Reads `(id, 32-byte hash)` from the first two columns.
+fn id_and_hash(row: &SqliteRow) -> Result<(i64, [u8; 32]), StoreError> {
+    let id: i64 = row.try_get(0)?;
+    Ok((id, hash32(id, row.try_get(1)?)?))
 }
 
 fn hash32(id: i64, bytes: Vec<u8>) -> Result<[u8; 32], StoreError> {
