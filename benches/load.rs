@@ -1,2 +1,877 @@
-//! Load benchmark (placeholder; see docs/performance.md).
-fn main() {}
+//! Load benchmark: drives the real `logout-ledger serve` binary over loopback and reports
+//! throughput, latency percentiles, server memory and CPU, then checks durability.
+//!
+//! What it does, in order:
+//! 1. starts an in-process issuer ([`LocalIssuer`]) serving discovery and a key set;
+//! 2. mints every token (distinct `jti`/`sid`, realistic `session_metadata`) before timing;
+//! 3. spawns the release server binary on a free port with a fresh SQLite file and waits for
+//!    `GET /readyz`;
+//! 4. sends a short warm-up, then a bounded number of `POST /backchannel-logout` requests from
+//!    `C` keep-alive connections (stopping early at a hard time limit);
+//! 5. reads the server's peak RSS, stops it with SIGTERM, and checks that the store holds one
+//!    `accepted` row per 200 answer (exits non-zero otherwise).
+//!
+//! Run: `CARGO_TARGET_DIR=/work/target-bench cargo bench --bench load -- --requests 40000
+//! --concurrency 64`. Flags: `--requests N`, `--concurrency C`, `--warmup N`,
+//! `--time-limit SECS`, `--keep-db`. See `docs/performance.md` for measured figures.
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail, ensure};
+use logout_ledger::local_issuer::LocalIssuer;
+use serde_json::json;
+
+/// The audience the server is configured for and the tokens carry.
+const AUDIENCE: &str = "bench";
+/// Age limit passed to the server, so tokens minted before the run stay fresh.
+const MAX_TOKEN_AGE_SECS: u64 = 3600;
+/// How long the server may take to become ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long the server may take to exit after SIGTERM.
+const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the server's resident memory is sampled during the run.
+const SAMPLE_EVERY: Duration = Duration::from_millis(100);
+/// Per-request timeout, so a stuck request cannot hold the benchmark past its time limit.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Linux reports `/proc/*/stat` CPU times in USER_HZ ticks, 100 per second on every
+/// mainstream architecture.
+const USER_HZ: f64 = 100.0;
+
+/// Target from the issue: accepted logouts per second at concurrency 64.
+const TARGET_RATE: f64 = 8_000.0;
+/// Target from the issue: 99th-percentile latency.
+const TARGET_P99_MS: f64 = 25.0;
+/// Target from the issue: peak server resident memory.
+const TARGET_RSS_MIB: f64 = 100.0;
+
+/// Command-line options.
+#[derive(Debug, Clone)]
+struct Options {
+    requests: usize,
+    concurrency: usize,
+    warmup: usize,
+    time_limit: Duration,
+    keep_db: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            requests: 40_000,
+            concurrency: 64,
+            warmup: 500,
+            time_limit: Duration::from_secs(60),
+            keep_db: false,
+        }
+    }
+}
+
+/// Parses the flags after `--`; ignores `--bench`, which cargo passes.
+fn parse_args() -> anyhow::Result<Options> {
+    let mut o = Options::default();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| -> anyhow::Result<u64> {
+            let v = args
+                .next()
+                .with_context(|| format!("{name} needs a value"))?;
+            v.parse()
+                .with_context(|| format!("{name}: {v:?} is not a number"))
+        };
+        match arg.as_str() {
+            "--bench" => {}
+            "--requests" => o.requests = usize::try_from(value("--requests")?)?,
+            "--concurrency" => o.concurrency = usize::try_from(value("--concurrency")?)?,
+            "--warmup" => o.warmup = usize::try_from(value("--warmup")?)?,
+            "--time-limit" => o.time_limit = Duration::from_secs(value("--time-limit")?),
+            "--keep-db" => o.keep_db = true,
+            other => bail!(
+                "unknown argument {other:?}; flags: --requests N --concurrency C --warmup N \
+                 --time-limit SECS --keep-db"
+            ),
+        }
+    }
+    ensure!(o.requests > 0, "--requests must be positive");
+    ensure!(o.concurrency > 0, "--concurrency must be positive");
+    Ok(o)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Machine facts and /proc readers
+// ---------------------------------------------------------------------------------------------
+
+/// Reads a `Key: value kB` line (as in `/proc/meminfo` or `/proc/<pid>/status`), in KiB.
+fn kib_field(path: &str, key: &str) -> Option<u64> {
+    std::fs::read_to_string(path)
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+}
+
+/// Reads one field of `/proc/<pid>/status` (`VmRSS`, `VmHWM`), in KiB.
+fn proc_status_kib(pid: &str, key: &str) -> Option<u64> {
+    kib_field(&format!("/proc/{pid}/status"), key)
+}
+
+/// User and system CPU seconds of a process, from `/proc/<pid>/stat`.
+fn proc_cpu_secs(pid: &str) -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces; fields resume after its closing parenthesis.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After `)`: state is field 3, so utime (14) and stime (15) are at indices 11 and 12.
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime / USER_HZ, stime / USER_HZ))
+}
+
+/// The source revision the server was built from: `git describe`, marked when `src/` has
+/// uncommitted changes; `unknown` outside a git checkout.
+fn source_revision() -> String {
+    let dir = env!("CARGO_MANIFEST_DIR");
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    match git(&["rev-parse", "--short", "HEAD"]) {
+        Some(rev) => match git(&[
+            "status",
+            "--porcelain",
+            "--",
+            "src",
+            "migrations",
+            "Cargo.lock",
+        ]) {
+            Some(changes) if !changes.is_empty() => format!("{rev} + uncommitted changes in src/"),
+            _ => rev,
+        },
+        None => "unknown (not a git checkout)".into(),
+    }
+}
+
+/// Machine-wide busy and steal CPU seconds so far (all cores), from `/proc/stat`.
+fn machine_cpu_secs() -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let ticks: Vec<f64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().unwrap_or(0.0))
+        .collect();
+    // user nice system idle iowait irq softirq steal ...
+    let busy = [0, 1, 2, 5, 6]
+        .iter()
+        .filter_map(|&i| ticks.get(i))
+        .sum::<f64>();
+    let steal = ticks.get(7).copied().unwrap_or(0.0);
+    Some((busy / USER_HZ, steal / USER_HZ))
+}
+
+/// Describes the machine: cores, CPU model, memory, kernel.
+fn machine_facts() -> Vec<(&'static str, String)> {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name")?.split_once(':'))
+        .map_or_else(|| "unknown".to_owned(), |(_, m)| m.trim().to_owned());
+    let mem = kib_field("/proc/meminfo", "MemTotal").map_or_else(
+        || "unknown".into(),
+        |k| format!("{:.1} GiB", k as f64 / 1048576.0),
+    );
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map_or_else(|_| "unknown".into(), |s| s.trim().to_owned());
+    vec![
+        ("cores (nproc)", cores.to_string()),
+        ("CPU", model),
+        ("memory", mem),
+        ("kernel", kernel),
+    ]
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tokens
+// ---------------------------------------------------------------------------------------------
+
+const ORGS: [(&str, &str); 4] = [
+    ("org_7Hq2LkVn3XbR9tWd", "acme-corp"),
+    ("org_Q4mZp8YcE1sF6uJa", "globex"),
+    ("org_c9TgB2nK5wHx0LrM", "initech"),
+    ("org_V3dS7jP1qN8eZyUo", "umbrella-eu"),
+];
+const DEVICES: [&str; 4] = [
+    "MacBook Pro (Chrome 126)",
+    "iPhone 15 (Safari)",
+    "Pixel 8 (Chrome Mobile)",
+    "Windows 11 (Edge 125)",
+];
+const REGIONS: [&str; 3] = ["eu-west-1", "us-east-1", "ap-southeast-2"];
+
+/// Signs one valid RS256 logout token with realistic claims for request number `i`.
+fn mint(issuer: &LocalIssuer, i: usize) -> anyhow::Result<String> {
+    let mut claims = issuer.claims(AUDIENCE);
+    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+    // Minting all tokens takes a while: keep exp well ahead of the end of the run.
+    claims.insert("exp".into(), json!(now + MAX_TOKEN_AGE_SECS));
+    claims.insert("sub".into(), json!(format!("auth0|user-{:06}", i % 50_000)));
+    let (org_id, org_slug) = ORGS[i % ORGS.len()];
+    claims.insert(
+        "session_metadata".into(),
+        json!({
+            "org_id": org_id,
+            "org_slug": org_slug,
+            "deviceName": DEVICES[i % DEVICES.len()],
+            "loginRegion": REGIONS[i % REGIONS.len()],
+        }),
+    );
+    Ok(issuer.sign("rsa-1", "RS256", &claims)?)
+}
+
+/// Mints `n` form bodies (`logout_token=...`) on every core, before any timing starts.
+fn mint_bodies(issuer: &LocalIssuer, n: usize) -> anyhow::Result<Vec<String>> {
+    let threads = std::thread::available_parallelism().map_or(2, |t| t.get());
+    let chunk = n.div_ceil(threads).max(1);
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..n)
+            .step_by(chunk)
+            .map(|start| {
+                s.spawn(move || {
+                    (start..(start + chunk).min(n))
+                        .map(|i| mint(issuer, i).map(|t| format!("logout_token={t}")))
+                        .collect::<anyhow::Result<Vec<_>>>()
+                })
+            })
+            .collect();
+        let mut out = Vec::with_capacity(n);
+        for w in workers {
+            let part = w
+                .join()
+                .map_err(|_| anyhow::anyhow!("a minting thread panicked"))??;
+            out.extend(part);
+        }
+        Ok(out)
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// The server process
+// ---------------------------------------------------------------------------------------------
+
+/// The server child process and its store file.
+struct Server {
+    child: Child,
+    pid: String,
+    base: String,
+    db: PathBuf,
+}
+
+/// A port that was free a moment ago.
+fn free_port() -> anyhow::Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("bind a probe port")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// A fresh store path in the temp directory.
+fn fresh_db_path() -> anyhow::Result<PathBuf> {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos();
+    Ok(std::env::temp_dir().join(format!(
+        "logout-ledger-bench-{}-{nanos}.db",
+        std::process::id()
+    )))
+}
+
+/// The arguments the server is started with.
+fn server_args(issuer: &str, db: &Path, port: u16) -> Vec<String> {
+    [
+        "serve",
+        "--issuer",
+        issuer,
+        "--audience",
+        AUDIENCE,
+        "--allow-insecure-http",
+        "--database",
+        &format!("sqlite://{}", db.display()),
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--max-token-age",
+        &MAX_TOKEN_AGE_SECS.to_string(),
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect()
+}
+
+impl Server {
+    /// Spawns the release binary against `issuer`.
+    fn spawn(issuer: &str) -> anyhow::Result<Self> {
+        let db = fresh_db_path()?;
+        let port = free_port()?;
+        let binary = env!("CARGO_BIN_EXE_logout-ledger");
+        let args = server_args(issuer, &db, port);
+        println!("server:   {binary} {}", args.join(" "));
+        let child = Command::new(binary)
+            .args(&args)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("cannot start {binary}"))?;
+        Ok(Self {
+            pid: child.id().to_string(),
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            db,
+        })
+    }
+
+    /// Waits until `GET /readyz` answers 200.
+    async fn wait_ready(&mut self, client: &reqwest::Client) -> anyhow::Result<()> {
+        let url = format!("{}/readyz", self.base);
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                bail!("the server exited during start-up: {status}");
+            }
+            if let Ok(resp) = client.get(&url).send().await
+                && resp.status() == reqwest::StatusCode::OK
+            {
+                return Ok(());
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "the server was not ready within {READY_TIMEOUT:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    async fn stop(&mut self) -> anyhow::Result<(ExitStatus, Duration)> {
+        let start = Instant::now();
+        let kill = Command::new("kill")
+            .args(["-TERM", &self.pid])
+            .status()
+            .context("run kill")?;
+        ensure!(kill.success(), "kill -TERM {} failed: {kill}", self.pid);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok((status, start.elapsed()));
+            }
+            if start.elapsed() > EXIT_TIMEOUT {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                bail!("the server did not exit within {EXIT_TIMEOUT:?} of SIGTERM");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Removes the store and its WAL files.
+    fn remove_db(&self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut p = self.db.clone().into_os_string();
+            p.push(suffix);
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // Only on an early error: the normal path has already reaped the child.
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Samples a process's resident memory every [`SAMPLE_EVERY`] on a plain thread.
+struct RssSampler {
+    stop: Arc<AtomicBool>,
+    max_kib: Arc<AtomicU64>,
+    thread: JoinHandle<()>,
+}
+
+impl RssSampler {
+    fn start(pid: &str) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let max_kib = Arc::new(AtomicU64::new(0));
+        let (s, m, pid) = (Arc::clone(&stop), Arc::clone(&max_kib), pid.to_owned());
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                if let Some(kib) = proc_status_kib(&pid, "VmRSS") {
+                    m.fetch_max(kib, Ordering::Relaxed);
+                }
+                std::thread::sleep(SAMPLE_EVERY);
+            }
+        });
+        Self {
+            stop,
+            max_kib,
+            thread,
+        }
+    }
+
+    /// Stops sampling and returns the largest VmRSS seen, in KiB.
+    fn finish(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.thread.join();
+        self.max_kib.load(Ordering::Relaxed)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The load
+// ---------------------------------------------------------------------------------------------
+
+/// What one worker saw.
+#[derive(Debug, Default)]
+struct Tally {
+    /// Latency of every answered request, in microseconds.
+    latencies_us: Vec<u32>,
+    /// Answers per HTTP status.
+    statuses: BTreeMap<u16, u64>,
+    /// Transport errors (no HTTP answer).
+    errors: u64,
+    /// One example per non-200 status or error, for diagnosis.
+    examples: BTreeMap<String, String>,
+}
+
+impl Tally {
+    fn merge(&mut self, other: Tally) {
+        self.latencies_us.extend(other.latencies_us);
+        for (s, n) in other.statuses {
+            *self.statuses.entry(s).or_default() += n;
+        }
+        self.errors += other.errors;
+        for (k, v) in other.examples {
+            self.examples.entry(k).or_insert(v);
+        }
+    }
+
+    fn ok(&self) -> u64 {
+        self.statuses.get(&200).copied().unwrap_or(0)
+    }
+
+    fn answered(&self) -> u64 {
+        self.statuses.values().sum()
+    }
+}
+
+/// Sends one logout request and reads the whole answer; returns the status and, for a
+/// non-200, the start of the body (an example for the report).
+async fn send_one(
+    client: &reqwest::Client,
+    url: &str,
+    body: &str,
+) -> Result<(u16, Option<String>), reqwest::Error> {
+    let resp = client
+        .post(url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body.to_owned())
+        .send()
+        .await?;
+    let status = resp.status().as_u16();
+    let body = resp.bytes().await?;
+    let text = (status != 200).then(|| String::from_utf8_lossy(&body).chars().take(300).collect());
+    Ok((status, text))
+}
+
+/// One of `C` workers: takes the next body index until the bodies or the time run out.
+async fn worker(
+    client: reqwest::Client,
+    url: Arc<str>,
+    bodies: Arc<Vec<String>>,
+    next: Arc<AtomicUsize>,
+    deadline: Instant,
+) -> Tally {
+    let mut t = Tally {
+        latencies_us: Vec::with_capacity(bodies.len() / 16 + 16),
+        ..Tally::default()
+    };
+    loop {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        let Some(body) = bodies.get(i) else { break };
+        if Instant::now() >= deadline {
+            break;
+        }
+        let start = Instant::now();
+        match send_one(&client, &url, body).await {
+            Ok((status, text)) => {
+                let us = u32::try_from(start.elapsed().as_micros()).unwrap_or(u32::MAX);
+                t.latencies_us.push(us);
+                *t.statuses.entry(status).or_default() += 1;
+                if let Some(text) = text {
+                    t.examples.entry(format!("HTTP {status}")).or_insert(text);
+                }
+            }
+            Err(e) => {
+                t.errors += 1;
+                t.examples
+                    .entry("transport error".into())
+                    .or_insert_with(|| format!("{e:#}"));
+            }
+        }
+    }
+    t
+}
+
+/// Drives `bodies` through `concurrency` workers; returns the tally and the wall time.
+async fn drive(
+    client: &reqwest::Client,
+    url: &str,
+    bodies: Vec<String>,
+    concurrency: usize,
+    time_limit: Duration,
+) -> anyhow::Result<(Tally, Duration)> {
+    let bodies = Arc::new(bodies);
+    let next = Arc::new(AtomicUsize::new(0));
+    let url: Arc<str> = Arc::from(url);
+    let start = Instant::now();
+    let deadline = start + time_limit;
+    let handles: Vec<_> = (0..concurrency)
+        .map(|_| {
+            tokio::spawn(worker(
+                client.clone(),
+                Arc::clone(&url),
+                Arc::clone(&bodies),
+                Arc::clone(&next),
+                deadline,
+            ))
+        })
+        .collect();
+    let mut tally = Tally::default();
+    for h in handles {
+        tally.merge(h.await.context("a load worker panicked")?);
+    }
+    Ok((tally, start.elapsed()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Report
+// ---------------------------------------------------------------------------------------------
+
+/// The `q` quantile (0..=1) of sorted latencies, in milliseconds (nearest rank).
+fn quantile_ms(sorted_us: &[u32], q: f64) -> f64 {
+    if sorted_us.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((q * sorted_us.len() as f64).ceil() as usize).clamp(1, sorted_us.len());
+    f64::from(sorted_us[rank - 1]) / 1000.0
+}
+
+/// CPU seconds (user, system) used by a process between two samples.
+fn cpu_delta(before: Option<(f64, f64)>, after: Option<(f64, f64)>) -> (f64, f64) {
+    match (before, after) {
+        (Some((u0, s0)), Some((u1, s1))) => (u1 - u0, s1 - s0),
+        _ => (f64::NAN, f64::NAN),
+    }
+}
+
+/// The figures of one measured run.
+struct Figures {
+    requests: u64,
+    accepted: u64,
+    elapsed: Duration,
+    p50: f64,
+    p90: f64,
+    p99: f64,
+    max: f64,
+    rss_sampled_mib: f64,
+    rss_hwm_mib: f64,
+    server_cpu: (f64, f64),
+    bench_cpu: (f64, f64),
+    /// Machine-wide (busy, steal) CPU seconds during the run.
+    machine_cpu: (f64, f64),
+}
+
+impl Figures {
+    fn rate(&self) -> f64 {
+        self.accepted as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// The larger of VmHWM and the sampled VmRSS (the kernel updates VmHWM lazily, so a
+    /// sample can exceed it by a few pages).
+    fn peak_rss_mib(&self) -> f64 {
+        self.rss_hwm_mib.max(self.rss_sampled_mib)
+    }
+
+    fn cpu_pct(&self, (user, sys): (f64, f64)) -> f64 {
+        100.0 * (user + sys) / self.elapsed.as_secs_f64()
+    }
+
+    /// CPU used by other processes during the run, in % of one core (noise in the figures).
+    fn other_pct(&self) -> f64 {
+        let ours = self.server_cpu.0 + self.server_cpu.1 + self.bench_cpu.0 + self.bench_cpu.1;
+        (100.0 * (self.machine_cpu.0 - ours) / self.elapsed.as_secs_f64()).max(0.0)
+    }
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "met" } else { "NOT met" }
+}
+
+fn print_report(o: &Options, tally: &Tally, f: &Figures) {
+    println!();
+    println!("== results (measured phase) ==");
+    println!("requests sent:      {}", f.requests);
+    println!("accepted (200):     {}", f.accepted);
+    for (status, n) in tally.statuses.iter().filter(|(s, _)| **s != 200) {
+        println!("HTTP {status}:           {n}");
+    }
+    println!("transport errors:   {}", tally.errors);
+    for (kind, example) in &tally.examples {
+        println!("  example {kind}: {example}");
+    }
+    println!("elapsed:            {:.3} s", f.elapsed.as_secs_f64());
+    println!("accepted/s:         {:.0}", f.rate());
+    println!(
+        "latency ms:         p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}",
+        f.p50, f.p90, f.p99, f.max
+    );
+    println!(
+        "server RSS:         peak VmHWM {:.1} MiB, max sampled VmRSS {:.1} MiB",
+        f.rss_hwm_mib, f.rss_sampled_mib
+    );
+    println!(
+        "server CPU:         user {:.2} s + sys {:.2} s = {:.0}% of one core",
+        f.server_cpu.0,
+        f.server_cpu.1,
+        f.cpu_pct(f.server_cpu)
+    );
+    println!(
+        "load generator CPU: user {:.2} s + sys {:.2} s = {:.0}% of one core",
+        f.bench_cpu.0,
+        f.bench_cpu.1,
+        f.cpu_pct(f.bench_cpu)
+    );
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!(
+        "machine CPU:        {:.0}% busy of {}00% (other processes {:.0}%, steal {:.0}%)",
+        100.0 * f.machine_cpu.0 / f.elapsed.as_secs_f64(),
+        cores,
+        f.other_pct(),
+        100.0 * f.machine_cpu.1 / f.elapsed.as_secs_f64()
+    );
+    if f.other_pct() > 20.0 {
+        println!("WARNING:            other processes used CPU during the run; figures are noisy");
+    }
+    println!();
+    println!("== targets (issue) ==");
+    println!(
+        ">= {TARGET_RATE:.0} accepted/s at concurrency 64: {} ({:.0}/s at concurrency {})",
+        verdict(f.rate() >= TARGET_RATE && o.concurrency == 64),
+        f.rate(),
+        o.concurrency
+    );
+    println!(
+        "p99 < {TARGET_P99_MS} ms: {} ({:.2} ms)",
+        verdict(f.p99 < TARGET_P99_MS),
+        f.p99
+    );
+    println!(
+        "server RSS < {TARGET_RSS_MIB} MiB: {} ({:.1} MiB)",
+        verdict(f.peak_rss_mib() < TARGET_RSS_MIB),
+        f.peak_rss_mib()
+    );
+    println!();
+    println!(
+        "table head: | C | requests | accepted | elapsed s | accepted/s | p50 ms | p90 ms | p99 ms \
+         | max ms | peak RSS MiB | server CPU | generator CPU | other CPU |"
+    );
+    println!(
+        "table row: | {} | {} | {} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | {:.0}% | {:.0}% | {:.0}% |",
+        o.concurrency,
+        f.requests,
+        f.accepted,
+        f.elapsed.as_secs_f64(),
+        f.rate(),
+        f.p50,
+        f.p90,
+        f.p99,
+        f.max,
+        f.peak_rss_mib(),
+        f.cpu_pct(f.server_cpu),
+        f.cpu_pct(f.bench_cpu),
+        f.other_pct(),
+    );
+}
+
+/// Counts the store's `accepted` rows and all rows.
+async fn count_rows(db: &Path) -> anyhow::Result<(i64, i64)> {
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .with_context(|| format!("open {}", db.display()))?;
+    let accepted: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM audit_events WHERE outcome = 'accepted'")
+            .fetch_one(&pool)
+            .await?;
+    let all: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_events")
+        .fetch_one(&pool)
+        .await?;
+    pool.close().await;
+    Ok((accepted, all))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Main
+// ---------------------------------------------------------------------------------------------
+
+fn main() -> std::process::ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_header(o: &Options) {
+    println!("== logout-ledger load benchmark ==");
+    println!(
+        "command:  CARGO_TARGET_DIR=/work/target-bench cargo bench --bench load -- \
+         --requests {} --concurrency {} --warmup {} --time-limit {}",
+        o.requests,
+        o.concurrency,
+        o.warmup,
+        o.time_limit.as_secs()
+    );
+    let argv: Vec<String> = std::env::args().collect();
+    println!("argv:     {}", argv.join(" "));
+    println!(
+        "source:   {} ({})",
+        source_revision(),
+        env!("CARGO_MANIFEST_DIR")
+    );
+    for (k, v) in machine_facts() {
+        println!("{k:<9} {v}");
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    println!("unix time {now}");
+}
+
+async fn run() -> anyhow::Result<()> {
+    let o = parse_args()?;
+    print_header(&o);
+
+    let issuer = LocalIssuer::start()
+        .await
+        .context("start the local issuer")?;
+    let total = o.warmup + o.requests;
+    let t = Instant::now();
+    let mut bodies = tokio::task::block_in_place(|| mint_bodies(&issuer, total))?;
+    println!(
+        "minted:   {total} RS256 tokens in {:.1} s (body ~{} bytes)",
+        t.elapsed().as_secs_f64(),
+        bodies.first().map_or(0, String::len)
+    );
+    let measured = bodies.split_off(o.warmup);
+    let warmup = bodies;
+
+    let mut server = Server::spawn(issuer.issuer())?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(o.concurrency)
+        .timeout(REQUEST_TIMEOUT)
+        .build()
+        .context("build the HTTP client")?;
+    server.wait_ready(&client).await?;
+    let url = format!("{}/backchannel-logout", server.base);
+
+    let (warm, _) = drive(&client, &url, warmup, o.concurrency, o.time_limit).await?;
+    println!(
+        "warm-up:  {} requests, {} accepted",
+        warm.answered() + warm.errors,
+        warm.ok()
+    );
+
+    let sampler = RssSampler::start(&server.pid);
+    let server_cpu0 = proc_cpu_secs(&server.pid);
+    let bench_cpu0 = proc_cpu_secs("self");
+    let machine_cpu0 = machine_cpu_secs();
+    let (mut tally, elapsed) = drive(&client, &url, measured, o.concurrency, o.time_limit).await?;
+    let server_cpu = cpu_delta(server_cpu0, proc_cpu_secs(&server.pid));
+    let bench_cpu = cpu_delta(bench_cpu0, proc_cpu_secs("self"));
+    let machine_cpu = cpu_delta(machine_cpu0, machine_cpu_secs());
+    let rss_sampled = sampler.finish();
+    let hwm = proc_status_kib(&server.pid, "VmHWM").context("read the server's VmHWM")?;
+    if elapsed >= o.time_limit {
+        println!("note:     stopped at the {:?} time limit", o.time_limit);
+    }
+
+    tally.latencies_us.sort_unstable();
+    let l = &tally.latencies_us;
+    let figures = Figures {
+        requests: tally.answered() + tally.errors,
+        accepted: tally.ok(),
+        elapsed,
+        p50: quantile_ms(l, 0.50),
+        p90: quantile_ms(l, 0.90),
+        p99: quantile_ms(l, 0.99),
+        max: quantile_ms(l, 1.0),
+        rss_sampled_mib: rss_sampled as f64 / 1024.0,
+        rss_hwm_mib: hwm as f64 / 1024.0,
+        server_cpu,
+        bench_cpu,
+        machine_cpu,
+    };
+    print_report(&o, &tally, &figures);
+
+    drop(client);
+    let (status, took) = server.stop().await?;
+    println!();
+    println!("== durability ==");
+    println!(
+        "server exit after SIGTERM: {status} in {:.2} s",
+        took.as_secs_f64()
+    );
+    let (accepted_rows, all_rows) = count_rows(&server.db).await?;
+    let answered_ok = warm.ok() + tally.ok();
+    let sent = warm.answered() + warm.errors + tally.answered() + tally.errors;
+    println!(
+        "store: {accepted_rows} accepted rows ({all_rows} rows in all) for {answered_ok} \
+         answers 200 ({sent} requests incl. warm-up)"
+    );
+    if o.keep_db {
+        println!("store kept at {}", server.db.display());
+    } else {
+        server.remove_db();
+    }
+    ensure!(status.success(), "the server exited with {status}");
+    ensure!(
+        u64::try_from(accepted_rows).ok() == Some(answered_ok),
+        "DURABILITY MISMATCH: {answered_ok} requests were answered 200 but the store holds \
+         {accepted_rows} accepted rows"
+    );
+    println!("durability: ok (every 200 has its accepted row)");
+    Ok(())
+}
