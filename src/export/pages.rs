@@ -1,10 +1,10 @@
 //! An export read page by page: the id range of the matches fixed first (a snapshot, so the
 //! row count is exact and records arriving meanwhile are left out), then pages of
-//! [`EXPORT_PAGE`] records read by keyset and encoded one at a time. NDJSON pages are built by
-//! the database in one value; CSV and OCSF are encoded here from decoded records.
+//! [`EXPORT_PAGE`] records read by keyset and encoded one at a time. Pages are built by the
+//! database as NDJSON in one value; CSV and OCSF are encoded here from its parsed lines.
 
 use super::{ExportError, ExportFormat};
-use crate::store::{EventFilter, StoreReader};
+use crate::store::{EventFilter, StoreError, StoreReader};
 
 /// Records read and encoded per page.
 pub const EXPORT_PAGE: u32 = 1000;
@@ -68,20 +68,27 @@ impl ExportPages {
         } else if self.done {
             return Ok(None);
         }
-        let (count, last) = if self.format == ExportFormat::Ndjson {
-            let page = self.reader.ndjson_page(&self.filter).await?;
+        // Every format starts from the page the database builds as JSON: decoding one value
+        // per page and parsing its lines is cheaper than decoding every column of every row.
+        let page = self.reader.ndjson_page(&self.filter).await?;
+        if self.format == ExportFormat::Ndjson {
             if page.count > 0 {
                 out.extend_from_slice(page.lines.as_bytes());
                 out.push(b'\n');
             }
-            (page.count, page.last_id)
         } else {
-            let records = self.reader.query(&self.filter).await?;
-            for r in &records {
-                self.format.write(&mut out, r)?;
+            for record in page.records() {
+                self.format.write(&mut out, &record?)?;
             }
-            (records.len(), records.last().map(|r| r.id))
-        };
+        }
+        let (count, last) = (page.count, page.last_id);
+        if count > 0 && last.is_none() {
+            // Without the last id the next page would start over: stop instead.
+            return Err(ExportError::Store(StoreError::Corrupt {
+                id: 0,
+                message: "a page's records carry no ids".into(),
+            }));
+        }
         self.done = count < EXPORT_PAGE as usize;
         self.filter.after = last;
         Ok(Some((out, count)))

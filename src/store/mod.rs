@@ -303,6 +303,19 @@ pub struct NdjsonPage {
 }
 
 impl NdjsonPage {
+    /// The page's records, read back from their JSON.
+    pub fn records(&self) -> impl Iterator<Item = Result<StoredRecord, StoreError>> + '_ {
+        self.lines
+            .split('\n')
+            .filter(|l| !l.is_empty())
+            .map(|line| {
+                serde_json::from_str(line).map_err(|e| StoreError::Corrupt {
+                    id: record::line_id(line).unwrap_or(0),
+                    message: format!("does not read back: {e}"),
+                })
+            })
+    }
+
     /// Keeps the first `n` records.
     pub fn truncate(&mut self, n: usize) {
         if self.count <= n {

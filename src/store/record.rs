@@ -1,6 +1,6 @@
 //! A stored record as the CLI and exports present it, with the documented field names.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
@@ -41,7 +41,7 @@ pub(super) fn line_id(line: &str) -> Option<i64> {
 }
 
 /// One audit record.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredRecord {
     /// Sequence number.
     pub id: i64,

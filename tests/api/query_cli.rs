@@ -247,3 +247,51 @@ async fn an_ndjson_export_is_byte_for_byte_what_query_prints() {
         assert!(n >= 6);
     }
 }
+
+#[test]
+fn malformed_api_settings_stop_start_up_naming_the_setting() {
+    let dir = crate::helpers::TempDir::new();
+    let db = format!("sqlite://{}", dir.0.join("x.db").display());
+    let config = dir.0.join("c.toml");
+    std::fs::write(
+        &config,
+        "api_tokens = [\"auditor:not-a-digest\"]\n[[issuers]]\nissuer = \"https://op.example/\"\naudiences = [\"a\"]\n",
+    )
+    .expect("config");
+    let digest = "0".repeat(64);
+    let good = format!("auditor:{digest}");
+    let twice = format!("{good},{good}");
+    let config_arg = config.display().to_string();
+    let issuer: &[&str] = &["--issuer", "https://op.example/", "--audience", "a"];
+    let cases: [(Vec<&str>, &str); 4] = [
+        (
+            [issuer, &["--api-tokens", "auditor"]].concat(),
+            "--api-tokens",
+        ),
+        ([issuer, &["--api-tokens", &twice]].concat(), "--api-tokens"),
+        (
+            [
+                issuer,
+                &["--api-tokens", &good, "--api-listen", "127.0.0.1:18099"],
+            ]
+            .concat(),
+            "--api-listen",
+        ),
+        (vec!["--config", &config_arg], "api_tokens"),
+    ];
+    for (args, setting) in cases {
+        let out = Command::new(BIN)
+            .arg("serve")
+            .args(&args)
+            .args(["--database", &db, "--listen", "127.0.0.1:18099"])
+            .env_remove("LOGOUT_LEDGER_API_TOKENS")
+            .output()
+            .expect("run");
+        assert!(!out.status.success(), "{args:?} should fail");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!("invalid configuration: {setting}")),
+            "{args:?}: {stderr}"
+        );
+    }
+}
