@@ -163,6 +163,16 @@ fn source_revision() -> String {
     }
 }
 
+/// Bytes a process has passed to write-like system calls so far (`wchar` in `/proc/<pid>/io`):
+/// WAL frames, checkpoints and socket writes.
+fn proc_written_bytes(pid: &str) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("wchar:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// Machine-wide busy and steal CPU seconds so far (all cores), from `/proc/stat`.
 fn machine_cpu_secs() -> Option<(f64, f64)> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
@@ -228,7 +238,10 @@ fn mint(issuer: &LocalIssuer, i: usize) -> anyhow::Result<String> {
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
     // Minting all tokens takes a while: keep exp well ahead of the end of the run.
     claims.insert("exp".into(), json!(now + MAX_TOKEN_AGE_SECS));
-    claims.insert("sub".into(), json!(format!("auth0|user-{:06}", i % 50_000)));
+    // Users in no particular order (as in production), so the `sub` index is not appended to
+    // in key order: Fibonacci hashing spreads consecutive requests over 50,000 users.
+    let user = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) % 50_000;
+    claims.insert("sub".into(), json!(format!("auth0|user-{user:06}")));
     let (org_id, org_slug) = ORGS[i % ORGS.len()];
     claims.insert(
         "session_metadata".into(),
@@ -600,6 +613,8 @@ struct Figures {
     bench_cpu: (f64, f64),
     /// Machine-wide (busy, steal) CPU seconds during the run.
     machine_cpu: (f64, f64),
+    /// Bytes the server passed to write system calls during the run.
+    server_written: Option<u64>,
 }
 
 impl Figures {
@@ -662,6 +677,14 @@ fn print_report(o: &Options, tally: &Tally, f: &Figures) {
         f.bench_cpu.1,
         f.cpu_pct(f.bench_cpu)
     );
+    if let Some(bytes) = f.server_written {
+        println!(
+            "server writes:      {:.1} MiB through write syscalls ({:.1} KiB per request; WAL, \
+             checkpoints and responses)",
+            bytes as f64 / 1048576.0,
+            bytes as f64 / 1024.0 / f.requests.max(1) as f64
+        );
+    }
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
         "machine CPU:        {:.0}% busy of {}00% (other processes {:.0}%, steal {:.0}%)",
@@ -818,10 +841,14 @@ async fn run() -> anyhow::Result<()> {
     let server_cpu0 = proc_cpu_secs(&server.pid);
     let bench_cpu0 = proc_cpu_secs("self");
     let machine_cpu0 = machine_cpu_secs();
+    let written0 = proc_written_bytes(&server.pid);
     let (mut tally, elapsed) = drive(&client, &url, measured, o.concurrency, o.time_limit).await?;
     let server_cpu = cpu_delta(server_cpu0, proc_cpu_secs(&server.pid));
     let bench_cpu = cpu_delta(bench_cpu0, proc_cpu_secs("self"));
     let machine_cpu = cpu_delta(machine_cpu0, machine_cpu_secs());
+    let server_written = proc_written_bytes(&server.pid)
+        .zip(written0)
+        .map(|(after, before)| after.saturating_sub(before));
     let rss_sampled = sampler.finish();
     let hwm = proc_status_kib(&server.pid, "VmHWM").context("read the server's VmHWM")?;
     if elapsed >= o.time_limit {
@@ -843,6 +870,7 @@ async fn run() -> anyhow::Result<()> {
         server_cpu,
         bench_cpu,
         machine_cpu,
+        server_written,
     };
     print_report(&o, &tally, &figures);
 

@@ -306,7 +306,21 @@ pub fn redact_url(url: &str) -> String {
             let _ = u.set_password(Some("redacted"));
             u.to_string()
         }
-        _ => url.to_owned(),
+        Ok(_) => url.to_owned(),
+        // Not a URL the parser takes (a bad port, say): cut the userinfo's password by hand.
+        Err(_) => match url.split_once("://") {
+            Some((scheme, rest)) => {
+                let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+                match rest[..authority_end].rfind('@') {
+                    Some(at) => {
+                        let user = rest[..at].split(':').next().unwrap_or_default();
+                        format!("{scheme}://{user}:redacted{}", &rest[at..])
+                    }
+                    None => url.to_owned(),
+                }
+            }
+            None => url.to_owned(),
+        },
     }
 }
 

@@ -171,12 +171,8 @@ impl ServeArgs {
             .database
             .or(f.and_then(|f| f.database.clone()))
             .unwrap_or_else(|| "sqlite://logout-ledger.db".into());
-        if !database.starts_with("sqlite:") {
-            return Err(ConfigError::new(
-                "--database",
-                format!("{database:?}: only sqlite://PATH is supported"),
-            ));
-        }
+        logout_ledger::store::check_url(&database)
+            .map_err(|e| ConfigError::new("--database", e.to_string()))?;
         let cooldown = self
             .jwks_refresh_cooldown
             .or(f.and_then(|f| f.jwks_refresh_cooldown))

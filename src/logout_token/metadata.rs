@@ -73,6 +73,10 @@ fn check(value: &Value) -> Result<Vec<(String, String)>, String> {
         let Value::String(s) = v else {
             return Err(format!("value of {key:?} is not a string"));
         };
+        if s.contains('\0') {
+            // Not storable as text (PostgreSQL) nor as jsonb: refused on every backend alike.
+            return Err(format!("value of {key:?} contains a NUL character"));
+        }
         let n = s.chars().count();
         if n > MAX_CHARS {
             return Err(format!(

@@ -62,15 +62,19 @@ pub struct Verdict {
     pub result: Result<(), Rejection>,
 }
 
+/// A claim string as the audit record keeps it: at most [`MAX_FIELD_CHARS`] bytes, and NUL
+/// characters (which PostgreSQL text cannot hold) as U+FFFD, so both backends store the same.
 fn bounded(s: &str) -> String {
-    if s.len() <= MAX_FIELD_CHARS {
-        return s.to_owned();
-    }
-    let mut end = MAX_FIELD_CHARS;
+    let mut end = s.len().min(MAX_FIELD_CHARS);
     while !s.is_char_boundary(end) {
         end -= 1;
     }
-    s[..end].to_owned()
+    let kept = &s[..end];
+    if kept.contains('\0') {
+        kept.replace('\0', "\u{FFFD}")
+    } else {
+        kept.to_owned()
+    }
 }
 
 fn opt_str(map: &Map<String, Value>, name: &str) -> Option<String> {

@@ -2,9 +2,13 @@
 //! written through a single group-commit writer and acknowledged only after its transaction
 //! commits. No SQL lives outside this module.
 
+mod backend;
+mod cells;
 pub mod chain;
 mod entry;
 mod filter;
+mod location;
+mod postgres;
 mod record;
 mod report;
 mod sqlite;
@@ -23,15 +27,22 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+use sqlx::Connection as _;
 use tokio::sync::{mpsc, oneshot};
 
+use self::backend::{ChainOps, append_after_last};
+use self::location::Location;
 use crate::keys::{FetchedKeySet, KeyArchive};
+
+pub use location::{PASSWORD_ENV, check_url};
 
 /// Why the store could not do what was asked.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The database URL is not one we support.
-    #[error("unsupported database URL {0:?} (expected sqlite://PATH)")]
+    #[error(
+        "unsupported database URL {0:?} (expected sqlite://PATH or postgres://USER@HOST:PORT/DB)"
+    )]
     UnsupportedUrl(String),
     /// Opening, migrating or querying failed.
     #[error("database error: {0}")]
@@ -86,7 +97,24 @@ impl std::fmt::Debug for Job {
 #[derive(Debug, Clone)]
 pub struct AuditStore {
     writer: mpsc::Sender<Job>,
-    reader: sqlite::Reader,
+    reader: Reader,
+}
+
+/// The read side of either backend.
+#[derive(Debug, Clone)]
+enum Reader {
+    Sqlite(sqlite::Reader),
+    Postgres(postgres::Reader),
+}
+
+/// Calls the same method on whichever backend a [`Reader`] holds.
+macro_rules! on_backend {
+    ($reader:expr, $r:ident => $call:expr) => {
+        match $reader {
+            Reader::Sqlite($r) => $call,
+            Reader::Postgres($r) => $call,
+        }
+    };
 }
 
 /// Handle to wait for the writer's last batch at shutdown.
@@ -115,17 +143,30 @@ impl AuditStore {
         url: &str,
         write_timeout: Duration,
     ) -> Result<(Self, WriterTask), StoreError> {
-        let path = sqlite::path_from_url(url)?;
-        let (conn, reader) = sqlite::open(&path, write_timeout).await?;
         let (tx, rx) = mpsc::channel(4096);
-        let handle = tokio::spawn(writer::run(conn, rx, write_timeout));
+        let (handle, reader) = match Location::parse(url)? {
+            Location::Sqlite(path) => {
+                let (db, reader) = sqlite::open(&path, write_timeout).await?;
+                let handle = tokio::spawn(writer::run(db, rx, write_timeout));
+                (handle, Reader::Sqlite(reader))
+            }
+            Location::Postgres(options) => {
+                let (db, reader) = postgres::open(*options, write_timeout).await?;
+                let handle = tokio::spawn(writer::run(db, rx, write_timeout));
+                (handle, Reader::Postgres(reader))
+            }
+        };
         Ok((Self { writer: tx, reader }, WriterTask(handle)))
     }
 
     /// Opens an existing store for reading only (CLI queries).
     pub async fn open_reader(url: &str) -> Result<StoreReader, StoreError> {
-        let path = sqlite::path_from_url(url)?;
-        Ok(StoreReader(sqlite::Reader::open_existing(&path).await?))
+        Ok(StoreReader(match Location::parse(url)? {
+            Location::Sqlite(path) => Reader::Sqlite(sqlite::Reader::open_existing(&path).await?),
+            Location::Postgres(options) => {
+                Reader::Postgres(postgres::Reader::open_existing(*options).await?)
+            }
+        }))
     }
 
     /// Records one logout request and returns its final outcome once committed.
@@ -168,12 +209,12 @@ impl AuditStore {
 
     /// Reads records matching a filter.
     pub async fn query(&self, filter: &EventFilter) -> Result<Vec<StoredRecord>, StoreError> {
-        self.reader.query(filter).await
+        on_backend!(&self.reader, r => r.query(filter).await)
     }
 
     /// Whether the store answers (readiness).
     pub async fn ping(&self) -> bool {
-        self.reader.ping().await
+        on_backend!(&self.reader, r => r.ping().await)
     }
 }
 
@@ -254,22 +295,62 @@ pub struct Purged {
 /// Appends an access or system record from a process other than the service (the CLI),
 /// chained after whatever the store holds now. Safe while the service runs.
 pub async fn append_note(url: &str, note: &Note) -> Result<i64, StoreError> {
-    use sqlx::Connection;
-    let mut conn = sqlite::open_writer(&sqlite::path_from_url(url)?).await?;
-    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-    let id = sqlite::append_after_last(&mut tx, note).await?;
-    tx.commit().await?;
-    Ok(id)
+    match Location::parse(url)? {
+        Location::Sqlite(path) => {
+            let mut conn = sqlite::open_writer(&path).await?;
+            let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+            let id = append_after_last(&mut *tx, note).await?;
+            tx.commit().await?;
+            Ok(id)
+        }
+        Location::Postgres(options) => {
+            let mut conn = postgres::open_writer(*options).await?;
+            let mut tx = postgres::begin_locked(&mut conn).await?;
+            let id = append_after_last(&mut *tx, note).await?;
+            tx.commit().await?;
+            Ok(id)
+        }
+    }
 }
 
 /// Removes the records received before `before` (ms since epoch), whole checkpointed ranges
 /// only, and chains a retention record carrying the last removed entry's hash. Safe while the
 /// service runs; `dry_run` only reports.
 pub async fn purge(url: &str, before: i64, dry_run: bool, at: i64) -> Result<Purged, StoreError> {
-    use sqlx::Connection;
-    let mut conn = sqlite::open_writer(&sqlite::path_from_url(url)?).await?;
-    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-    let plan = sqlite::purge_plan(&mut tx, before).await?;
+    let purged = match Location::parse(url)? {
+        Location::Sqlite(path) => {
+            let mut conn = sqlite::open_writer(&path).await?;
+            let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+            let purged = purge_in(&mut *tx, before, dry_run, at).await?;
+            tx.commit().await?;
+            purged
+        }
+        Location::Postgres(options) => {
+            let mut conn = postgres::open_writer(*options).await?;
+            let mut tx = postgres::begin_locked(&mut conn).await?;
+            let purged = purge_in(&mut *tx, before, dry_run, at).await?;
+            tx.commit().await?;
+            purged
+        }
+    };
+    if let Some(through) = purged.plan.through.filter(|_| purged.record_id.is_some()) {
+        tracing::info!(
+            through,
+            records = purged.plan.records,
+            "retention removed records"
+        );
+    }
+    Ok(purged)
+}
+
+/// A retention run inside a transaction that holds the chain lock.
+async fn purge_in<C: ChainOps>(
+    tx: &mut C,
+    before: i64,
+    dry_run: bool,
+    at: i64,
+) -> Result<Purged, StoreError> {
+    let plan = tx.purge_plan(before).await?;
     let Some(through) = plan.through.filter(|_| !dry_run) else {
         return Ok(Purged {
             plan,
@@ -277,9 +358,20 @@ pub async fn purge(url: &str, before: i64, dry_run: bool, at: i64) -> Result<Pur
             anchor: None,
         });
     };
-    let (id, anchor) = sqlite::purge_through(&mut tx, plan, through, before, at).await?;
-    tx.commit().await?;
-    tracing::info!(through, records = plan.records, "retention removed records");
+    let (anchor, removed) = tx.remove_through(through).await?;
+    let note = Note {
+        kind: NoteKind::System,
+        action: "retention".into(),
+        details: serde_json::json!({
+            "before": crate::clock::format_millis(before),
+            "removed_from": plan.first_id,
+            "removed_through": through,
+            "removed_records": removed,
+            "anchor_entry_hash": crate::keys::jwks::hex(&anchor),
+        }),
+        at,
+    };
+    let id = append_after_last(tx, &note).await?;
     Ok(Purged {
         plan,
         record_id: Some(id),
@@ -289,7 +381,7 @@ pub async fn purge(url: &str, before: i64, dry_run: bool, at: i64) -> Result<Pur
 
 /// A read-only handle on a store, for the CLI and the verifier.
 #[derive(Debug, Clone)]
-pub struct StoreReader(sqlite::Reader);
+pub struct StoreReader(Reader);
 
 /// One page of records as NDJSON.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -347,25 +439,25 @@ pub struct SessionLogout {
 impl StoreReader {
     /// Reads records matching a filter.
     pub async fn query(&self, filter: &EventFilter) -> Result<Vec<StoredRecord>, StoreError> {
-        self.0.query(filter).await
+        on_backend!(&self.0, r => r.query(filter).await)
     }
 
     /// One page of records as NDJSON, built by the database (the NDJSON export's fast path):
     /// the same objects as serialising [`StoredRecord`]s.
     pub async fn ndjson_page(&self, filter: &EventFilter) -> Result<NdjsonPage, StoreError> {
-        self.0.ndjson_page(filter).await
+        on_backend!(&self.0, r => r.ndjson_page(filter).await)
     }
 
     /// How many records match a filter (its limit and cursor ignored).
     pub async fn count(&self, filter: &EventFilter) -> Result<i64, StoreError> {
-        self.0.count(filter).await
+        on_backend!(&self.0, r => r.count(filter).await)
     }
 
     /// The first and last id of the records in the filter's time window (all records when it
     /// sets none), `None` when there are none: every match lies between them. An export takes
     /// this once, then pages through that fixed range.
     pub async fn id_window(&self, filter: &EventFilter) -> Result<Option<(i64, i64)>, StoreError> {
-        self.0.id_window(filter).await
+        on_backend!(&self.0, r => r.id_window(filter).await)
     }
 
     /// One record by id, with the stored token (kept for accepted records only).
@@ -373,7 +465,7 @@ impl StoreReader {
         &self,
         id: i64,
     ) -> Result<Option<(StoredRecord, Option<String>)>, StoreError> {
-        self.0.event(id).await
+        on_backend!(&self.0, r => r.event(id).await)
     }
 
     /// Whether session `sid` of `iss` was logged out: by a verified logout naming it, or, given
@@ -385,9 +477,11 @@ impl StoreReader {
         sid: &str,
         subject_since: Option<(&str, i64)>,
     ) -> Result<Option<SessionLogout>, StoreError> {
-        let by_sid = self.0.session_logout(iss, sid).await?;
+        let by_sid = on_backend!(&self.0, r => r.session_logout(iss, sid).await)?;
         let by_sub = match subject_since {
-            Some((sub, since)) => self.0.subject_logout(iss, sub, since).await?,
+            Some((sub, since)) => {
+                on_backend!(&self.0, r => r.subject_logout(iss, sub, since).await)?
+            }
             None => None,
         };
         let first = match (by_sid, by_sub) {
@@ -403,22 +497,22 @@ impl StoreReader {
         filter: &EventFilter,
         group_by: &[GroupBy],
     ) -> Result<Summary, StoreError> {
-        self.0.summary(filter, group_by).await
+        on_backend!(&self.0, r => r.summary(filter, group_by).await)
     }
 
     /// `EXPLAIN QUERY PLAN` of the page query for a filter, one line per step (index checks).
     pub async fn query_plan(&self, filter: &EventFilter) -> Result<Vec<String>, StoreError> {
-        self.0.query_plan(filter).await
+        on_backend!(&self.0, r => r.query_plan(filter).await)
     }
 
     /// `EXPLAIN QUERY PLAN` of the session-status queries (index checks).
     pub async fn session_plans(&self) -> Result<Vec<String>, StoreError> {
-        self.0.session_plans().await
+        on_backend!(&self.0, r => r.session_plans().await)
     }
 
     /// Up to `limit` chained rows after id `after`, in id order.
     pub async fn chain_rows(&self, after: i64, limit: u32) -> Result<Vec<ChainRow>, StoreError> {
-        self.0.chain_rows(after, limit).await
+        on_backend!(&self.0, r => r.chain_rows(after, limit).await)
     }
 
     /// Up to `limit` rows after id `after` as content digests (the verifier's fast path); a
@@ -428,7 +522,7 @@ impl StoreReader {
         after: i64,
         limit: u32,
     ) -> Result<Vec<Result<ChainDigest, (i64, String)>>, StoreError> {
-        self.0.chain_digests(after, limit).await
+        on_backend!(&self.0, r => r.chain_digests(after, limit).await)
     }
 
     /// Up to `limit` entry hashes of records removed by retention, after id `after`.
@@ -437,7 +531,7 @@ impl StoreReader {
         after: i64,
         limit: u32,
     ) -> Result<Vec<(i64, [u8; 32])>, StoreError> {
-        self.0.purged_hashes(after, limit).await
+        on_backend!(&self.0, r => r.purged_hashes(after, limit).await)
     }
 
     /// Up to `limit` entry hashes (purged or stored) after id `after`: the Merkle leaves.
@@ -446,27 +540,27 @@ impl StoreReader {
         after: i64,
         limit: u32,
     ) -> Result<Vec<(i64, [u8; 32])>, StoreError> {
-        self.0.entry_hashes(after, limit).await
+        on_backend!(&self.0, r => r.entry_hashes(after, limit).await)
     }
 
     /// The retention anchor, if a retention run removed a prefix.
     pub async fn anchor(&self) -> Result<Option<(i64, [u8; 32])>, StoreError> {
-        self.0.anchor().await
+        on_backend!(&self.0, r => r.anchor().await)
     }
 
     /// Every stored checkpoint.
     pub async fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, StoreError> {
-        self.0.checkpoints().await
+        on_backend!(&self.0, r => r.checkpoints().await)
     }
 
     /// Names of the triggers in place.
     pub async fn guards(&self) -> Result<Vec<String>, StoreError> {
-        self.0.guards().await
+        on_backend!(&self.0, r => r.guards().await)
     }
 
     /// An archived key set: issuer and document.
     pub async fn key_set(&self, digest: &[u8]) -> Result<Option<(String, String)>, StoreError> {
-        self.0.key_set(digest).await
+        on_backend!(&self.0, r => r.key_set(digest).await)
     }
 }
 

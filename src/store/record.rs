@@ -2,10 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
 
 use super::StoreError;
+use super::cells::Cells;
 use crate::clock::format_millis;
 use crate::keys::jwks::hex;
 
@@ -99,45 +98,44 @@ pub struct StoredRecord {
 
 impl StoredRecord {
     /// Reads a row selected with [`SELECT_COLUMNS`].
-    pub fn from_row(row: &SqliteRow) -> Result<Self, StoreError> {
-        let id: i64 = row.try_get("id")?;
+    pub(super) fn from_row<R: Cells>(row: &R) -> Result<Self, StoreError> {
+        let id = row.int_required("id")?;
         let corrupt = |message: String| StoreError::Corrupt { id, message };
-        let json = |text: Option<String>, what: &str| -> Result<Option<Value>, StoreError> {
-            text.map(|t| serde_json::from_str(&t).map_err(|e| corrupt(format!("{what}: {e}"))))
+        let json = |text: Option<&str>, what: &str| -> Result<Option<Value>, StoreError> {
+            text.map(|t| serde_json::from_str(t).map_err(|e| corrupt(format!("{what}: {e}"))))
                 .transpose()
         };
-        let aud = match json(row.try_get("aud")?, "aud")? {
+        let aud = match json(row.text("aud")?, "aud")? {
             Some(v) => Some(serde_json::from_value(v).map_err(|e| corrupt(format!("aud: {e}")))?),
             None => None,
         };
-        let sha: Option<Vec<u8>> = row.try_get("token_sha256")?;
         Ok(Self {
             id,
-            kind: row.try_get("kind")?,
-            received_at: format_millis(row.try_get("received_at")?),
-            outcome: row.try_get("outcome")?,
-            reason: row.try_get("reason")?,
-            reason_detail: row.try_get("reason_detail")?,
-            iss: row.try_get("iss")?,
-            sub: row.try_get("sub")?,
-            sid: row.try_get("sid")?,
-            jti: row.try_get("jti")?,
+            kind: row.string("kind")?.unwrap_or_default(),
+            received_at: format_millis(row.int_required("received_at")?),
+            outcome: row.string("outcome")?,
+            reason: row.string("reason")?,
+            reason_detail: row.string("reason_detail")?,
+            iss: row.string("iss")?,
+            sub: row.string("sub")?,
+            sid: row.string("sid")?,
+            jti: row.string("jti")?,
             aud,
-            iat: row.try_get("iat")?,
-            exp: row.try_get("exp")?,
-            alg: row.try_get("alg")?,
-            kid: row.try_get("kid")?,
-            typ: row.try_get("typ")?,
-            session_metadata: json(row.try_get("session_metadata")?, "session_metadata")?,
-            metadata_status: row.try_get("metadata_status")?,
-            metadata_error: row.try_get("metadata_error")?,
-            source_ip: row.try_get("source_ip")?,
-            user_agent: row.try_get("user_agent")?,
-            token_sha256: sha.map(|h| hex(&h)),
-            duplicate_of: row.try_get("duplicate_of")?,
-            claims_verified: row.try_get("claims_verified")?,
-            action: row.try_get("action")?,
-            details: json(row.try_get("details")?, "details")?,
+            iat: row.int("iat")?,
+            exp: row.int("exp")?,
+            alg: row.string("alg")?,
+            kid: row.string("kid")?,
+            typ: row.string("typ")?,
+            session_metadata: json(row.text("session_metadata")?, "session_metadata")?,
+            metadata_status: row.string("metadata_status")?,
+            metadata_error: row.string("metadata_error")?,
+            source_ip: row.string("source_ip")?,
+            user_agent: row.string("user_agent")?,
+            token_sha256: row.blob("token_sha256")?.map(hex),
+            duplicate_of: row.int("duplicate_of")?,
+            claims_verified: row.boolean("claims_verified")?,
+            action: row.string("action")?,
+            details: json(row.text("details")?, "details")?,
         })
     }
 }

@@ -5,6 +5,8 @@ use std::str::FromStr;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use super::StoreError;
+use super::cells::Cells;
 use super::filter::parse_meta_key;
 
 /// Most dimensions one summary groups by.
@@ -76,6 +78,29 @@ pub struct SummaryGroup {
     pub key: Map<String, Value>,
     /// Matching records.
     pub count: i64,
+}
+
+/// Reads a summary query's rows: group keys `k0, k1, ...`, the count `n` and the window total
+/// `total`; one row more than [`MAX_GROUPS`] means truncated.
+pub(super) fn summary_from_rows<R: Cells>(
+    rows: &[R],
+    group_by: &[GroupBy],
+) -> Result<Summary, StoreError> {
+    let mut summary = Summary::default();
+    for row in rows {
+        summary.total = row.int("total")?.unwrap_or(0);
+        let mut key = Map::new();
+        for (i, g) in group_by.iter().enumerate() {
+            key.insert(g.name(), row.string(i)?.into());
+        }
+        summary.groups.push(SummaryGroup {
+            key,
+            count: row.int_required("n")?,
+        });
+    }
+    summary.truncated = summary.groups.len() > MAX_GROUPS;
+    summary.groups.truncate(MAX_GROUPS);
+    Ok(summary)
 }
 
 #[cfg(test)]

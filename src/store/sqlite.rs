@@ -4,23 +4,21 @@
 
 mod query;
 
-use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Connection, QueryBuilder, Row, SqlStr, Sqlite, SqliteConnection};
+use sqlx::{Connection, QueryBuilder, Row, Sqlite, SqliteConnection};
 
-use super::StoreError;
-use super::chain::{
-    COLUMNS, Cell, ColumnType, EventRow, GENESIS, LAYOUT, content_digest, encode_cell,
+use super::backend::{
+    AcceptedToken, ArchivedKeySet, ChainOps, WriteDb, embedded_migrator, parse_kids,
 };
-use super::entry::{Note, NoteKind, note_row};
-use super::{ChainDigest, ChainRow, PurgePlan, StoredCheckpoint};
+use super::cells::{self, hash32};
+use super::chain::{COLUMNS, EventRow, GENESIS};
+use super::{ChainDigest, ChainRow, PurgePlan, StoreError, StoredCheckpoint};
 use crate::keys::FetchedKeySet;
 
 /// The migrations, embedded in the binary so a fresh machine needs nothing else.
@@ -37,19 +35,7 @@ fn migrator() -> Migrator {
             include_str!("../../migrations/sqlite/0002_query_indexes.sql"),
         ),
     ];
-    let migrations = sql
-        .into_iter()
-        .map(|(v, d, s)| {
-            Migration::new(
-                v,
-                Cow::Borrowed(d),
-                MigrationType::Simple,
-                SqlStr::from_static(s),
-                false,
-            )
-        })
-        .collect();
-    Migrator::with_migrations(migrations)
+    embedded_migrator(sql)
 }
 
 /// Extracts the file path from `sqlite://PATH` or `sqlite:PATH`.
@@ -75,11 +61,25 @@ fn options(path: &Path) -> SqliteConnectOptions {
         .foreign_keys(true)
 }
 
+/// The writer's one connection: `BEGIN IMMEDIATE` takes SQLite's write lock, which is the
+/// chain lock (every other writer, in this process or another, waits for it).
+#[derive(Debug)]
+pub(super) struct Writer(SqliteConnection);
+
+impl WriteDb for Writer {
+    type Conn = SqliteConnection;
+    type Db = Sqlite;
+
+    async fn begin(&mut self) -> Result<sqlx::Transaction<'_, Sqlite>, StoreError> {
+        Ok(self.0.begin_with("BEGIN IMMEDIATE").await?)
+    }
+}
+
 /// Opens the writer's connection (creating and migrating the file) and a reader pool.
 pub(super) async fn open(
     path: &Path,
     write_timeout: Duration,
-) -> Result<(SqliteConnection, Reader), StoreError> {
+) -> Result<(Writer, Reader), StoreError> {
     let mut conn = SqliteConnection::connect_with(
         &options(path)
             .create_if_missing(true)
@@ -88,7 +88,7 @@ pub(super) async fn open(
     .await?;
     migrator().run(&mut conn).await?;
     let reader = Reader::open_existing(path).await?;
-    Ok((conn, reader))
+    Ok((Writer(conn), reader))
 }
 
 /// A small pool of connections for reads; WAL lets them run beside the writer.
@@ -127,7 +127,7 @@ impl Reader {
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(chain_row).collect()
+        rows.iter().map(cells::chain_row).collect()
     }
 
     /// Up to `limit` purged entry hashes with id greater than `after`, in id order.
@@ -143,7 +143,7 @@ impl Reader {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(id_and_hash).collect()
+        rows.iter().map(cells::id_and_hash).collect()
     }
 
     /// Up to `limit` entry hashes (purged or stored) with id greater than `after`, in id order.
@@ -153,7 +153,7 @@ impl Reader {
         limit: u32,
     ) -> Result<Vec<(i64, [u8; 32])>, StoreError> {
         let mut conn = self.pool.acquire().await?;
-        leaf_hashes(&mut conn, after + 1, i64::MAX, limit).await
+        conn.leaf_hashes(after + 1, i64::MAX, limit).await
     }
 
     /// Up to `limit` rows after `after`, each reduced to its id, stored entry hash and content
@@ -176,7 +176,7 @@ impl Reader {
         let mut scratch = Vec::with_capacity(4096);
         Ok(rows
             .iter()
-            .map(|row| digest_row(row, &mut scratch))
+            .map(|row| cells::digest_row(row, &mut scratch))
             .collect())
     }
 
@@ -189,7 +189,7 @@ impl Reader {
         match row {
             Some(row) => {
                 let id: i64 = row.try_get(0)?;
-                Ok(Some((id, hash32(id, row.try_get(1)?)?)))
+                Ok(Some((id, hash32(id, row.try_get::<&[u8], _>(1)?)?)))
             }
             None => Ok(None),
         }
@@ -207,7 +207,7 @@ impl Reader {
                 let tree_size: i64 = row.try_get(0)?;
                 Ok(StoredCheckpoint {
                     tree_size,
-                    root: hash32(tree_size, row.try_get(1)?)?,
+                    root: hash32(tree_size, row.try_get::<&[u8], _>(1)?)?,
                     note: row.try_get(2)?,
                     created_at: row.try_get(3)?,
                 })
@@ -249,211 +249,6 @@ impl Reader {
     }
 }
 
-fn chain_row(row: &SqliteRow) -> Result<ChainRow, StoreError> {
-    let id: i64 = row.try_get("id")?;
-    let event = EventRow {
-        id,
-        kind: row.try_get("kind")?,
-        received_at: row.try_get("received_at")?,
-        outcome: row.try_get("outcome")?,
-        http_status: row.try_get("http_status")?,
-        reason: row.try_get("reason")?,
-        reason_detail: row.try_get("reason_detail")?,
-        iss: row.try_get("iss")?,
-        sub: row.try_get("sub")?,
-        sid: row.try_get("sid")?,
-        jti: row.try_get("jti")?,
-        aud: row.try_get("aud")?,
-        iat: row.try_get("iat")?,
-        exp: row.try_get("exp")?,
-        alg: row.try_get("alg")?,
-        kid: row.try_get("kid")?,
-        typ: row.try_get("typ")?,
-        events: row.try_get("events")?,
-        session_metadata: row.try_get("session_metadata")?,
-        metadata_status: row.try_get("metadata_status")?,
-        metadata_error: row.try_get("metadata_error")?,
-        source_ip: row.try_get("source_ip")?,
-        user_agent: row.try_get("user_agent")?,
-        token_sha256: row.try_get("token_sha256")?,
-        token: row.try_get("token")?,
-        key_set_digest: row.try_get("key_set_digest")?,
-        duplicate_of: row.try_get("duplicate_of")?,
-        claims_verified: row.try_get("claims_verified")?,
-        action: row.try_get("action")?,
-        details: row.try_get("details")?,
-    };
-    // A hash of the wrong length is reported by the verifier, not refused here.
-    let stored: Vec<u8> = row.try_get("entry_hash")?;
-    Ok(ChainRow {
-        row: event,
-        entry_hash: stored,
-    })
-}
-
-fn digest_row(row: &SqliteRow, scratch: &mut Vec<u8>) -> Result<ChainDigest, (i64, String)> {
-    let id: i64 = row
-        .try_get(0)
-        .map_err(|e| (0, format!("unreadable id: {e}")))?;
-    scratch.clear();
-    for (i, (name, ty)) in LAYOUT.iter().enumerate() {
-        let bad = |e: sqlx::Error| {
-            (
-                id,
-                format!("column {name} holds a value of the wrong type ({e})"),
-            )
-        };
-        let cell = match ty {
-            ColumnType::Int => row
-                .try_get::<Option<i64>, _>(i)
-                .map_err(bad)?
-                .map_or(Cell::Null, Cell::Int),
-            ColumnType::Text => row
-                .try_get::<Option<&str>, _>(i)
-                .map_err(bad)?
-                .map_or(Cell::Null, Cell::Text),
-            ColumnType::Blob => row
-                .try_get::<Option<&[u8]>, _>(i)
-                .map_err(bad)?
-                .map_or(Cell::Null, Cell::Blob),
-        };
-        encode_cell(scratch, cell);
-    }
-    let stored: Vec<u8> = row
-        .try_get(LAYOUT.len())
-        .map_err(|e| (id, format!("unreadable entry hash: {e}")))?;
-    Ok(ChainDigest {
-        id,
-        stored,
-        content: content_digest(scratch),
-    })
-}
-
-/// The last chained entry: its id and hash; on an empty store, the retention anchor's
-/// predecessor, or `(0, GENESIS)`.
-pub(super) async fn last_entry(conn: &mut SqliteConnection) -> Result<(i64, [u8; 32]), StoreError> {
-    let last = sqlx::query("SELECT id, entry_hash FROM audit_events ORDER BY id DESC LIMIT 1")
-        .fetch_optional(&mut *conn)
-        .await?;
-    if let Some(row) = last {
-        let id: i64 = row.try_get(0)?;
-        return Ok((id, hash32(id, row.try_get(1)?)?));
-    }
-    let anchor =
-        sqlx::query("SELECT first_id, prev_entry_hash FROM chain_anchor WHERE singleton = 1")
-            .fetch_optional(&mut *conn)
-            .await?;
-    match anchor {
-        Some(row) => {
-            let first: i64 = row.try_get(0)?;
-            Ok((first - 1, hash32(first, row.try_get(1)?)?))
-        }
-        None => Ok((0, GENESIS)),
-    }
-}
-
-/// Entry hashes with ids in `from..=to`, purged ones included, in id order (at most `limit`).
-pub(super) async fn leaf_hashes(
-    conn: &mut SqliteConnection,
-    from: i64,
-    to: i64,
-    limit: u32,
-) -> Result<Vec<(i64, [u8; 32])>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT id, entry_hash FROM purged_hashes WHERE id BETWEEN ?1 AND ?2 \
-         UNION ALL SELECT id, entry_hash FROM audit_events WHERE id BETWEEN ?1 AND ?2 \
-         ORDER BY id LIMIT ?3",
-    )
-    .bind(from)
-    .bind(to)
-    .bind(i64::from(limit))
-    .fetch_all(&mut *conn)
-    .await?;
-    rows.iter().map(id_and_hash).collect()
-}
-
-/// Stores a signed checkpoint.
-pub(super) async fn insert_checkpoint(
-    tx: &mut SqliteConnection,
-    size: i64,
-    root: &[u8; 32],
-    note: &str,
-    at: i64,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO checkpoints (tree_size, root_hash, note, created_at) VALUES (?, ?, ?, ?)",
-    )
-    .bind(size)
-    .bind(&root[..])
-    .bind(note)
-    .bind(at)
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
-}
-
-/// Reads `(id, 32-byte hash)` from the first two columns.
-fn id_and_hash(row: &SqliteRow) -> Result<(i64, [u8; 32]), StoreError> {
-    let id: i64 = row.try_get(0)?;
-    Ok((id, hash32(id, row.try_get(1)?)?))
-}
-
-fn hash32(id: i64, bytes: Vec<u8>) -> Result<[u8; 32], StoreError> {
-    bytes.try_into().map_err(|_| StoreError::Corrupt {
-        id,
-        message: "hash is not 32 bytes".into(),
-    })
-}
-
-/// Inserts one chained row.
-pub(super) async fn insert_row(
-    tx: &mut SqliteConnection,
-    r: &EventRow,
-    entry_hash: &[u8; 32],
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO audit_events (id, kind, received_at, outcome, http_status, reason, reason_detail, \
-         iss, sub, sid, jti, aud, iat, exp, alg, kid, typ, events, session_metadata, metadata_status, \
-         metadata_error, source_ip, user_agent, token_sha256, token, key_set_digest, duplicate_of, \
-         claims_verified, action, details, entry_hash) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(r.id)
-    .bind(&r.kind)
-    .bind(r.received_at)
-    .bind(&r.outcome)
-    .bind(r.http_status)
-    .bind(&r.reason)
-    .bind(&r.reason_detail)
-    .bind(&r.iss)
-    .bind(&r.sub)
-    .bind(&r.sid)
-    .bind(&r.jti)
-    .bind(&r.aud)
-    .bind(r.iat)
-    .bind(r.exp)
-    .bind(&r.alg)
-    .bind(&r.kid)
-    .bind(&r.typ)
-    .bind(&r.events)
-    .bind(&r.session_metadata)
-    .bind(&r.metadata_status)
-    .bind(&r.metadata_error)
-    .bind(&r.source_ip)
-    .bind(&r.user_agent)
-    .bind(&r.token_sha256)
-    .bind(&r.token)
-    .bind(&r.key_set_digest)
-    .bind(r.duplicate_of)
-    .bind(r.claims_verified)
-    .bind(&r.action)
-    .bind(&r.details)
-    .bind(&entry_hash[..])
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
-}
-
 /// Splits `n` items into power-of-two chunks no larger than `max`, so a handful of statement
 /// texts cover every batch size and stay in the prepared-statement cache.
 pub(super) fn chunks(mut n: usize, max: usize) -> Vec<usize> {
@@ -469,188 +264,6 @@ pub(super) fn chunks(mut n: usize, max: usize) -> Vec<usize> {
     out
 }
 
-/// Inserts chained rows with few statements (multi-row `INSERT`, power-of-two chunks).
-pub(super) async fn insert_rows(
-    tx: &mut SqliteConnection,
-    rows: &[(EventRow, [u8; 32])],
-) -> Result<(), StoreError> {
-    let mut rest = rows;
-    for n in chunks(rows.len(), 32) {
-        let (chunk, tail) = rest.split_at(n);
-        rest = tail;
-        let mut q = QueryBuilder::<Sqlite>::new(format!(
-            "INSERT INTO audit_events ({}, entry_hash) ",
-            COLUMNS.join(", ")
-        ));
-        q.push_values(chunk, |mut b, (r, hash)| {
-            b.push_bind(r.id)
-                .push_bind(r.kind.clone())
-                .push_bind(r.received_at)
-                .push_bind(r.outcome.clone())
-                .push_bind(r.http_status)
-                .push_bind(r.reason.clone())
-                .push_bind(r.reason_detail.clone())
-                .push_bind(r.iss.clone())
-                .push_bind(r.sub.clone())
-                .push_bind(r.sid.clone())
-                .push_bind(r.jti.clone())
-                .push_bind(r.aud.clone())
-                .push_bind(r.iat)
-                .push_bind(r.exp)
-                .push_bind(r.alg.clone())
-                .push_bind(r.kid.clone())
-                .push_bind(r.typ.clone())
-                .push_bind(r.events.clone())
-                .push_bind(r.session_metadata.clone())
-                .push_bind(r.metadata_status.clone())
-                .push_bind(r.metadata_error.clone())
-                .push_bind(r.source_ip.clone())
-                .push_bind(r.user_agent.clone())
-                .push_bind(r.token_sha256.clone())
-                .push_bind(r.token.clone())
-                .push_bind(r.key_set_digest.clone())
-                .push_bind(r.duplicate_of)
-                .push_bind(r.claims_verified)
-                .push_bind(r.action.clone())
-                .push_bind(r.details.clone())
-                .push_bind(hash.to_vec());
-        });
-        q.build().execute(&mut *tx).await?;
-    }
-    Ok(())
-}
-
-/// The accepted records holding any of these `(iss, jti)`, with their token hashes.
-pub(super) async fn accepted_tokens(
-    tx: &mut SqliteConnection,
-    keys: &[(String, String)],
-) -> Result<Vec<((String, String), (i64, [u8; 32]))>, StoreError> {
-    let mut out = Vec::new();
-    let mut rest = keys;
-    for n in chunks(keys.len(), 64) {
-        let (chunk, tail) = rest.split_at(n);
-        rest = tail;
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "SELECT iss, jti, event_id, token_sha256 FROM accepted_tokens WHERE (iss, jti) IN (VALUES ",
-        );
-        let mut sep = q.separated(", ");
-        for (iss, jti) in chunk {
-            sep.push("(")
-                .push_bind_unseparated(iss.clone())
-                .push_unseparated(", ")
-                .push_bind_unseparated(jti.clone())
-                .push_unseparated(")");
-        }
-        q.push(")");
-        for row in q.build().fetch_all(&mut *tx).await? {
-            let id: i64 = row.try_get(2)?;
-            out.push((
-                (row.try_get(0)?, row.try_get(1)?),
-                (id, hash32(id, row.try_get(3)?)?),
-            ));
-        }
-    }
-    Ok(out)
-}
-
-/// Remembers accepted `(iss, jti)` pairs for replay detection.
-pub(super) async fn insert_accepted_many(
-    tx: &mut SqliteConnection,
-    accepted: &[(String, String, [u8; 32], i64)],
-) -> Result<(), StoreError> {
-    let mut rest = accepted;
-    for n in chunks(accepted.len(), 64) {
-        let (chunk, tail) = rest.split_at(n);
-        rest = tail;
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO accepted_tokens (iss, jti, token_sha256, event_id) ",
-        );
-        q.push_values(chunk, |mut b, (iss, jti, sha, id)| {
-            b.push_bind(iss.clone())
-                .push_bind(jti.clone())
-                .push_bind(sha.to_vec())
-                .push_bind(*id);
-        });
-        q.build().execute(&mut *tx).await?;
-    }
-    Ok(())
-}
-
-/// Indexes valid metadata pairs: `(key, value, event id)`.
-pub(super) async fn insert_pairs_many(
-    tx: &mut SqliteConnection,
-    pairs: &[(String, String, i64)],
-) -> Result<(), StoreError> {
-    let mut rest = pairs;
-    for n in chunks(pairs.len(), 128) {
-        let (chunk, tail) = rest.split_at(n);
-        rest = tail;
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "INSERT OR IGNORE INTO metadata_pairs (key, value, event_id) ",
-        );
-        q.push_values(chunk, |mut b, (k, v, id)| {
-            b.push_bind(k.clone()).push_bind(v.clone()).push_bind(*id);
-        });
-        q.build().execute(&mut *tx).await?;
-    }
-    Ok(())
-}
-
-/// Updates `last_seen` of an archived key set; false when the digest is new.
-pub(super) async fn touch_key_set(
-    tx: &mut SqliteConnection,
-    digest: &[u8; 32],
-    seen_at: i64,
-) -> Result<bool, StoreError> {
-    let done = sqlx::query("UPDATE key_sets SET last_seen = MAX(last_seen, ?) WHERE digest = ?")
-        .bind(seen_at)
-        .bind(&digest[..])
-        .execute(&mut *tx)
-        .await?;
-    Ok(done.rows_affected() > 0)
-}
-
-/// The most recently first-seen key set of an issuer: digest and kids.
-pub(super) async fn latest_key_set(
-    tx: &mut SqliteConnection,
-    issuer: &str,
-) -> Result<Option<([u8; 32], Vec<String>)>, StoreError> {
-    let row = sqlx::query("SELECT digest, kids FROM key_sets WHERE issuer = ? ORDER BY first_seen DESC, rowid DESC LIMIT 1")
-        .bind(issuer)
-        .fetch_optional(&mut *tx)
-        .await?;
-    match row {
-        Some(row) => {
-            let digest = hash32(0, row.try_get(0)?)?;
-            let kids: String = row.try_get(1)?;
-            let kids = serde_json::from_str(&kids).map_err(|e| StoreError::Corrupt {
-                id: 0,
-                message: format!("key set kids: {e}"),
-            })?;
-            Ok(Some((digest, kids)))
-        }
-        None => Ok(None),
-    }
-}
-
-/// Archives a new key set.
-pub(super) async fn insert_key_set(
-    tx: &mut SqliteConnection,
-    set: &FetchedKeySet,
-    seen_at: i64,
-) -> Result<(), StoreError> {
-    sqlx::query("INSERT INTO key_sets (digest, issuer, jwks, kids, first_seen, last_seen) VALUES (?, ?, ?, ?, ?, ?)")
-        .bind(&set.digest[..])
-        .bind(&set.issuer)
-        .bind(&set.document)
-        .bind(serde_json::Value::from(set.kids.clone()).to_string())
-        .bind(seen_at)
-        .bind(seen_at)
-        .execute(&mut *tx)
-        .await?;
-    Ok(())
-}
-
 /// Opens a single write connection on an existing store (CLI writers: retention, access).
 /// The store must have been created (and migrated) by the service.
 pub(super) async fn open_writer(path: &Path) -> Result<SqliteConnection, StoreError> {
@@ -664,112 +277,307 @@ pub(super) async fn open_writer(path: &Path) -> Result<SqliteConnection, StoreEr
     Ok(conn)
 }
 
-/// Appends one row after whatever the chain ends with now, inside `tx` (which holds the write
-/// lock: `BEGIN IMMEDIATE`). Returns its id.
-pub(super) async fn append_after_last(
-    tx: &mut SqliteConnection,
-    note: &Note,
-) -> Result<i64, StoreError> {
-    let (last_id, last_hash) = last_entry(tx).await?;
-    let row = note_row(last_id + 1, note);
-    let hash = row.entry_hash(&last_hash, &mut Vec::new());
-    insert_row(tx, &row, &hash).await?;
-    Ok(row.id)
-}
-
-/// What a retention run would remove: the largest checkpointed prefix older than `before`.
-pub(super) async fn purge_plan(
-    conn: &mut SqliteConnection,
-    before: i64,
-) -> Result<PurgePlan, StoreError> {
-    let first: Option<i64> = sqlx::query_scalar("SELECT MIN(id) FROM audit_events")
-        .fetch_one(&mut *conn)
-        .await?;
-    let newer: Option<i64> =
-        sqlx::query_scalar("SELECT MIN(id) FROM audit_events WHERE received_at >= ?")
-            .bind(before)
-            .fetch_one(&mut *conn)
+impl ChainOps for SqliteConnection {
+    /// The last chained entry: its id and hash; on an empty store, the retention anchor's
+    /// predecessor, or `(0, GENESIS)`.
+    async fn last_entry(&mut self) -> Result<(i64, [u8; 32]), StoreError> {
+        let last = sqlx::query("SELECT id, entry_hash FROM audit_events ORDER BY id DESC LIMIT 1")
+            .fetch_optional(&mut *self)
             .await?;
-    let last: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM audit_events")
-        .fetch_one(&mut *conn)
-        .await?;
-    let older_through = match (newer, last) {
-        (Some(n), _) => n - 1,
-        (None, Some(l)) => l,
-        (None, None) => 0,
-    };
-    let through: Option<i64> =
-        sqlx::query_scalar("SELECT MAX(tree_size) FROM checkpoints WHERE tree_size <= ?")
-            .bind(older_through)
-            .fetch_one(&mut *conn)
-            .await?;
-    let first = first.unwrap_or(1);
-    let through = through.filter(|t| *t >= first);
-    let count = through.map_or(0, |t| t - first + 1);
-    Ok(PurgePlan {
-        first_id: first,
-        through,
-        records: count,
-    })
-}
+        if let Some(row) = last {
+            let id: i64 = row.try_get(0)?;
+            return Ok((id, hash32(id, row.try_get::<&[u8], _>(1)?)?));
+        }
+        let anchor =
+            sqlx::query("SELECT first_id, prev_entry_hash FROM chain_anchor WHERE singleton = 1")
+                .fetch_optional(&mut *self)
+                .await?;
+        match anchor {
+            Some(row) => {
+                let first: i64 = row.try_get(0)?;
+                Ok((first - 1, hash32(first, row.try_get::<&[u8], _>(1)?)?))
+            }
+            None => Ok((0, GENESIS)),
+        }
+    }
 
-/// Removes records `..=through` (a checkpoint boundary) in one transaction, keeping their entry
-/// hashes and the anchor, and chains a retention record carrying the last removed hash.
-pub(super) async fn purge_through(
-    tx: &mut SqliteConnection,
-    plan: PurgePlan,
-    through: i64,
-    before: i64,
-    at: i64,
-) -> Result<(i64, [u8; 32]), StoreError> {
-    let anchor_row = sqlx::query("SELECT entry_hash FROM audit_events WHERE id = ?")
-        .bind(through)
-        .fetch_one(&mut *tx)
+    /// Entry hashes with ids in `from..=to`, purged ones included, in id order (at most `limit`).
+    async fn leaf_hashes(
+        &mut self,
+        from: i64,
+        to: i64,
+        limit: u32,
+    ) -> Result<Vec<(i64, [u8; 32])>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, entry_hash FROM purged_hashes WHERE id BETWEEN ?1 AND ?2 \
+         UNION ALL SELECT id, entry_hash FROM audit_events WHERE id BETWEEN ?1 AND ?2 \
+         ORDER BY id LIMIT ?3",
+        )
+        .bind(from)
+        .bind(to)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *self)
         .await?;
-    let anchor = hash32(through, anchor_row.try_get(0)?)?;
-    sqlx::query("INSERT INTO purge_window (singleton, up_to_id) VALUES (1, ?)")
-        .bind(through)
-        .execute(&mut *tx)
+        rows.iter().map(cells::id_and_hash).collect()
+    }
+
+    /// The accepted records holding any of these `(iss, jti)`, with their token hashes.
+    async fn accepted_tokens(
+        &mut self,
+        keys: &[(String, String)],
+    ) -> Result<Vec<AcceptedToken>, StoreError> {
+        let mut out = Vec::new();
+        let mut rest = keys;
+        for n in chunks(keys.len(), 64) {
+            let (chunk, tail) = rest.split_at(n);
+            rest = tail;
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "SELECT iss, jti, event_id, token_sha256 FROM accepted_tokens WHERE (iss, jti) IN (VALUES ",
+            );
+            let mut sep = q.separated(", ");
+            for (iss, jti) in chunk {
+                sep.push("(")
+                    .push_bind_unseparated(iss.clone())
+                    .push_unseparated(", ")
+                    .push_bind_unseparated(jti.clone())
+                    .push_unseparated(")");
+            }
+            q.push(")");
+            for row in q.build().fetch_all(&mut *self).await? {
+                let id: i64 = row.try_get(2)?;
+                out.push((
+                    (row.try_get(0)?, row.try_get(1)?),
+                    (id, hash32(id, row.try_get::<&[u8], _>(3)?)?),
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Inserts chained rows with few statements (multi-row `INSERT`, power-of-two chunks).
+    async fn insert_rows(&mut self, rows: &[(EventRow, [u8; 32])]) -> Result<(), StoreError> {
+        let mut rest = rows;
+        for n in chunks(rows.len(), 32) {
+            let (chunk, tail) = rest.split_at(n);
+            rest = tail;
+            let mut q = QueryBuilder::<Sqlite>::new(format!(
+                "INSERT INTO audit_events ({}, entry_hash) ",
+                COLUMNS.join(", ")
+            ));
+            q.push_values(chunk, |mut b, (r, hash)| {
+                b.push_bind(r.id)
+                    .push_bind(r.kind.clone())
+                    .push_bind(r.received_at)
+                    .push_bind(r.outcome.clone())
+                    .push_bind(r.http_status)
+                    .push_bind(r.reason.clone())
+                    .push_bind(r.reason_detail.clone())
+                    .push_bind(r.iss.clone())
+                    .push_bind(r.sub.clone())
+                    .push_bind(r.sid.clone())
+                    .push_bind(r.jti.clone())
+                    .push_bind(r.aud.clone())
+                    .push_bind(r.iat)
+                    .push_bind(r.exp)
+                    .push_bind(r.alg.clone())
+                    .push_bind(r.kid.clone())
+                    .push_bind(r.typ.clone())
+                    .push_bind(r.events.clone())
+                    .push_bind(r.session_metadata.clone())
+                    .push_bind(r.metadata_status.clone())
+                    .push_bind(r.metadata_error.clone())
+                    .push_bind(r.source_ip.clone())
+                    .push_bind(r.user_agent.clone())
+                    .push_bind(r.token_sha256.clone())
+                    .push_bind(r.token.clone())
+                    .push_bind(r.key_set_digest.clone())
+                    .push_bind(r.duplicate_of)
+                    .push_bind(r.claims_verified)
+                    .push_bind(r.action.clone())
+                    .push_bind(r.details.clone())
+                    .push_bind(hash.to_vec());
+            });
+            q.build().execute(&mut *self).await?;
+        }
+        Ok(())
+    }
+
+    /// Remembers accepted `(iss, jti)` pairs for replay detection.
+    async fn insert_accepted(
+        &mut self,
+        accepted: &[(String, String, [u8; 32], i64)],
+    ) -> Result<(), StoreError> {
+        let mut rest = accepted;
+        for n in chunks(accepted.len(), 64) {
+            let (chunk, tail) = rest.split_at(n);
+            rest = tail;
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO accepted_tokens (iss, jti, token_sha256, event_id) ",
+            );
+            q.push_values(chunk, |mut b, (iss, jti, sha, id)| {
+                b.push_bind(iss.clone())
+                    .push_bind(jti.clone())
+                    .push_bind(sha.to_vec())
+                    .push_bind(*id);
+            });
+            q.build().execute(&mut *self).await?;
+        }
+        Ok(())
+    }
+
+    /// Indexes valid metadata pairs: `(key, value, event id)`.
+    async fn insert_pairs(&mut self, pairs: &[(String, String, i64)]) -> Result<(), StoreError> {
+        let mut rest = pairs;
+        for n in chunks(pairs.len(), 128) {
+            let (chunk, tail) = rest.split_at(n);
+            rest = tail;
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT OR IGNORE INTO metadata_pairs (key, value, event_id) ",
+            );
+            q.push_values(chunk, |mut b, (k, v, id)| {
+                b.push_bind(k.clone()).push_bind(v.clone()).push_bind(*id);
+            });
+            q.build().execute(&mut *self).await?;
+        }
+        Ok(())
+    }
+
+    /// Stores a signed checkpoint.
+    async fn insert_checkpoint(
+        &mut self,
+        size: i64,
+        root: &[u8; 32],
+        note: &str,
+        at: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO checkpoints (tree_size, root_hash, note, created_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(size)
+        .bind(&root[..])
+        .bind(note)
+        .bind(at)
+        .execute(&mut *self)
         .await?;
-    sqlx::query("INSERT OR IGNORE INTO purged_hashes (id, entry_hash) SELECT id, entry_hash FROM audit_events WHERE id <= ?")
-        .bind(through)
-        .execute(&mut *tx)
+        Ok(())
+    }
+
+    /// Updates `last_seen` of an archived key set; false when the digest is new.
+    async fn touch_key_set(&mut self, digest: &[u8; 32], seen_at: i64) -> Result<bool, StoreError> {
+        let done =
+            sqlx::query("UPDATE key_sets SET last_seen = MAX(last_seen, ?) WHERE digest = ?")
+                .bind(seen_at)
+                .bind(&digest[..])
+                .execute(&mut *self)
+                .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// The most recently first-seen key set of an issuer: digest and kids.
+    async fn latest_key_set(&mut self, issuer: &str) -> Result<Option<ArchivedKeySet>, StoreError> {
+        let row = sqlx::query("SELECT digest, kids FROM key_sets WHERE issuer = ? ORDER BY first_seen DESC, rowid DESC LIMIT 1")
+        .bind(issuer)
+        .fetch_optional(&mut *self)
         .await?;
-    sqlx::query("DELETE FROM metadata_pairs WHERE event_id <= ?")
-        .bind(through)
-        .execute(&mut *tx)
+        match row {
+            Some(row) => {
+                let digest = hash32(0, row.try_get::<&[u8], _>(0)?)?;
+                let kids: String = row.try_get(1)?;
+                let kids = parse_kids(&kids)?;
+                Ok(Some((digest, kids)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Archives a new key set.
+    async fn insert_key_set(
+        &mut self,
+        set: &FetchedKeySet,
+        seen_at: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO key_sets (digest, issuer, jwks, kids, first_seen, last_seen) VALUES (?, ?, ?, ?, ?, ?)")
+        .bind(&set.digest[..])
+        .bind(&set.issuer)
+        .bind(&set.document)
+        .bind(serde_json::Value::from(set.kids.clone()).to_string())
+        .bind(seen_at)
+        .bind(seen_at)
+        .execute(&mut *self)
         .await?;
-    sqlx::query("DELETE FROM accepted_tokens WHERE event_id <= ?")
+        Ok(())
+    }
+
+    /// What a retention run would remove: the largest checkpointed prefix older than `before`.
+    async fn purge_plan(&mut self, before: i64) -> Result<PurgePlan, StoreError> {
+        let first: Option<i64> = sqlx::query_scalar("SELECT MIN(id) FROM audit_events")
+            .fetch_one(&mut *self)
+            .await?;
+        let newer: Option<i64> =
+            sqlx::query_scalar("SELECT MIN(id) FROM audit_events WHERE received_at >= ?")
+                .bind(before)
+                .fetch_one(&mut *self)
+                .await?;
+        let last: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM audit_events")
+            .fetch_one(&mut *self)
+            .await?;
+        let older_through = match (newer, last) {
+            (Some(n), _) => n - 1,
+            (None, Some(l)) => l,
+            (None, None) => 0,
+        };
+        let through: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(tree_size) FROM checkpoints WHERE tree_size <= ?")
+                .bind(older_through)
+                .fetch_one(&mut *self)
+                .await?;
+        let first = first.unwrap_or(1);
+        let through = through.filter(|t| *t >= first);
+        let count = through.map_or(0, |t| t - first + 1);
+        Ok(PurgePlan {
+            first_id: first,
+            through,
+            records: count,
+        })
+    }
+
+    async fn remove_through(&mut self, through: i64) -> Result<([u8; 32], u64), StoreError> {
+        let anchor_row = sqlx::query("SELECT entry_hash FROM audit_events WHERE id = ?")
+            .bind(through)
+            .fetch_one(&mut *self)
+            .await?;
+        let anchor = hash32(through, anchor_row.try_get::<&[u8], _>(0)?)?;
+        sqlx::query("INSERT INTO purge_window (singleton, up_to_id) VALUES (1, ?)")
+            .bind(through)
+            .execute(&mut *self)
+            .await?;
+        sqlx::query("INSERT OR IGNORE INTO purged_hashes (id, entry_hash) SELECT id, entry_hash FROM audit_events WHERE id <= ?")
         .bind(through)
-        .execute(&mut *tx)
+        .execute(&mut *self)
         .await?;
-    let removed = sqlx::query("DELETE FROM audit_events WHERE id <= ?")
-        .bind(through)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-    sqlx::query("INSERT OR REPLACE INTO chain_anchor (singleton, first_id, prev_entry_hash) VALUES (1, ?, ?)")
+        sqlx::query("DELETE FROM metadata_pairs WHERE event_id <= ?")
+            .bind(through)
+            .execute(&mut *self)
+            .await?;
+        sqlx::query("DELETE FROM accepted_tokens WHERE event_id <= ?")
+            .bind(through)
+            .execute(&mut *self)
+            .await?;
+        let removed = sqlx::query("DELETE FROM audit_events WHERE id <= ?")
+            .bind(through)
+            .execute(&mut *self)
+            .await?
+            .rows_affected();
+        sqlx::query("INSERT OR REPLACE INTO chain_anchor (singleton, first_id, prev_entry_hash) VALUES (1, ?, ?)")
         .bind(through + 1)
         .bind(&anchor[..])
-        .execute(&mut *tx)
+        .execute(&mut *self)
         .await?;
-    sqlx::query("DELETE FROM purge_window")
-        .execute(&mut *tx)
-        .await?;
-    let note = Note {
-        kind: NoteKind::System,
-        action: "retention".into(),
-        details: serde_json::json!({
-            "before": crate::clock::format_millis(before),
-            "removed_from": plan.first_id,
-            "removed_through": through,
-            "removed_records": removed,
-            "anchor_entry_hash": crate::keys::jwks::hex(&anchor),
-        }),
-        at,
-    };
-    let id = append_after_last(tx, &note).await?;
-    Ok((id, anchor))
+        sqlx::query("DELETE FROM purge_window")
+            .execute(&mut *self)
+            .await?;
+        Ok((anchor, removed))
+    }
 }
 
 #[cfg(test)]

@@ -11,12 +11,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use sqlx::{Connection, SqliteConnection};
 use tokio::sync::mpsc;
 
+use super::backend::{ChainOps, WriteDb};
 use super::chain::EventRow;
 use super::entry::{Committed, Note, NoteKind, Outcome, logout_row, note_row, resolve};
-use super::{Job, StoreError, StoredCheckpoint, sqlite};
+use super::{Job, StoreError, StoredCheckpoint};
 use crate::keys::FetchedKeySet;
 use crate::keys::jwks::hex;
 use crate::tlog::merkle::{Accumulator, leaf_hash};
@@ -53,15 +53,11 @@ enum Done {
 }
 
 /// Runs until every sender is dropped, then commits what is left and returns.
-pub(super) async fn run(
-    mut conn: SqliteConnection,
-    mut rx: mpsc::Receiver<Job>,
-    timeout: Duration,
-) {
+pub(super) async fn run<W: WriteDb>(mut db: W, mut rx: mpsc::Receiver<Job>, timeout: Duration) {
     let mut head = None;
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        match commit(&mut conn, &mut head, &batch, timeout).await {
+        match commit(&mut db, &mut head, &batch, timeout).await {
             Ok(done) => reply(batch.drain(..), done.into_iter().map(Ok)),
             Err(e) if batch.len() == 1 || matches!(e, StoreError::Timeout(_)) => {
                 tracing::error!(jobs = batch.len(), "audit batch not committed: {e}");
@@ -75,7 +71,7 @@ pub(super) async fn run(
                 );
                 for job in batch.drain(..) {
                     let one = [job];
-                    let result = commit(&mut conn, &mut head, &one, timeout).await;
+                    let result = commit(&mut db, &mut head, &one, timeout).await;
                     let [job] = one;
                     match result {
                         Ok(done) => reply(std::iter::once(job), done.into_iter().map(Ok)),
@@ -141,8 +137,8 @@ fn reply(jobs: impl Iterator<Item = Job>, results: impl Iterator<Item = Result<D
 
 /// Brings the cached head up to the stored chain: catches up on records appended by another
 /// process, or rebuilds from scratch when the cache cannot be trusted.
-async fn sync_head(tx: &mut SqliteConnection, cached: Option<Head>) -> Result<Head, StoreError> {
-    let (last_id, last_hash) = sqlite::last_entry(tx).await?;
+async fn sync_head<C: ChainOps>(tx: &mut C, cached: Option<Head>) -> Result<Head, StoreError> {
+    let (last_id, last_hash) = tx.last_entry().await?;
     let mut head = match cached {
         Some(h) if h.next_id - 1 == last_id && h.prev_hash == last_hash => return Ok(h),
         Some(h) if h.next_id - 1 < last_id => h,
@@ -153,7 +149,7 @@ async fn sync_head(tx: &mut SqliteConnection, cached: Option<Head>) -> Result<He
         },
     };
     while head.next_id <= last_id {
-        let page = sqlite::leaf_hashes(tx, head.next_id, last_id, REBUILD_PAGE).await?;
+        let page = tx.leaf_hashes(head.next_id, last_id, REBUILD_PAGE).await?;
         let Some(&(page_last, _)) = page.last() else {
             break;
         };
@@ -168,17 +164,17 @@ async fn sync_head(tx: &mut SqliteConnection, cached: Option<Head>) -> Result<He
 }
 
 /// Commits `jobs` in one transaction within the timeout; the cached head moves only on commit.
-async fn commit(
-    conn: &mut SqliteConnection,
+async fn commit<W: WriteDb>(
+    db: &mut W,
     head: &mut Option<Head>,
     jobs: &[Job],
     timeout: Duration,
 ) -> Result<Vec<Done>, StoreError> {
     let cached = head.take();
     let result = tokio::time::timeout(timeout + Duration::from_secs(1), async {
-        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-        let mut cursor = sync_head(&mut tx, cached).await?;
-        let done = write_jobs(&mut tx, jobs, &mut cursor).await?;
+        let mut tx = db.begin().await?;
+        let mut cursor = sync_head(&mut *tx, cached).await?;
+        let done = write_jobs(&mut *tx, jobs, &mut cursor).await?;
         tx.commit().await?;
         Ok::<_, StoreError>((done, cursor))
     })
@@ -212,10 +208,10 @@ impl Pending {
     }
 
     /// Writes everything queued, in order.
-    async fn flush(&mut self, tx: &mut SqliteConnection) -> Result<(), StoreError> {
-        sqlite::insert_rows(tx, &self.rows).await?;
-        sqlite::insert_accepted_many(tx, &self.accepted).await?;
-        sqlite::insert_pairs_many(tx, &self.pairs).await?;
+    async fn flush<C: ChainOps>(&mut self, tx: &mut C) -> Result<(), StoreError> {
+        tx.insert_rows(&self.rows).await?;
+        tx.insert_accepted(&self.accepted).await?;
+        tx.insert_pairs(&self.pairs).await?;
         self.rows.clear();
         self.accepted.clear();
         self.pairs.clear();
@@ -224,8 +220,8 @@ impl Pending {
 }
 
 /// Appends one row right away (rare records: key sets, checkpoints).
-async fn append(
-    tx: &mut SqliteConnection,
+async fn append<C: ChainOps>(
+    tx: &mut C,
     row: EventRow,
     head: &mut Head,
     scratch: &mut Vec<u8>,
@@ -237,8 +233,8 @@ async fn append(
 
 type TokenKey = (String, String);
 
-async fn write_jobs(
-    tx: &mut SqliteConnection,
+async fn write_jobs<C: ChainOps>(
+    tx: &mut C,
     jobs: &[Job],
     head: &mut Head,
 ) -> Result<Vec<Done>, StoreError> {
@@ -254,10 +250,8 @@ async fn write_jobs(
             _ => None,
         })
         .collect();
-    let mut known: HashMap<TokenKey, (i64, [u8; 32])> = sqlite::accepted_tokens(tx, &keys)
-        .await?
-        .into_iter()
-        .collect();
+    let mut known: HashMap<TokenKey, (i64, [u8; 32])> =
+        tx.accepted_tokens(&keys).await?.into_iter().collect();
     let mut pending = Pending::default();
     for job in jobs {
         let id = head.next_id;
@@ -310,8 +304,8 @@ async fn write_jobs(
     Ok(done)
 }
 
-async fn checkpoint(
-    tx: &mut SqliteConnection,
+async fn checkpoint<C: ChainOps>(
+    tx: &mut C,
     req: &CheckpointRequest,
     head: &mut Head,
     scratch: &mut Vec<u8>,
@@ -323,7 +317,7 @@ async fn checkpoint(
         .signer
         .sign(&body)
         .map_err(|e| StoreError::BatchFailed(format!("cannot sign the checkpoint: {e}")))?;
-    sqlite::insert_checkpoint(tx, size, &root, &note, req.at).await?;
+    tx.insert_checkpoint(size, &root, &note, req.at).await?;
     let record = Note {
         kind: NoteKind::System,
         action: "checkpoint".into(),
@@ -340,18 +334,18 @@ async fn checkpoint(
     })
 }
 
-async fn archive_key_set(
-    tx: &mut SqliteConnection,
+async fn archive_key_set<C: ChainOps>(
+    tx: &mut C,
     set: &FetchedKeySet,
     seen_at: i64,
     head: &mut Head,
     scratch: &mut Vec<u8>,
 ) -> Result<Option<i64>, StoreError> {
-    if sqlite::touch_key_set(tx, &set.digest, seen_at).await? {
+    if tx.touch_key_set(&set.digest, seen_at).await? {
         return Ok(None);
     }
-    let previous = sqlite::latest_key_set(tx, &set.issuer).await?;
-    sqlite::insert_key_set(tx, set, seen_at).await?;
+    let previous = tx.latest_key_set(&set.issuer).await?;
+    tx.insert_key_set(set, seen_at).await?;
     let (prev_digest, prev_kids) = match previous {
         Some((d, kids)) => (Some(hex(&d)), kids),
         None => (None, Vec::new()),

@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, spawn_app, urlencode};
+use crate::helpers::{TestApp, both_backends, spawn_app, urlencode};
 
 /// The suite's baseline: no `typ`, an extra claim, an extra form parameter.
 fn baseline(app: &TestApp) -> serde_json::Map<String, Value> {
@@ -23,7 +23,7 @@ fn sign_no_typ(app: &TestApp, claims: &serde_json::Map<String, Value>) -> String
         .expect("sign")
 }
 
-#[tokio::test]
+both_backends!(rpinitlogout_valid_token_is_exactly_200_with_no_store);
 async fn rpinitlogout_valid_token_is_exactly_200_with_no_store() {
     let app = spawn_app().await;
     let a = post_with_extra_param(&app, &sign_no_typ(&app, &baseline(&app))).await;
@@ -34,7 +34,7 @@ async fn rpinitlogout_valid_token_is_exactly_200_with_no_store() {
     assert_eq!(r.claims_verified, Some(true));
 }
 
-#[tokio::test]
+both_backends!(alg_none_is_400);
 async fn alg_none_is_400() {
     let app = spawn_app().await;
     let c = baseline(&app);
@@ -46,7 +46,7 @@ async fn alg_none_is_400() {
     assert_eq!((a.status, a.code()), (400, "unsupported_alg"));
 }
 
-#[tokio::test]
+both_backends!(no_event_is_400);
 async fn no_event_is_400() {
     let app = spawn_app().await;
     let mut c = baseline(&app);
@@ -55,7 +55,7 @@ async fn no_event_is_400() {
     assert_eq!((a.status, a.code()), (400, "missing_claim"));
 }
 
-#[tokio::test]
+both_backends!(with_nonce_is_400);
 async fn with_nonce_is_400() {
     let app = spawn_app().await;
     let mut c = baseline(&app);
@@ -64,7 +64,7 @@ async fn with_nonce_is_400() {
     assert_eq!((a.status, a.code()), (400, "nonce_present"));
 }
 
-#[tokio::test]
+both_backends!(wrong_alg_with_a_real_key_of_the_set_is_400);
 async fn wrong_alg_with_a_real_key_of_the_set_is_400() {
     // ES256 with the issuer's published EC key while only RS256 is configured.
     let app = spawn_app().await;
@@ -80,7 +80,7 @@ async fn wrong_alg_with_a_real_key_of_the_set_is_400() {
     assert_eq!((a.status, a.code()), (400, "unsupported_alg"));
 }
 
-#[tokio::test]
+both_backends!(wrong_aud_is_400);
 async fn wrong_aud_is_400() {
     let app = spawn_app().await;
     let mut c = baseline(&app);
@@ -92,7 +92,7 @@ async fn wrong_aud_is_400() {
     assert_eq!((a.status, a.code()), (400, "wrong_audience"));
 }
 
-#[tokio::test]
+both_backends!(wrong_event_is_400);
 async fn wrong_event_is_400() {
     let app = spawn_app().await;
     let mut c = baseline(&app);
@@ -104,7 +104,7 @@ async fn wrong_event_is_400() {
     assert_eq!((a.status, a.code()), (400, "bad_events"));
 }
 
-#[tokio::test]
+both_backends!(wrong_iss_is_400);
 async fn wrong_iss_is_400() {
     let app = spawn_app().await;
     let mut c = baseline(&app);

@@ -12,7 +12,7 @@ use axum::routing::get;
 use logout_ledger::local_issuer::LocalIssuer;
 use serde_json::{Value, json};
 
-use crate::helpers::{AUDIENCE, TempDir, TestApp, settings, start};
+use crate::helpers::{AUDIENCE, TempDir, TestApp, TestDb, both_backends, settings, start};
 
 /// What the staged issuer does when its key set is requested.
 #[derive(Clone)]
@@ -66,7 +66,7 @@ async fn staged_issuer(behaviour: Jwks) -> (SocketAddr, String) {
 
 async fn receiver_for(issuer: &str, keys_op: Arc<LocalIssuer>) -> TestApp {
     let dir = Arc::new(TempDir::new());
-    let db = dir.0.join("audit.db");
+    let db = Arc::new(TestDb::new(&dir).await);
     let mut s = settings(&keys_op, &db);
     s.issuers[0].issuer = issuer.to_owned();
     s.keys.timeout = Duration::from_millis(500);
@@ -83,7 +83,7 @@ async fn settle() {
     tokio::time::sleep(Duration::from_millis(700)).await;
 }
 
-#[tokio::test]
+both_backends!(a_key_set_served_by_the_issuer_works);
 async fn a_key_set_served_by_the_issuer_works() {
     let op = Arc::new(LocalIssuer::start().await.expect("keys"));
     let (_, issuer) = staged_issuer(Jwks::Serve(op.jwks())).await;
@@ -93,7 +93,7 @@ async fn a_key_set_served_by_the_issuer_works() {
     assert_eq!(a.status, 200, "{:?}", a.body);
 }
 
-#[tokio::test]
+both_backends!(a_redirect_to_another_host_is_not_followed);
 async fn a_redirect_to_another_host_is_not_followed() {
     let op = Arc::new(LocalIssuer::start().await.expect("keys"));
     // The real key set is served by the LocalIssuer, on another host name (localhost vs 127.0.0.1).
@@ -113,7 +113,7 @@ async fn a_redirect_to_another_host_is_not_followed() {
     assert_eq!((a.status, a.code()), (503, "keys_unavailable"));
 }
 
-#[tokio::test]
+both_backends!(an_oversized_key_set_is_refused);
 async fn an_oversized_key_set_is_refused() {
     let op = Arc::new(LocalIssuer::start().await.expect("keys"));
     let (_, issuer) = staged_issuer(Jwks::Oversized).await;
@@ -131,7 +131,7 @@ async fn an_oversized_key_set_is_refused() {
     );
 }
 
-#[tokio::test]
+both_backends!(a_hanging_issuer_times_out_and_the_request_still_answers);
 async fn a_hanging_issuer_times_out_and_the_request_still_answers() {
     let op = Arc::new(LocalIssuer::start().await.expect("keys"));
     let (_, issuer) = staged_issuer(Jwks::Hang).await;

@@ -1,7 +1,10 @@
-//! Test harness: a real receiver on port 0, a real issuer over HTTP, a real SQLite file.
+//! Test harness: a real receiver on port 0, a real issuer over HTTP, and a real store: a
+//! SQLite file, or a fresh database on a real PostgreSQL server. A test that touches the store
+//! is written once and run on both backends with [`both_backends!`].
 
+use std::io::Write as _;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,10 +60,10 @@ pub(crate) fn issuer_settings(op: &LocalIssuer) -> IssuerSettings {
 }
 
 /// Settings for a receiver on port 0 writing to `db`.
-pub(crate) fn settings(op: &LocalIssuer, db: &Path) -> Settings {
+pub(crate) fn settings(op: &LocalIssuer, db: &TestDb) -> Settings {
     Settings {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        database: format!("sqlite://{}", db.display()),
+        database: db.url.clone(),
         log_format: LogFormat::Text,
         issuers: vec![issuer_settings(op)],
         keys: KeyFetchSettings {
@@ -101,7 +104,7 @@ pub(crate) struct TestApp {
     /// The query API's address, when a token is configured.
     pub api: Option<SocketAddr>,
     pub op: Arc<LocalIssuer>,
-    pub db: PathBuf,
+    pub db: Arc<TestDb>,
     pub client: reqwest::Client,
     pub settings: Settings,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -151,7 +154,7 @@ pub(crate) fn with_api(s: &mut Settings) {
 pub(crate) async fn spawn_app_with(change: impl FnOnce(&mut Settings)) -> TestApp {
     let op = Arc::new(LocalIssuer::start().await.expect("issuer starts"));
     let dir = Arc::new(TempDir::new());
-    let db = dir.0.join("audit.db");
+    let db = Arc::new(TestDb::new(&dir).await);
     let mut s = settings(&op, &db);
     change(&mut s);
     start(op, dir, db, s, true).await
@@ -161,7 +164,7 @@ pub(crate) async fn spawn_app_with(change: impl FnOnce(&mut Settings)) -> TestAp
 pub(crate) async fn start(
     op: Arc<LocalIssuer>,
     dir: Arc<TempDir>,
-    db: PathBuf,
+    db: Arc<TestDb>,
     settings: Settings,
     wait_keys: bool,
 ) -> TestApp {
@@ -313,12 +316,12 @@ impl TestApp {
 
     /// Every record, oldest first.
     pub(crate) async fn records(&self) -> Vec<StoredRecord> {
-        records_in(&self.db).await
+        records_in(&self.db.url).await
     }
 
     /// Every record of any kind, oldest first.
     pub(crate) async fn all_records(&self) -> Vec<StoredRecord> {
-        all_records_in(&self.db).await
+        all_records_in(&self.db.url).await
     }
 
     /// The newest logout record.
@@ -349,7 +352,7 @@ impl TestApp {
         start(
             Arc::clone(&self.op),
             Arc::clone(&self.dir),
-            self.db.clone(),
+            Arc::clone(&self.db),
             s,
             true,
         )
@@ -358,10 +361,8 @@ impl TestApp {
 }
 
 /// Reads every record of any kind (logout, access, system), oldest first.
-pub(crate) async fn all_records_in(db: &Path) -> Vec<StoredRecord> {
-    let reader = AuditStore::open_reader(&format!("sqlite://{}", db.display()))
-        .await
-        .expect("reader");
+pub(crate) async fn all_records_in(url: &str) -> Vec<StoredRecord> {
+    let reader = AuditStore::open_reader(url).await.expect("reader");
     reader
         .query(&EventFilter {
             kind: KindFilter::All,
@@ -373,11 +374,9 @@ pub(crate) async fn all_records_in(db: &Path) -> Vec<StoredRecord> {
         .expect("query")
 }
 
-/// Reads every logout record of a store file, oldest first.
-pub(crate) async fn records_in(db: &Path) -> Vec<StoredRecord> {
-    let reader = AuditStore::open_reader(&format!("sqlite://{}", db.display()))
-        .await
-        .expect("reader");
+/// Reads every logout record of a store, oldest first.
+pub(crate) async fn records_in(url: &str) -> Vec<StoredRecord> {
+    let reader = AuditStore::open_reader(url).await.expect("reader");
     reader
         .query(&EventFilter {
             order: Order::Asc,
@@ -417,4 +416,247 @@ pub(crate) async fn post_raw(
 /// Percent-encodes a form value.
 pub(crate) fn urlencode(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// Which database a test's store lives in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Backend {
+    /// A SQLite file in the test's directory.
+    Sqlite,
+    /// A fresh database on the PostgreSQL server.
+    Postgres,
+}
+
+tokio::task_local! {
+    /// The backend of the test running in this task (SQLite outside [`run_on`]).
+    static BACKEND: Backend;
+}
+
+/// The backend of the running test.
+pub(crate) fn backend() -> Backend {
+    BACKEND.try_with(|b| *b).unwrap_or(Backend::Sqlite)
+}
+
+/// The PostgreSQL server tests create their databases on (an admin connection URL).
+fn postgres_admin_url() -> String {
+    std::env::var("LOGOUT_LEDGER_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// Whether a missing PostgreSQL server fails the run (CI) instead of skipping its tests.
+fn postgres_required() -> bool {
+    std::env::var("LOGOUT_LEDGER_REQUIRE_POSTGRES").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+static POSTGRES_UP: tokio::sync::OnceCell<bool> = tokio::sync::OnceCell::const_new();
+
+/// Whether the PostgreSQL server answers. When it does not, this fails the test if
+/// `LOGOUT_LEDGER_REQUIRE_POSTGRES` is set (CI), and otherwise says once, on the terminal
+/// (past the test harness's capture), that the PostgreSQL half is skipped.
+pub(crate) async fn postgres_available() -> bool {
+    let up = *POSTGRES_UP
+        .get_or_init(|| async {
+            let url = postgres_admin_url();
+            let probe = tokio::time::timeout(Duration::from_secs(5), async {
+                use sqlx::Connection;
+                sqlx::PgConnection::connect(&url).await
+            })
+            .await;
+            match probe {
+                Ok(Ok(conn)) => {
+                    let _ = sqlx::Connection::close(conn).await;
+                    true
+                }
+                Ok(Err(e)) => {
+                    skip_notice(&url, &e.to_string());
+                    false
+                }
+                Err(_) => {
+                    skip_notice(&url, "no answer within 5 s");
+                    false
+                }
+            }
+        })
+        .await;
+    assert!(
+        up || !postgres_required(),
+        "LOGOUT_LEDGER_REQUIRE_POSTGRES is set but PostgreSQL at {} is unreachable",
+        postgres_admin_url()
+    );
+    up
+}
+
+fn skip_notice(url: &str, why: &str) {
+    if postgres_required() {
+        return;
+    }
+    let _ = writeln!(
+        std::io::stderr(),
+        "\nNOTE: PostgreSQL at {url} is unreachable ({why}): every `::postgres` test passes \
+         without running. Set LOGOUT_LEDGER_TEST_POSTGRES to a reachable server, or \
+         LOGOUT_LEDGER_REQUIRE_POSTGRES=1 to fail instead.\n"
+    );
+}
+
+/// Runs one test body on a backend (skipping PostgreSQL when it is not there).
+pub(crate) async fn run_on(backend: Backend, test: impl std::future::Future<Output = ()>) {
+    if backend == Backend::Postgres && !postgres_available().await {
+        return;
+    }
+    BACKEND.scope(backend, test).await;
+}
+
+/// Runs each named `async fn` once on SQLite and once on PostgreSQL, as the tests
+/// `NAME::sqlite` and `NAME::postgres`.
+macro_rules! both_backends {
+    ($($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test]
+                async fn sqlite() {
+                    $crate::helpers::run_on($crate::helpers::Backend::Sqlite, super::$name()).await
+                }
+
+                #[tokio::test]
+                async fn postgres() {
+                    $crate::helpers::run_on($crate::helpers::Backend::Postgres, super::$name())
+                        .await
+                }
+            }
+        )+
+    };
+}
+pub(crate) use both_backends;
+
+/// One test's store, on the running test's backend: a SQLite file in the test's directory, or a
+/// fresh PostgreSQL database, dropped when the last handle to it goes.
+#[derive(Debug)]
+pub(crate) struct TestDb {
+    /// The `--database` URL.
+    pub url: String,
+    /// The SQLite file, on SQLite.
+    pub path: Option<PathBuf>,
+    /// The database's name, on PostgreSQL.
+    postgres: Option<String>,
+}
+
+impl TestDb {
+    /// A new, empty store in `dir` (SQLite) or on the server (PostgreSQL).
+    pub(crate) async fn new(dir: &TempDir) -> Self {
+        match backend() {
+            Backend::Sqlite => {
+                let path = dir.0.join(format!("audit-{}.db", random_id()));
+                Self {
+                    url: format!("sqlite://{}", path.display()),
+                    path: Some(path),
+                    postgres: None,
+                }
+            }
+            Backend::Postgres => {
+                use sqlx::Connection;
+                let prefix = std::env::var("LOGOUT_LEDGER_TEST_DB_PREFIX")
+                    .unwrap_or_else(|_| "ll_test".into());
+                let name = format!("{prefix}_{}", random_id().replace('-', ""));
+                assert!(name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
+                let admin = postgres_admin_url();
+                let mut conn = sqlx::PgConnection::connect(&admin)
+                    .await
+                    .expect("connect to PostgreSQL");
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+                    .execute(&mut conn)
+                    .await
+                    .expect("create the test database");
+                let _ = sqlx::Connection::close(conn).await;
+                let mut url = reqwest::Url::parse(&admin).expect("admin URL");
+                url.set_path(&name);
+                Self {
+                    url: url.to_string(),
+                    path: None,
+                    postgres: Some(name),
+                }
+            }
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some(name) = self.postgres.take() else {
+            return;
+        };
+        // Drop runs inside the test's runtime: drop the database from a thread of its own.
+        let admin = postgres_admin_url();
+        let dropped = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async {
+                use sqlx::Connection;
+                let mut conn = sqlx::PgConnection::connect(&admin).await.ok()?;
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                )))
+                .execute(&mut conn)
+                .await
+                .ok()
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Some(_))) {
+            let _ = writeln!(std::io::stderr(), "could not drop a test database");
+        }
+    }
+}
+
+/// Another client holding the store's write lock: SQLite's (`BEGIN IMMEDIATE`) or the chain
+/// lock's row on PostgreSQL.
+pub(crate) enum WriteLock {
+    /// The SQLite connection inside its transaction.
+    Sqlite(sqlx::SqliteConnection),
+    /// The PostgreSQL connection inside its transaction.
+    Postgres(sqlx::PgConnection),
+}
+
+impl WriteLock {
+    /// Takes the lock and keeps it until [`WriteLock::release`].
+    pub(crate) async fn hold(db: &TestDb) -> Self {
+        use sqlx::Connection;
+        if db.path.is_some() {
+            let mut c = sqlx::SqliteConnection::connect(&db.url)
+                .await
+                .expect("open");
+            sqlx::query("BEGIN IMMEDIATE")
+                .execute(&mut c)
+                .await
+                .expect("lock");
+            Self::Sqlite(c)
+        } else {
+            let mut c = sqlx::PgConnection::connect(&db.url).await.expect("open");
+            sqlx::query("BEGIN").execute(&mut c).await.expect("begin");
+            sqlx::query("SELECT singleton FROM chain_lock FOR UPDATE")
+                .execute(&mut c)
+                .await
+                .expect("lock");
+            Self::Postgres(c)
+        }
+    }
+
+    /// Rolls back and closes, releasing the lock.
+    pub(crate) async fn release(self) {
+        match self {
+            Self::Sqlite(mut c) => {
+                sqlx::query("ROLLBACK")
+                    .execute(&mut c)
+                    .await
+                    .expect("unlock");
+            }
+            Self::Postgres(mut c) => {
+                sqlx::query("ROLLBACK")
+                    .execute(&mut c)
+                    .await
+                    .expect("unlock");
+            }
+        }
+    }
 }

@@ -4,9 +4,11 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::helpers::{CLIENT_SECRET, all_algorithms, spawn_app, spawn_app_with, start};
+use crate::helpers::{
+    CLIENT_SECRET, all_algorithms, both_backends, spawn_app, spawn_app_with, start,
+};
 
-#[tokio::test]
+both_backends!(a_rotated_key_is_picked_up_on_first_use);
 async fn a_rotated_key_is_picked_up_on_first_use() {
     let app = spawn_app_with(|s| s.keys.refresh_cooldown = Duration::ZERO).await;
     let before = app.op.jwks_fetches();
@@ -22,7 +24,7 @@ async fn a_rotated_key_is_picked_up_on_first_use() {
     assert_eq!(app.last_record().await.kid.as_deref(), Some("rsa-2"));
 }
 
-#[tokio::test]
+both_backends!(cached_keys_keep_serving_while_the_issuer_is_down);
 async fn cached_keys_keep_serving_while_the_issuer_is_down() {
     let app = spawn_app().await;
     app.op.set_available(false);
@@ -31,7 +33,7 @@ async fn cached_keys_keep_serving_while_the_issuer_is_down() {
     }
 }
 
-#[tokio::test]
+both_backends!(an_unknown_kid_during_an_outage_is_503_keys_unavailable);
 async fn an_unknown_kid_during_an_outage_is_503_keys_unavailable() {
     let app = spawn_app_with(|s| s.keys.refresh_cooldown = Duration::ZERO).await;
     app.op.set_available(false);
@@ -55,7 +57,7 @@ async fn an_unknown_kid_during_an_outage_is_503_keys_unavailable() {
     assert_eq!(app.post_token(&token).await.status, 200);
 }
 
-#[tokio::test]
+both_backends!(a_flood_of_random_kids_makes_at_most_one_fetch);
 async fn a_flood_of_random_kids_makes_at_most_one_fetch() {
     let app = spawn_app().await; // cooldown 30 s
     let before = app.op.jwks_fetches();
@@ -84,7 +86,7 @@ async fn a_flood_of_random_kids_makes_at_most_one_fetch() {
     assert_eq!(app.records().await.len(), 100, "every request recorded");
 }
 
-#[tokio::test]
+both_backends!(every_algorithm_family_verifies);
 async fn every_algorithm_family_verifies() {
     let app = spawn_app_with(all_algorithms).await;
     for (kid, alg) in [
@@ -125,7 +127,7 @@ async fn every_algorithm_family_verifies() {
     assert_eq!(app.post_token(&token).await.code(), "unsupported_alg");
 }
 
-#[tokio::test]
+both_backends!(discovery_must_name_the_configured_issuer_exactly);
 async fn discovery_must_name_the_configured_issuer_exactly() {
     let op = std::sync::Arc::new(
         logout_ledger::local_issuer::LocalIssuer::start()
@@ -134,7 +136,7 @@ async fn discovery_must_name_the_configured_issuer_exactly() {
     );
     op.set_discovery_issuer(Some(op.issuer().trim_end_matches('/').to_owned()));
     let dir = std::sync::Arc::new(crate::helpers::TempDir::new());
-    let db = dir.0.join("audit.db");
+    let db = std::sync::Arc::new(crate::helpers::TestDb::new(&dir).await);
     let s = crate::helpers::settings(&op, &db);
     let app = start(op, dir, db, s, false).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -154,7 +156,7 @@ async fn discovery_must_name_the_configured_issuer_exactly() {
     );
 }
 
-#[tokio::test]
+both_backends!(health_and_readiness);
 async fn health_and_readiness() {
     let app = spawn_app().await;
     let h = app

@@ -1,5 +1,6 @@
-//! Tamper evidence: the SQLite file is altered behind the service's back and `verify` must name
-//! each problem; checkpoints, proofs, retention and signature re-verification.
+//! Tamper evidence: the store (the SQLite file, or the PostgreSQL database) is altered behind
+//! the service's back and `verify` must name each problem; checkpoints, proofs, retention and
+//! signature re-verification.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -11,7 +12,7 @@ use logout_ledger::tlog::NoteSigner;
 use logout_ledger::tlog::note::{generate_pkcs8, pem_encode, public_key_pem};
 use sqlx::{Connection, Row, SqliteConnection};
 
-use crate::helpers::{AUDIENCE, TempDir, TestApp, spawn_app_with};
+use crate::helpers::{AUDIENCE, TempDir, TestApp, TestDb, both_backends, spawn_app_with};
 
 const BIN: &str = env!("CARGO_BIN_EXE_logout-ledger");
 
@@ -43,7 +44,7 @@ fn log_key(dir: &Path) -> LogKey {
 
 /// A stopped service's store holding `n` logouts (every 5th rejected) and a final checkpoint.
 struct Ledger {
-    db: PathBuf,
+    db: Arc<TestDb>,
     key: LogKey,
     _dir: Arc<TempDir>,
     app_op: Arc<logout_ledger::local_issuer::LocalIssuer>,
@@ -78,7 +79,11 @@ async fn ledger(n: usize) -> Ledger {
         };
         app.post_token(&token).await;
     }
-    let (db, dir, op) = (app.db.clone(), Arc::clone(&app.dir), Arc::clone(&app.op));
+    let (db, dir, op) = (
+        Arc::clone(&app.db),
+        Arc::clone(&app.dir),
+        Arc::clone(&app.op),
+    );
     app.stop().await;
     Ledger {
         db,
@@ -88,31 +93,58 @@ async fn ledger(n: usize) -> Ledger {
     }
 }
 
-fn url(db: &Path) -> String {
-    format!("sqlite://{}", db.display())
+fn url(db: &TestDb) -> String {
+    db.url.clone()
 }
 
 /// Runs `verify`; returns (success, stdout).
-fn verify(db: &Path, args: &[&str]) -> (bool, String) {
+fn verify(db: &TestDb, args: &[&str]) -> (bool, String) {
     let out = Command::new(BIN)
         .arg("verify")
         .args(["--database", &url(db)])
         .args(args)
         .output()
         .expect("run verify");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    (out.status.success(), format!("{stdout}{stderr}"))
 }
 
-async fn tamper(db: &Path, statements: &[&str]) {
-    let mut conn = SqliteConnection::connect(&url(db)).await.expect("open");
+/// Runs statements on the store as someone with direct database access would.
+async fn tamper(db: &TestDb, statements: &[&str]) {
     for sql in statements {
-        sqlx::query(sqlx::AssertSqlSafe(*sql))
-            .execute(&mut conn)
+        run_sql(db, sql)
             .await
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+}
+
+/// Runs one statement on either backend; `DROP TRIGGER name` is given its table on
+/// PostgreSQL.
+async fn run_sql(db: &TestDb, sql: &str) -> Result<(), String> {
+    if db.path.is_some() {
+        let mut conn = SqliteConnection::connect(&db.url).await.expect("open");
+        sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+            .execute(&mut conn)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    } else {
+        let sql = match sql.strip_prefix("DROP TRIGGER ") {
+            Some(name) if name.starts_with("checkpoints_") => {
+                format!("{sql} ON checkpoints")
+            }
+            Some(_) => format!("{sql} ON audit_events"),
+            None => sql.to_owned(),
+        };
+        let mut conn = sqlx::PgConnection::connect(&db.url).await.expect("open");
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&mut conn)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -129,7 +161,7 @@ fn args(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
 
-#[tokio::test]
+both_backends!(an_untouched_store_verifies_with_its_key_outside_checkpoints_and_signatures);
 async fn an_untouched_store_verifies_with_its_key_outside_checkpoints_and_signatures() {
     let l = ledger(20).await;
     let copies: Vec<PathBuf> = std::fs::read_dir(&l.key.dir)
@@ -153,25 +185,18 @@ async fn an_untouched_store_verifies_with_its_key_outside_checkpoints_and_signat
     assert!(out.contains("checkpoints: 2 held"), "{out}");
 }
 
-#[tokio::test]
+both_backends!(the_store_refuses_updates_and_deletes);
 async fn the_store_refuses_updates_and_deletes() {
     let l = ledger(3).await;
-    let mut conn = SqliteConnection::connect(&url(&l.db)).await.expect("open");
-    let update = sqlx::query("UPDATE audit_events SET sub = 'x' WHERE id = 3")
-        .execute(&mut conn)
-        .await;
-    assert!(update.is_err_and(|e| e.to_string().contains("append-only")));
-    let delete = sqlx::query("DELETE FROM audit_events WHERE id = 3")
-        .execute(&mut conn)
-        .await;
-    assert!(delete.is_err_and(|e| e.to_string().contains("retention")));
-    let cp = sqlx::query("DELETE FROM checkpoints")
-        .execute(&mut conn)
-        .await;
+    let update = run_sql(&l.db, "UPDATE audit_events SET sub = 'x' WHERE id = 3").await;
+    assert!(update.is_err_and(|e| e.contains("append-only")));
+    let delete = run_sql(&l.db, "DELETE FROM audit_events WHERE id = 3").await;
+    assert!(delete.is_err_and(|e| e.contains("retention")));
+    let cp = run_sql(&l.db, "DELETE FROM checkpoints").await;
     assert!(cp.is_err());
 }
 
-#[tokio::test]
+both_backends!(an_edited_field_is_named_altered_and_the_missing_guards_too);
 async fn an_edited_field_is_named_altered_and_the_missing_guards_too() {
     let l = ledger(10).await;
     tamper(
@@ -198,7 +223,7 @@ async fn an_edited_field_is_named_altered_and_the_missing_guards_too() {
     );
 }
 
-#[tokio::test]
+both_backends!(a_deleted_row_is_named_missing);
 async fn a_deleted_row_is_named_missing() {
     let l = ledger(10).await;
     tamper(
@@ -214,16 +239,16 @@ async fn a_deleted_row_is_named_missing() {
     );
 }
 
-#[tokio::test]
+both_backends!(swapped_rows_are_named_reordered);
 async fn swapped_rows_are_named_reordered() {
     let l = ledger(10).await;
     tamper(
         &l.db,
         &[
             DROP_GUARDS[0],
-            "UPDATE audit_events SET id = -1 WHERE id = 4",
+            "UPDATE audit_events SET id = 1000000 WHERE id = 4",
             "UPDATE audit_events SET id = 4 WHERE id = 5",
-            "UPDATE audit_events SET id = 5 WHERE id = -1",
+            "UPDATE audit_events SET id = 5 WHERE id = 1000000",
         ],
     )
     .await;
@@ -278,7 +303,7 @@ async fn an_inserted_row_is_named_inserted() {
     assert!(out.contains("were written 1 position(s) earlier"), "{out}");
 }
 
-#[tokio::test]
+both_backends!(a_truncated_tail_is_named_truncated);
 async fn a_truncated_tail_is_named_truncated() {
     let l = ledger(10).await;
     tamper(
@@ -370,7 +395,7 @@ async fn a_rewritten_history_is_caught_by_an_outside_checkpoint() {
 }
 
 /// Recomputes every entry hash as an attacker who knows the format would.
-async fn rechain(db: &Path) {
+async fn rechain(db: &TestDb) {
     let reader = logout_ledger::store::AuditStore::open_reader(&url(db))
         .await
         .expect("reader");
@@ -390,7 +415,7 @@ async fn rechain(db: &Path) {
     }
 }
 
-#[tokio::test]
+both_backends!(prove_and_verify_proof_offline_and_corrupted_proofs_fail);
 async fn prove_and_verify_proof_offline_and_corrupted_proofs_fail() {
     let l = ledger(6).await;
     let out = Command::new(BIN)
@@ -451,10 +476,10 @@ fn aws_random() -> String {
     logout_ledger::local_issuer::random_id()
 }
 
-#[tokio::test]
+both_backends!(purge_removes_checkpointed_ranges_and_verify_stays_green);
 async fn purge_removes_checkpointed_ranges_and_verify_stays_green() {
     let l = ledger(10).await;
-    let all_before = crate::helpers::all_records_in(&l.db).await.len();
+    let all_before = crate::helpers::all_records_in(&l.db.url).await.len();
     let tomorrow = logout_ledger::clock::format_millis(
         logout_ledger::clock::Clock::now_millis(&logout_ledger::clock::SystemClock) + 86_400_000,
     );
@@ -476,7 +501,7 @@ async fn purge_removes_checkpointed_ranges_and_verify_stays_green() {
         String::from_utf8_lossy(&dry.stdout)
     );
     assert_eq!(
-        crate::helpers::all_records_in(&l.db).await.len(),
+        crate::helpers::all_records_in(&l.db.url).await.len(),
         all_before,
         "a dry run removes nothing"
     );
@@ -490,7 +515,7 @@ async fn purge_removes_checkpointed_ranges_and_verify_stays_green() {
         "{}",
         String::from_utf8_lossy(&run.stderr)
     );
-    let left = crate::helpers::all_records_in(&l.db).await;
+    let left = crate::helpers::all_records_in(&l.db.url).await;
     let kinds: Vec<String> = left
         .iter()
         .map(|r| r.action.clone().unwrap_or_default())
@@ -510,7 +535,7 @@ async fn purge_removes_checkpointed_ranges_and_verify_stays_green() {
     assert!(String::from_utf8_lossy(&again.stdout).contains("nothing to remove"));
 }
 
-#[tokio::test]
+both_backends!(signatures_reverify_across_a_key_rotation);
 async fn signatures_reverify_across_a_key_rotation() {
     let (app, key) = serve_with_checkpoints().await;
     for _ in 0..3 {
@@ -541,7 +566,7 @@ async fn signatures_reverify_across_a_key_rotation() {
     );
     assert_eq!(changes[1]["added"], serde_json::json!(["rsa-2"]));
     assert_eq!(changes[1]["removed"], serde_json::json!(["rsa-1"]));
-    let db = app.db.clone();
+    let db = Arc::clone(&app.db);
     let _dir = Arc::clone(&app.dir);
     app.stop().await;
     let (ok, out) = verify(
@@ -555,13 +580,13 @@ async fn signatures_reverify_across_a_key_rotation() {
     );
 }
 
-#[tokio::test]
+both_backends!(a_crash_between_batches_leaves_a_verifiable_chain);
 async fn a_crash_between_batches_leaves_a_verifiable_chain() {
     let op = logout_ledger::local_issuer::LocalIssuer::start()
         .await
         .expect("issuer");
     let dir = TempDir::new();
-    let db = dir.0.join("audit.db");
+    let db = TestDb::new(&dir).await;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .expect("port")
         .local_addr()
@@ -627,7 +652,7 @@ async fn a_crash_between_batches_leaves_a_verifiable_chain() {
             acknowledged += 1;
         }
     }
-    let accepted = crate::helpers::records_in(&db)
+    let accepted = crate::helpers::records_in(&db.url)
         .await
         .iter()
         .filter(|r| r.outcome.as_deref() == Some("accepted"))
@@ -640,7 +665,7 @@ async fn a_crash_between_batches_leaves_a_verifiable_chain() {
     assert!(ok, "{out}");
 }
 
-#[tokio::test]
+both_backends!(the_checkpoint_signature_verifies_with_openssl);
 async fn the_checkpoint_signature_verifies_with_openssl() {
     if Command::new("openssl").arg("version").output().is_err() {
         eprintln!("SKIPPED: openssl is not installed");

@@ -3,7 +3,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::helpers::{AUDIENCE, TempDir, spawn_app};
+use crate::helpers::{AUDIENCE, TempDir, both_backends, spawn_app};
 
 const BIN: &str = env!("CARGO_BIN_EXE_logout-ledger");
 
@@ -79,13 +79,13 @@ fn invalid_configuration_stops_start_up_naming_the_setting() {
     }
 }
 
-#[tokio::test]
+both_backends!(sigterm_drains_and_exits_zero_within_ten_seconds);
 async fn sigterm_drains_and_exits_zero_within_ten_seconds() {
     let op = logout_ledger::local_issuer::LocalIssuer::start()
         .await
         .expect("issuer");
     let dir = TempDir::new();
-    let db = dir.0.join("audit.db");
+    let db = crate::helpers::TestDb::new(&dir).await;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .expect("port")
         .local_addr()
@@ -102,7 +102,7 @@ async fn sigterm_drains_and_exits_zero_within_ten_seconds() {
         ])
         .args([
             "--database",
-            &format!("sqlite://{}", db.display()),
+            &db.url,
             "--listen",
             &format!("127.0.0.1:{port}"),
         ])
@@ -148,10 +148,10 @@ async fn sigterm_drains_and_exits_zero_within_ten_seconds() {
         .expect("wait");
     assert!(status.success(), "exit status {status:?}");
     assert!(started.elapsed() < Duration::from_secs(10));
-    assert_eq!(crate::helpers::records_in(&db).await.len(), 1);
+    assert_eq!(crate::helpers::records_in(&db.url).await.len(), 1);
 }
 
-#[tokio::test]
+both_backends!(query_prints_filtered_records_as_json_and_csv);
 async fn query_prints_filtered_records_as_json_and_csv() {
     let app = spawn_app().await;
     let mut c = app.claims();
@@ -163,7 +163,8 @@ async fn query_prints_filtered_records_as_json_and_csv() {
     assert_eq!(app.post_token(&app.sign(&c)).await.status, 200);
     assert_eq!(app.post_token(&app.valid_token()).await.status, 200);
     assert_eq!(app.post_token("junk").await.status, 400);
-    let db = format!("sqlite://{}", app.db.display());
+    let store = std::sync::Arc::clone(&app.db);
+    let db = store.url.clone();
     let _keep_dir = std::sync::Arc::clone(&app.dir);
     app.stop().await;
 

@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::helpers::{TestApp, spawn_app};
+use crate::helpers::{TestApp, both_backends, spawn_app};
 
 fn pairs(n: usize, key_len: usize, value: &str) -> Value {
     let mut m = Map::new();
@@ -25,7 +25,7 @@ async fn send(app: &TestApp, metadata: Value) -> logout_ledger::store::StoredRec
     app.last_record().await
 }
 
-#[tokio::test]
+both_backends!(metadata_at_every_limit_is_ok_and_about_18_kb);
 async fn metadata_at_every_limit_is_ok_and_about_18_kb() {
     let app = spawn_app().await;
     let full = pairs(25, 255, &"é".repeat(255));
@@ -44,7 +44,7 @@ async fn metadata_at_every_limit_is_ok_and_about_18_kb() {
     assert!(r.metadata_error.is_none());
 }
 
-#[tokio::test]
+both_backends!(each_limit_broken_is_stored_as_invalid_with_the_reason);
 async fn each_limit_broken_is_stored_as_invalid_with_the_reason() {
     let app = spawn_app().await;
     let cases = [
@@ -65,7 +65,7 @@ async fn each_limit_broken_is_stored_as_invalid_with_the_reason() {
     }
 }
 
-#[tokio::test]
+both_backends!(absent_metadata_is_absent);
 async fn absent_metadata_is_absent() {
     let app = spawn_app().await;
     assert_eq!(app.post_token(&app.valid_token()).await.status, 200);
@@ -74,17 +74,16 @@ async fn absent_metadata_is_absent() {
     assert!(r.session_metadata.is_none());
 }
 
-#[tokio::test]
+both_backends!(records_can_be_found_by_metadata_pairs);
 async fn records_can_be_found_by_metadata_pairs() {
     let app = spawn_app().await;
     for org in ["acme", "globex", "acme"] {
         send(&app, json!({"org_slug": org, "loginRegion": "DE"})).await;
     }
     send(&app, pairs(26, 3, "v")).await; // invalid metadata is not indexed
-    let reader =
-        logout_ledger::store::AuditStore::open_reader(&format!("sqlite://{}", app.db.display()))
-            .await
-            .expect("reader");
+    let reader = logout_ledger::store::AuditStore::open_reader(&app.db.url)
+        .await
+        .expect("reader");
     let find = |meta: Vec<(&str, &str)>| {
         let filter = logout_ledger::store::EventFilter {
             meta: meta

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use serde_json::{Map, Value, json};
 
-use crate::helpers::{API_LABEL, TestApp, spawn_api_app, spawn_app};
+use crate::helpers::{API_LABEL, TestApp, both_backends, spawn_api_app, spawn_app};
 
 /// Posts a valid logout for `sub`; `sid` replaced (or removed with `None`), metadata added.
 pub(crate) async fn logout(
@@ -59,7 +59,7 @@ pub(crate) async fn access_records(app: &TestApp) -> Vec<Value> {
         .collect()
 }
 
-#[tokio::test]
+both_backends!(requests_without_a_configured_bearer_token_get_401_and_no_data);
 async fn requests_without_a_configured_bearer_token_get_401_and_no_data() {
     let app = spawn_api_app().await;
     logout(&app, "auth0|alice", Some("s1"), None).await;
@@ -103,7 +103,7 @@ async fn requests_without_a_configured_bearer_token_get_401_and_no_data() {
     );
 }
 
-#[tokio::test]
+both_backends!(without_a_token_the_api_does_not_start_and_the_receiver_still_runs);
 async fn without_a_token_the_api_does_not_start_and_the_receiver_still_runs() {
     let app = spawn_app().await;
     assert!(app.api.is_none());
@@ -116,7 +116,7 @@ async fn without_a_token_the_api_does_not_start_and_the_receiver_still_runs() {
     );
 }
 
-#[tokio::test]
+both_backends!(the_api_listener_stops_with_the_receiver);
 async fn the_api_listener_stops_with_the_receiver() {
     let app = spawn_api_app().await;
     let url = app.api_url("/api/v1/openapi.json");
@@ -129,7 +129,7 @@ async fn the_api_listener_stops_with_the_receiver() {
     );
 }
 
-#[tokio::test]
+both_backends!(each_filter_alone_and_combined_selects_its_records);
 async fn each_filter_alone_and_combined_selects_its_records() {
     let app = spawn_api_app().await;
     let acme = |device: &str| json!({"org_id": "acme", "device": device});
@@ -216,7 +216,7 @@ async fn each_filter_alone_and_combined_selects_its_records() {
     assert_eq!(row["session_metadata"]["device"], "mac");
 }
 
-#[tokio::test]
+both_backends!(pages_hold_still_while_records_arrive_concurrently);
 async fn pages_hold_still_while_records_arrive_concurrently() {
     let app = spawn_api_app().await;
     let tokens: Vec<String> = (0..25).map(|_| app.valid_token()).collect();
@@ -299,7 +299,7 @@ async fn pages_hold_still_while_records_arrive_concurrently() {
     );
 }
 
-#[tokio::test]
+both_backends!(one_record_comes_with_its_token_header_and_claims);
 async fn one_record_comes_with_its_token_header_and_claims() {
     let app = spawn_api_app().await;
     let claims = logout(&app, "auth0|alice", Some("s1"), None).await;
@@ -331,7 +331,7 @@ async fn one_record_comes_with_its_token_header_and_claims() {
     );
 }
 
-#[tokio::test]
+both_backends!(bad_parameters_get_400_naming_the_parameter);
 async fn bad_parameters_get_400_naming_the_parameter() {
     let app = spawn_api_app().await;
     let cases = [
@@ -375,7 +375,7 @@ async fn bad_parameters_get_400_naming_the_parameter() {
     );
 }
 
-#[tokio::test]
+both_backends!(every_read_but_the_session_check_leaves_an_access_record);
 async fn every_read_but_the_session_check_leaves_an_access_record() {
     let app = spawn_api_app().await;
     logout(
@@ -447,7 +447,7 @@ async fn every_read_but_the_session_check_leaves_an_access_record() {
     );
 }
 
-#[tokio::test]
+both_backends!(the_openapi_document_describes_exactly_the_served_routes);
 async fn the_openapi_document_describes_exactly_the_served_routes() {
     let app = spawn_api_app().await;
     logout(&app, "auth0|alice", Some("s1"), None).await;
@@ -491,7 +491,7 @@ async fn the_openapi_document_describes_exactly_the_served_routes() {
     assert_eq!(fields, documented, "the Record schema names every field");
 }
 
-#[tokio::test]
+both_backends!(summaries_count_per_outcome_reason_day_and_metadata_value);
 async fn summaries_count_per_outcome_reason_day_and_metadata_value() {
     let app = spawn_api_app().await;
     for org in ["acme", "acme", "globex"] {

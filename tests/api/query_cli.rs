@@ -6,7 +6,7 @@ use std::process::Command;
 use logout_ledger::config::ApiToken;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, spawn_api_app, spawn_app, spawn_app_with};
+use crate::helpers::{TestApp, both_backends, spawn_api_app, spawn_app, spawn_app_with};
 use crate::query_api::{access_records, logout};
 
 const BIN: &str = env!("CARGO_BIN_EXE_logout-ledger");
@@ -15,7 +15,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_logout-ledger");
 fn run(app: &TestApp, args: &[&str]) -> (String, String) {
     let out = Command::new(BIN)
         .args(args)
-        .args(["--database", &format!("sqlite://{}", app.db.display())])
+        .args(["--database", &app.db.url])
         .env("USER", "tester")
         .output()
         .expect("run");
@@ -37,7 +37,7 @@ fn ndjson_ids(text: &str) -> Vec<i64> {
         .collect()
 }
 
-#[tokio::test]
+both_backends!(query_pages_with_a_cursor_and_takes_the_api_filters);
 async fn query_pages_with_a_cursor_and_takes_the_api_filters() {
     let app = spawn_app().await;
     for i in 0..5 {
@@ -93,7 +93,7 @@ async fn query_pages_with_a_cursor_and_takes_the_api_filters() {
     assert_eq!(access[2]["action"], "query");
 }
 
-#[tokio::test]
+both_backends!(export_writes_a_file_and_report_counts_groups);
 async fn export_writes_a_file_and_report_counts_groups() {
     let app = spawn_app().await;
     for org in ["acme", "acme", "globex"] {
@@ -180,7 +180,7 @@ async fn export_writes_a_file_and_report_counts_groups() {
     assert_eq!(access[0]["output"], file_arg);
 }
 
-#[tokio::test]
+both_backends!(a_token_from_api_token_new_opens_the_api);
 async fn a_token_from_api_token_new_opens_the_api() {
     let out = Command::new(BIN)
         .args(["api-token", "new", "--label", "ci-bot"])
@@ -218,7 +218,7 @@ async fn a_token_from_api_token_new_opens_the_api() {
     );
 }
 
-#[tokio::test]
+both_backends!(an_ndjson_export_is_byte_for_byte_what_query_prints);
 async fn an_ndjson_export_is_byte_for_byte_what_query_prints() {
     let app = spawn_app().await;
     let odd = json!({"name": "Zoë \u{7} tab\t \"quoted\" back\\slash </script>", "emoji": "🔐"});

@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, spawn_api_app};
+use crate::helpers::{TestApp, both_backends, spawn_api_app};
 use crate::query_api::logout;
 
 async fn export(app: &TestApp, query: &str) -> String {
@@ -30,7 +30,7 @@ fn parse_csv_row(row: &str) -> Vec<String> {
     cells
 }
 
-#[tokio::test]
+both_backends!(csv_quotes_per_rfc_4180_and_neutralises_formulas);
 async fn csv_quotes_per_rfc_4180_and_neutralises_formulas() {
     let app = spawn_api_app().await;
     let meta = json!({"org_name": "Acme, \"Inc\"", "note": "=HYPERLINK(\"http://x\")"});
@@ -64,7 +64,7 @@ async fn csv_quotes_per_rfc_4180_and_neutralises_formulas() {
     );
 }
 
-#[tokio::test]
+both_backends!(ocsf_lines_are_authentication_logoff_events);
 async fn ocsf_lines_are_authentication_logoff_events() {
     let app = spawn_api_app().await;
     logout(
@@ -113,7 +113,7 @@ async fn ocsf_lines_are_authentication_logoff_events() {
     assert!(bad["status_detail"].is_string());
 }
 
-#[tokio::test]
+both_backends!(an_export_streams_more_records_than_one_page_once_each_in_order);
 async fn an_export_streams_more_records_than_one_page_once_each_in_order() {
     let app = spawn_api_app().await;
     for _ in 0..3 {

@@ -27,9 +27,7 @@ async fn indexed_queries_never_scan_the_whole_table() {
         )
         .await;
     }
-    let reader = AuditStore::open_reader(&format!("sqlite://{}", app.db.display()))
-        .await
-        .expect("reader");
+    let reader = AuditStore::open_reader(&app.db.url).await.expect("reader");
     let t = |s: &str| logout_ledger::clock::parse_rfc3339_millis(s).ok();
     let meta = vec![("org_id".to_owned(), "acme".to_owned())];
     let cases = [

@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::helpers::{TestApp, spawn_api_app, urlencode};
+use crate::helpers::{TestApp, both_backends, spawn_api_app, urlencode};
 use crate::query_api::logout;
 
 async fn status(app: &TestApp, sid: &str, query: &str) -> serde_json::Value {
@@ -13,7 +13,7 @@ async fn status(app: &TestApp, sid: &str, query: &str) -> serde_json::Value {
     a.body
 }
 
-#[tokio::test]
+both_backends!(a_session_is_logged_out_once_a_verified_logout_names_it);
 async fn a_session_is_logged_out_once_a_verified_logout_names_it() {
     let app = spawn_api_app().await;
     let before = status(&app, "s-1", "").await;
@@ -53,7 +53,7 @@ async fn a_session_is_logged_out_once_a_verified_logout_names_it() {
     assert_eq!(status(&app, "s-unknown", "").await["logged_out"], false);
 }
 
-#[tokio::test]
+both_backends!(a_subject_logout_without_sid_ends_every_session_that_began_before_it);
 async fn a_subject_logout_without_sid_ends_every_session_that_began_before_it() {
     let app = spawn_api_app().await;
     let earlier = "2000-01-01T00:00:00Z";

@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::helpers::{AUDIENCE, TestApp, spawn_app, spawn_app_with};
+use crate::helpers::{AUDIENCE, TestApp, both_backends, spawn_app, spawn_app_with};
 
 async fn assert_rejected(app: &TestApp, token: &str, code: &str) {
     let a = app.post_token(token).await;
@@ -24,7 +24,7 @@ fn with(app: &TestApp, f: impl FnOnce(&mut Map<String, Value>)) -> String {
     app.sign(&c)
 }
 
-#[tokio::test]
+both_backends!(malformed_request_when_the_form_has_no_token);
 async fn malformed_request_when_the_form_has_no_token() {
     let app = spawn_app().await;
     let a = app
@@ -36,7 +36,7 @@ async fn malformed_request_when_the_form_has_no_token() {
     assert!(r.token_sha256.is_none());
 }
 
-#[tokio::test]
+both_backends!(malformed_token_for_garbage_and_crit);
 async fn malformed_token_for_garbage_and_crit() {
     let app = spawn_app().await;
     assert_rejected(&app, "not-a-jwt", "malformed_token").await;
@@ -51,7 +51,7 @@ async fn malformed_token_for_garbage_and_crit() {
     assert_rejected(&app, &crit, "malformed_token").await;
 }
 
-#[tokio::test]
+both_backends!(unknown_issuer_is_rejected_without_any_fetch);
 async fn unknown_issuer_is_rejected_without_any_fetch() {
     let app = spawn_app().await;
     let stranger = logout_ledger::local_issuer::LocalIssuer::start()
@@ -68,14 +68,14 @@ async fn unknown_issuer_is_rejected_without_any_fetch() {
     );
 }
 
-#[tokio::test]
+both_backends!(unsupported_alg_for_an_algorithm_outside_the_allow_list);
 async fn unsupported_alg_for_an_algorithm_outside_the_allow_list() {
     let app = spawn_app().await;
     let token = app.op.sign("rsa-1", "PS256", &app.claims()).expect("sign");
     assert_rejected(&app, &token, "unsupported_alg").await;
 }
 
-#[tokio::test]
+both_backends!(bad_typ);
 async fn bad_typ() {
     let app = spawn_app().await;
     let token = app
@@ -98,7 +98,7 @@ async fn bad_typ() {
     assert_eq!(app.post_token(&ok).await.status, 200);
 }
 
-#[tokio::test]
+both_backends!(unknown_key_after_a_fresh_fetch);
 async fn unknown_key_after_a_fresh_fetch() {
     let app = spawn_app_with(|s| s.keys.refresh_cooldown = std::time::Duration::ZERO).await;
     app.op
@@ -112,7 +112,7 @@ async fn unknown_key_after_a_fresh_fetch() {
     assert_rejected(&app, &token, "unknown_key").await;
 }
 
-#[tokio::test]
+both_backends!(bad_signature_for_a_forgery_under_a_real_kid);
 async fn bad_signature_for_a_forgery_under_a_real_kid() {
     let app = spawn_app().await;
     app.op.add_unpublished_rsa("forger").await.expect("key");
@@ -140,7 +140,7 @@ async fn bad_signature_for_a_forgery_under_a_real_kid() {
     assert_rejected(&app, &tampered, "bad_signature").await;
 }
 
-#[tokio::test]
+both_backends!(wrong_audience_including_untrusted_extra_audiences);
 async fn wrong_audience_including_untrusted_extra_audiences() {
     let app = spawn_app().await;
     assert_rejected(
@@ -169,7 +169,7 @@ fn now() -> i64 {
     logout_ledger::clock::Clock::now_secs(&logout_ledger::clock::SystemClock)
 }
 
-#[tokio::test]
+both_backends!(expired_beyond_the_leeway);
 async fn expired_beyond_the_leeway() {
     let app = spawn_app().await;
     let t = now();
@@ -180,7 +180,7 @@ async fn expired_beyond_the_leeway() {
     assert_rejected(&app, &token, "expired").await;
 }
 
-#[tokio::test]
+both_backends!(issued_in_future_beyond_the_leeway);
 async fn issued_in_future_beyond_the_leeway() {
     let app = spawn_app().await;
     let t = now();
@@ -191,7 +191,7 @@ async fn issued_in_future_beyond_the_leeway() {
     assert_rejected(&app, &token, "issued_in_future").await;
 }
 
-#[tokio::test]
+both_backends!(too_old_beyond_max_age_and_leeway);
 async fn too_old_beyond_max_age_and_leeway() {
     let app = spawn_app().await;
     let t = now();
@@ -202,7 +202,7 @@ async fn too_old_beyond_max_age_and_leeway() {
     assert_rejected(&app, &token, "too_old").await;
 }
 
-#[tokio::test]
+both_backends!(missing_claim_for_each_required_claim);
 async fn missing_claim_for_each_required_claim() {
     let app = spawn_app().await;
     for claim in ["iss", "aud", "iat", "exp", "jti", "events"] {
@@ -221,7 +221,7 @@ async fn missing_claim_for_each_required_claim() {
     }
 }
 
-#[tokio::test]
+both_backends!(bad_events_when_the_member_is_not_an_object);
 async fn bad_events_when_the_member_is_not_an_object() {
     let app = spawn_app().await;
     let token = with(&app, |c| {
@@ -233,7 +233,7 @@ async fn bad_events_when_the_member_is_not_an_object() {
     assert_rejected(&app, &token, "bad_events").await;
 }
 
-#[tokio::test]
+both_backends!(nonce_present);
 async fn nonce_present() {
     let app = spawn_app().await;
     assert_rejected(
@@ -246,7 +246,7 @@ async fn nonce_present() {
     .await;
 }
 
-#[tokio::test]
+both_backends!(missing_sub_and_sid);
 async fn missing_sub_and_sid() {
     let app = spawn_app().await;
     let token = with(&app, |c| {
@@ -263,7 +263,7 @@ async fn missing_sub_and_sid() {
     }
 }
 
-#[tokio::test]
+both_backends!(the_first_failing_rule_names_the_rejection);
 async fn the_first_failing_rule_names_the_rejection() {
     let app = spawn_app().await;
     let t = now();
@@ -283,7 +283,7 @@ async fn the_first_failing_rule_names_the_rejection() {
     assert_rejected(&app, &forged, "bad_signature").await;
 }
 
-#[tokio::test]
+both_backends!(hs256_signed_with_the_rsa_public_key_is_refused);
 async fn hs256_signed_with_the_rsa_public_key_is_refused() {
     // Algorithm confusion: HS256 keyed with the issuer's RSA public key.
     let app = spawn_app().await;

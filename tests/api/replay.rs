@@ -3,9 +3,9 @@
 
 use serde_json::json;
 
-use crate::helpers::spawn_app;
+use crate::helpers::{both_backends, spawn_app};
 
-#[tokio::test]
+both_backends!(an_identical_redelivery_is_a_duplicate_not_a_second_acceptance);
 async fn an_identical_redelivery_is_a_duplicate_not_a_second_acceptance() {
     let app = spawn_app().await;
     let token = app.valid_token();
@@ -26,7 +26,7 @@ async fn an_identical_redelivery_is_a_duplicate_not_a_second_acceptance() {
     );
 }
 
-#[tokio::test]
+both_backends!(another_token_with_the_same_jti_is_a_replay);
 async fn another_token_with_the_same_jti_is_a_replay() {
     let app = spawn_app().await;
     let first = app.claims();
@@ -41,7 +41,7 @@ async fn another_token_with_the_same_jti_is_a_replay() {
     assert_eq!(r.claims_verified, Some(false));
 }
 
-#[tokio::test]
+both_backends!(a_duplicate_is_recognised_even_after_expiry_and_restart);
 async fn a_duplicate_is_recognised_even_after_expiry_and_restart() {
     let app = spawn_app().await;
     let now = logout_ledger::clock::Clock::now_secs(&logout_ledger::clock::SystemClock);
@@ -62,7 +62,7 @@ async fn a_duplicate_is_recognised_even_after_expiry_and_restart() {
     );
 }
 
-#[tokio::test]
+both_backends!(concurrent_identical_deliveries_accept_exactly_once);
 async fn concurrent_identical_deliveries_accept_exactly_once() {
     let app = spawn_app().await;
     let token = app.valid_token();

@@ -1,8 +1,8 @@
 //! The HTTP request itself: method, content type, form fields, body size.
 
-use crate::helpers::{spawn_app, urlencode};
+use crate::helpers::{both_backends, spawn_app, urlencode};
 
-#[tokio::test]
+both_backends!(other_methods_are_405);
 async fn other_methods_are_405() {
     let app = spawn_app().await;
     let r = app
@@ -21,7 +21,7 @@ async fn other_methods_are_405() {
     assert_eq!(r.status(), 405);
 }
 
-#[tokio::test]
+both_backends!(a_charset_parameter_and_extra_fields_are_fine);
 async fn a_charset_parameter_and_extra_fields_are_fine() {
     let app = spawn_app().await;
     let body = format!("a=1&logout_token={}&b=2", urlencode(&app.valid_token()));
@@ -34,7 +34,7 @@ async fn a_charset_parameter_and_extra_fields_are_fine() {
     assert_eq!(r.user_agent.as_deref(), Some("Auth0/test"));
 }
 
-#[tokio::test]
+both_backends!(a_wrong_content_type_is_a_recorded_malformed_request);
 async fn a_wrong_content_type_is_a_recorded_malformed_request() {
     let app = spawn_app().await;
     let a = app
@@ -50,7 +50,7 @@ async fn a_wrong_content_type_is_a_recorded_malformed_request() {
     );
 }
 
-#[tokio::test]
+both_backends!(two_logout_tokens_in_one_form_are_refused);
 async fn two_logout_tokens_in_one_form_are_refused() {
     let app = spawn_app().await;
     let t = urlencode(&app.valid_token());
@@ -63,7 +63,7 @@ async fn two_logout_tokens_in_one_form_are_refused() {
     assert_eq!((a.status, a.code()), (400, "malformed_request"));
 }
 
-#[tokio::test]
+both_backends!(a_body_over_64_kib_is_413_and_recorded);
 async fn a_body_over_64_kib_is_413_and_recorded() {
     let app = spawn_app().await;
     let body = format!("logout_token={}", "a".repeat(64 * 1024));

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use sqlx::Connection;
 
-use crate::helpers::{spawn_app, spawn_app_with};
+use crate::helpers::{WriteLock, both_backends, spawn_app, spawn_app_with};
 
-#[tokio::test]
+both_backends!(two_hundred_concurrent_logouts_are_all_recorded_with_gapless_ids);
 async fn two_hundred_concurrent_logouts_are_all_recorded_with_gapless_ids() {
     let app = spawn_app().await;
     let tokens: Vec<String> = (0..200).map(|_| app.valid_token()).collect();
@@ -33,7 +33,7 @@ async fn two_hundred_concurrent_logouts_are_all_recorded_with_gapless_ids() {
     );
 }
 
-#[tokio::test]
+both_backends!(records_survive_a_restart_and_ids_continue);
 async fn records_survive_a_restart_and_ids_continue() {
     let app = spawn_app().await;
     for _ in 0..3 {
@@ -82,7 +82,7 @@ async fn the_signed_token_is_kept_as_evidence_only_when_accepted() {
     let token = app.valid_token();
     assert_eq!(app.post_token(&token).await.status, 200);
     assert_eq!(app.post_token("garbage").await.status, 400);
-    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", app.db.display()))
+    let mut conn = sqlx::SqliteConnection::connect(&app.db.url)
         .await
         .expect("open");
     let rows: Vec<(i64, Option<String>)> =
@@ -94,19 +94,14 @@ async fn the_signed_token_is_kept_as_evidence_only_when_accepted() {
     assert_eq!(tokens, vec![Some(token), None]);
 }
 
-#[tokio::test]
+both_backends!(a_locked_store_answers_503_never_200_and_recovers);
 async fn a_locked_store_answers_503_never_200_and_recovers() {
     let app = spawn_app_with(|s| s.store_timeout = Duration::from_secs(1)).await;
     assert_eq!(app.post_token(&app.valid_token()).await.status, 200);
 
-    // Another process holds the write lock: the receiver cannot commit.
-    let mut blocker = sqlx::SqliteConnection::connect(&format!("sqlite://{}", app.db.display()))
-        .await
-        .expect("open");
-    sqlx::query("BEGIN IMMEDIATE")
-        .execute(&mut blocker)
-        .await
-        .expect("lock");
+    // Another process holds the write lock (SQLite) or the chain lock (PostgreSQL, where the
+    // statement timeout ends the wait): the receiver cannot commit.
+    let blocker = WriteLock::hold(&app.db).await;
 
     let valid = app.valid_token();
     let a = app.post_token(&valid).await;
@@ -121,11 +116,7 @@ async fn a_locked_store_answers_503_never_200_and_recovers() {
     let a = app.post_token("not-a-token").await;
     assert_eq!((a.status, a.code()), (400, "malformed_token"));
 
-    sqlx::query("ROLLBACK")
-        .execute(&mut blocker)
-        .await
-        .expect("unlock");
-    drop(blocker);
+    blocker.release().await;
 
     // The same token is accepted once the store is back: nothing was half-written.
     let a = app.post_token(&valid).await;

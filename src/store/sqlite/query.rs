@@ -9,7 +9,7 @@ use crate::store::NdjsonPage;
 use crate::store::StoreError;
 use crate::store::filter::{EventFilter, Order};
 use crate::store::record::{JSON_OBJECT, SELECT_COLUMNS, StoredRecord, line_id};
-use crate::store::report::{GroupBy, MAX_GROUPS, Summary, SummaryGroup};
+use crate::store::report::{GroupBy, MAX_GROUPS, Summary, summary_from_rows};
 
 /// The access path of a filtered query, most selective first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -388,23 +388,7 @@ impl Reader {
         }
         q.push(" LIMIT ").push_bind(MAX_GROUPS as i64 + 1);
         let rows = q.build().fetch_all(&self.pool).await?;
-        let mut summary = Summary::default();
-        for row in &rows {
-            let total: Option<i64> = row.try_get("total")?;
-            summary.total = total.unwrap_or(0);
-            let mut key = serde_json::Map::new();
-            for (i, g) in group_by.iter().enumerate() {
-                let v: Option<String> = row.try_get(i)?;
-                key.insert(g.name(), v.into());
-            }
-            summary.groups.push(SummaryGroup {
-                key,
-                count: row.try_get("n")?,
-            });
-        }
-        summary.truncated = summary.groups.len() > MAX_GROUPS;
-        summary.groups.truncate(MAX_GROUPS);
-        Ok(summary)
+        summary_from_rows(&rows, group_by)
     }
 }
 

@@ -1,0 +1,155 @@
+//! The seam between the store's logic and its databases: what the group-commit writer, the
+//! CLI's access records and retention need, implemented once for SQLite and once for
+//! PostgreSQL. Everything above this trait (chaining, replay decisions, checkpoints) is shared.
+
+use std::borrow::Cow;
+use std::future::Future;
+
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::{SqlStr, Transaction};
+
+use super::chain::EventRow;
+use super::entry::{Note, note_row};
+use super::{PurgePlan, StoreError};
+use crate::keys::FetchedKeySet;
+
+/// An accepted `(iss, jti)` with the record that accepted it and its token's SHA-256.
+pub(super) type AcceptedToken = ((String, String), (i64, [u8; 32]));
+
+/// An archived key set: its digest and the ids of its usable keys.
+pub(super) type ArchivedKeySet = ([u8; 32], Vec<String>);
+
+/// A database the writer can open batch transactions on.
+pub(super) trait WriteDb: Send {
+    /// The connection a batch runs its statements on.
+    type Conn: ChainOps + sqlx::Connection<Database = Self::Db>;
+    /// The sqlx database.
+    type Db: sqlx::Database<Connection = Self::Conn>;
+
+    /// Begins a batch: a transaction that holds the chain lock (the single sequencer) until it
+    /// commits or rolls back, so no other writer can append meanwhile.
+    fn begin(
+        &mut self,
+    ) -> impl Future<Output = Result<Transaction<'_, Self::Db>, StoreError>> + Send;
+}
+
+/// The statements of the chain's writers, run inside a transaction that holds the chain lock.
+pub(super) trait ChainOps: Send {
+    /// The last chained entry's id and hash; on an empty store, the retention anchor's
+    /// predecessor, or `(0, GENESIS)`.
+    fn last_entry(&mut self) -> impl Future<Output = Result<(i64, [u8; 32]), StoreError>> + Send;
+
+    /// Entry hashes with ids in `from..=to`, purged ones included, in id order (at most `limit`).
+    fn leaf_hashes(
+        &mut self,
+        from: i64,
+        to: i64,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<(i64, [u8; 32])>, StoreError>> + Send;
+
+    /// The accepted records holding any of these `(iss, jti)`, with their token hashes.
+    fn accepted_tokens(
+        &mut self,
+        keys: &[(String, String)],
+    ) -> impl Future<Output = Result<Vec<AcceptedToken>, StoreError>> + Send;
+
+    /// Inserts chained rows, in order.
+    fn insert_rows(
+        &mut self,
+        rows: &[(EventRow, [u8; 32])],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Remembers accepted `(iss, jti, token hash, record id)` for replay detection.
+    fn insert_accepted(
+        &mut self,
+        accepted: &[(String, String, [u8; 32], i64)],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Indexes valid metadata pairs: `(key, value, record id)`.
+    fn insert_pairs(
+        &mut self,
+        pairs: &[(String, String, i64)],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Stores a signed checkpoint.
+    fn insert_checkpoint(
+        &mut self,
+        size: i64,
+        root: &[u8; 32],
+        note: &str,
+        at: i64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Moves `last_seen` of an archived key set forward; false when the digest is new.
+    fn touch_key_set(
+        &mut self,
+        digest: &[u8; 32],
+        seen_at: i64,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// The most recently archived key set of an issuer: digest and kids.
+    fn latest_key_set(
+        &mut self,
+        issuer: &str,
+    ) -> impl Future<Output = Result<Option<ArchivedKeySet>, StoreError>> + Send;
+
+    /// Archives a new key set.
+    fn insert_key_set(
+        &mut self,
+        set: &FetchedKeySet,
+        seen_at: i64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// What a retention run would remove: the largest checkpointed prefix older than `before`.
+    fn purge_plan(
+        &mut self,
+        before: i64,
+    ) -> impl Future<Output = Result<PurgePlan, StoreError>> + Send;
+
+    /// Removes records `..=through` (keeping their entry hashes), moves the chain anchor to
+    /// the last removed hash and returns it with the number of records removed.
+    fn remove_through(
+        &mut self,
+        through: i64,
+    ) -> impl Future<Output = Result<([u8; 32], u64), StoreError>> + Send;
+}
+
+/// Appends one record after whatever the chain ends with now, inside a transaction holding
+/// the chain lock. Returns its id.
+pub(super) async fn append_after_last<C: ChainOps>(
+    conn: &mut C,
+    note: &Note,
+) -> Result<i64, StoreError> {
+    let (last_id, last_hash) = conn.last_entry().await?;
+    let row = note_row(last_id + 1, note);
+    let hash = row.entry_hash(&last_hash, &mut Vec::new());
+    let id = row.id;
+    conn.insert_rows(&[(row, hash)]).await?;
+    Ok(id)
+}
+
+/// Parses the JSON array of kids stored beside an archived key set.
+pub(super) fn parse_kids(kids: &str) -> Result<Vec<String>, StoreError> {
+    serde_json::from_str(kids).map_err(|e| StoreError::Corrupt {
+        id: 0,
+        message: format!("key set kids: {e}"),
+    })
+}
+
+/// A migrator over migrations embedded in the binary (`(version, description, sql)`), so a
+/// fresh machine needs nothing beside it.
+pub(super) fn embedded_migrator(sql: [(i64, &'static str, &'static str); 2]) -> Migrator {
+    let migrations = sql
+        .into_iter()
+        .map(|(v, d, s)| {
+            Migration::new(
+                v,
+                Cow::Borrowed(d),
+                MigrationType::Simple,
+                SqlStr::from_static(s),
+                false,
+            )
+        })
+        .collect();
+    Migrator::with_migrations(migrations)
+}
