@@ -660,3 +660,41 @@ impl WriteLock {
         }
     }
 }
+
+/// One `serve` process, killed when dropped.
+pub(crate) struct Replica {
+    /// Its base URL.
+    pub base: String,
+    /// The process.
+    pub child: tokio::process::Child,
+}
+
+/// Starts a `serve` process on `database` for `op`'s issuer and waits until it is ready.
+pub(crate) async fn spawn_replica(op: &LocalIssuer, database: &str, extra: &[&str]) -> Replica {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_logout-ledger"))
+        .args(["serve", "--issuer", op.issuer(), "--audience", AUDIENCE])
+        .args(["--allow-insecure-http", "--database", database])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(extra)
+        .env("RUST_LOG", "error")
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn serve");
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    for _ in 0..400 {
+        if let Ok(r) = client.get(format!("{base}/readyz")).send().await
+            && r.status() == 200
+        {
+            return Replica { base, child };
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("replica on {database} never became ready");
+}

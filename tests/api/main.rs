@@ -16,5 +16,6 @@ mod query_plans;
 mod query_sessions;
 mod rejections;
 mod replay;
+mod replicas;
 mod request;
 mod store;
