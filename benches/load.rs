@@ -13,11 +13,14 @@
 //!
 //! Run: `CARGO_TARGET_DIR=/work/target-bench cargo bench --bench load -- --requests 40000
 //! --concurrency 64`. Flags: `--requests N`, `--concurrency C`, `--warmup N`,
-//! `--time-limit SECS`, `--keep-db`. See `docs/performance.md` for measured figures.
+//! `--time-limit SECS`, `--keep-db`, `--postgres ADMIN_URL` (a fresh database on that server
+//! instead of a SQLite file, dropped afterwards) and `--replicas N` (that many `serve`
+//! processes on the one store; the connections are spread over them as a load balancer would).
+//! See `docs/performance.md` for measured figures.
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -59,6 +62,8 @@ struct Options {
     warmup: usize,
     time_limit: Duration,
     keep_db: bool,
+    postgres: Option<String>,
+    replicas: usize,
 }
 
 impl Default for Options {
@@ -69,6 +74,8 @@ impl Default for Options {
             warmup: 500,
             time_limit: Duration::from_secs(60),
             keep_db: false,
+            postgres: None,
+            replicas: 1,
         }
     }
 }
@@ -92,14 +99,21 @@ fn parse_args() -> anyhow::Result<Options> {
             "--warmup" => o.warmup = usize::try_from(value("--warmup")?)?,
             "--time-limit" => o.time_limit = Duration::from_secs(value("--time-limit")?),
             "--keep-db" => o.keep_db = true,
+            "--replicas" => o.replicas = usize::try_from(value("--replicas")?)?,
+            "--postgres" => o.postgres = Some(args.next().context("--postgres needs a URL")?),
             other => bail!(
                 "unknown argument {other:?}; flags: --requests N --concurrency C --warmup N \
-                 --time-limit SECS --keep-db"
+                 --time-limit SECS --keep-db --postgres ADMIN_URL --replicas N"
             ),
         }
     }
     ensure!(o.requests > 0, "--requests must be positive");
     ensure!(o.concurrency > 0, "--concurrency must be positive");
+    ensure!(o.replicas > 0, "--replicas must be positive");
+    ensure!(
+        o.replicas == 1 || o.postgres.is_some(),
+        "--replicas needs --postgres (SQLite serves one process)"
+    );
     Ok(o)
 }
 
@@ -290,7 +304,8 @@ struct Server {
     child: Child,
     pid: String,
     base: String,
-    db: PathBuf,
+    /// The SQLite file, when the store is one.
+    db: Option<PathBuf>,
 }
 
 /// A port that was free a moment ago.
@@ -309,7 +324,7 @@ fn fresh_db_path() -> anyhow::Result<PathBuf> {
 }
 
 /// The arguments the server is started with.
-fn server_args(issuer: &str, db: &Path, port: u16) -> Vec<String> {
+fn server_args(issuer: &str, database: &str, port: u16) -> Vec<String> {
     [
         "serve",
         "--issuer",
@@ -318,7 +333,7 @@ fn server_args(issuer: &str, db: &Path, port: u16) -> Vec<String> {
         AUDIENCE,
         "--allow-insecure-http",
         "--database",
-        &format!("sqlite://{}", db.display()),
+        database,
         "--listen",
         &format!("127.0.0.1:{port}"),
         "--max-token-age",
@@ -329,13 +344,62 @@ fn server_args(issuer: &str, db: &Path, port: u16) -> Vec<String> {
     .collect()
 }
 
+/// The store under test: a fresh SQLite file, or a fresh PostgreSQL database.
+struct Store {
+    url: String,
+    file: Option<PathBuf>,
+    /// `(admin URL, database name)` on PostgreSQL, to drop it afterwards.
+    postgres: Option<(String, String)>,
+}
+
+impl Store {
+    async fn create(o: &Options) -> anyhow::Result<Self> {
+        let Some(admin) = &o.postgres else {
+            let file = fresh_db_path()?;
+            return Ok(Self {
+                url: format!("sqlite://{}", file.display()),
+                file: Some(file),
+                postgres: None,
+            });
+        };
+        use sqlx::Connection;
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos();
+        let name = format!("ll_bench_{}_{nanos}", std::process::id());
+        let mut conn = sqlx::PgConnection::connect(admin)
+            .await
+            .with_context(|| format!("connect to {admin}"))?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+            .execute(&mut conn)
+            .await?;
+        let mut url = reqwest::Url::parse(admin)?;
+        url.set_path(&name);
+        Ok(Self {
+            url: url.to_string(),
+            file: None,
+            postgres: Some((admin.clone(), name)),
+        })
+    }
+
+    async fn drop_database(&self) -> anyhow::Result<()> {
+        use sqlx::Connection;
+        if let Some((admin, name)) = &self.postgres {
+            let mut conn = sqlx::PgConnection::connect(admin).await?;
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+            )))
+            .execute(&mut conn)
+            .await?;
+        }
+        Ok(())
+    }
+}
+
 impl Server {
     /// Spawns the release binary against `issuer`.
-    fn spawn(issuer: &str) -> anyhow::Result<Self> {
-        let db = fresh_db_path()?;
+    fn spawn(issuer: &str, store: &Store) -> anyhow::Result<Self> {
         let port = free_port()?;
         let binary = env!("CARGO_BIN_EXE_logout-ledger");
-        let args = server_args(issuer, &db, port);
+        let args = server_args(issuer, &store.url, port);
         println!("server:   {binary} {}", args.join(" "));
         let child = Command::new(binary)
             .args(&args)
@@ -349,7 +413,7 @@ impl Server {
             pid: child.id().to_string(),
             child,
             base: format!("http://127.0.0.1:{port}"),
-            db,
+            db: store.file.clone(),
         })
     }
 
@@ -397,8 +461,11 @@ impl Server {
 
     /// Removes the store and its WAL files.
     fn remove_db(&self) {
+        let Some(db) = &self.db else {
+            return;
+        };
         for suffix in ["", "-wal", "-shm"] {
-            let mut p = self.db.clone().into_os_string();
+            let mut p = db.clone().into_os_string();
             p.push(suffix);
             let _ = std::fs::remove_file(p);
         }
@@ -549,21 +616,21 @@ async fn worker(
 /// Drives `bodies` through `concurrency` workers; returns the tally and the wall time.
 async fn drive(
     client: &reqwest::Client,
-    url: &str,
+    urls: &[String],
     bodies: Vec<String>,
     concurrency: usize,
     time_limit: Duration,
 ) -> anyhow::Result<(Tally, Duration)> {
     let bodies = Arc::new(bodies);
     let next = Arc::new(AtomicUsize::new(0));
-    let url: Arc<str> = Arc::from(url);
+    let urls: Vec<Arc<str>> = urls.iter().map(|u| Arc::from(u.as_str())).collect();
     let start = Instant::now();
     let deadline = start + time_limit;
     let handles: Vec<_> = (0..concurrency)
-        .map(|_| {
+        .map(|i| {
             tokio::spawn(worker(
                 client.clone(),
-                Arc::clone(&url),
+                Arc::clone(&urls[i % urls.len()]),
                 Arc::clone(&bodies),
                 Arc::clone(&next),
                 deadline,
@@ -738,19 +805,20 @@ fn print_report(o: &Options, tally: &Tally, f: &Figures) {
 }
 
 /// Counts the store's `accepted` rows and all rows.
-async fn count_rows(db: &Path) -> anyhow::Result<(i64, i64)> {
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+async fn count_rows(url: &str) -> anyhow::Result<(i64, i64)> {
+    use logout_ledger::store::{AuditStore, EventFilter, KindFilter, Outcome};
+    let reader = AuditStore::open_reader(url)
         .await
-        .with_context(|| format!("open {}", db.display()))?;
-    let accepted: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM audit_events WHERE outcome = 'accepted'")
-            .fetch_one(&pool)
-            .await?;
-    let all: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_events")
-        .fetch_one(&pool)
-        .await?;
-    pool.close().await;
-    Ok((accepted, all))
+        .with_context(|| format!("open {url}"))?;
+    let all = EventFilter {
+        kind: KindFilter::All,
+        ..EventFilter::default()
+    };
+    let accepted = EventFilter {
+        outcome: Some(Outcome::Accepted),
+        ..EventFilter::default()
+    };
+    Ok((reader.count(&accepted).await?, reader.count(&all).await?))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -821,29 +889,45 @@ async fn run() -> anyhow::Result<()> {
     let measured = bodies.split_off(o.warmup);
     let warmup = bodies;
 
-    let mut server = Server::spawn(issuer.issuer())?;
+    let store = Store::create(&o).await?;
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(o.concurrency)
         .timeout(REQUEST_TIMEOUT)
         .build()
         .context("build the HTTP client")?;
-    server.wait_ready(&client).await?;
-    let url = format!("{}/backchannel-logout", server.base);
+    // The first replica migrates the store; the others start after it.
+    let mut servers = Vec::with_capacity(o.replicas);
+    for _ in 0..o.replicas {
+        let mut server = Server::spawn(issuer.issuer(), &store)?;
+        server.wait_ready(&client).await?;
+        servers.push(server);
+    }
+    let urls: Vec<String> = servers
+        .iter()
+        .map(|s| format!("{}/backchannel-logout", s.base))
+        .collect();
+    println!("store:    {} ({} replica(s))", store.url, o.replicas);
 
-    let (warm, _) = drive(&client, &url, warmup, o.concurrency, o.time_limit).await?;
+    let (warm, _) = drive(&client, &urls, warmup, o.concurrency, o.time_limit).await?;
     println!(
         "warm-up:  {} requests, {} accepted",
         warm.answered() + warm.errors,
         warm.ok()
     );
 
+    let server = &servers[0];
     let sampler = RssSampler::start(&server.pid);
-    let server_cpu0 = proc_cpu_secs(&server.pid);
+    let server_cpu0: Vec<_> = servers.iter().map(|s| proc_cpu_secs(&s.pid)).collect();
     let bench_cpu0 = proc_cpu_secs("self");
     let machine_cpu0 = machine_cpu_secs();
     let written0 = proc_written_bytes(&server.pid);
-    let (mut tally, elapsed) = drive(&client, &url, measured, o.concurrency, o.time_limit).await?;
-    let server_cpu = cpu_delta(server_cpu0, proc_cpu_secs(&server.pid));
+    let (mut tally, elapsed) = drive(&client, &urls, measured, o.concurrency, o.time_limit).await?;
+    // All replicas together (RSS below is the first replica's).
+    let server_cpu = servers
+        .iter()
+        .zip(server_cpu0)
+        .map(|(s, before)| cpu_delta(before, proc_cpu_secs(&s.pid)))
+        .fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
     let bench_cpu = cpu_delta(bench_cpu0, proc_cpu_secs("self"));
     let machine_cpu = cpu_delta(machine_cpu0, machine_cpu_secs());
     let server_written = proc_written_bytes(&server.pid)
@@ -875,14 +959,18 @@ async fn run() -> anyhow::Result<()> {
     print_report(&o, &tally, &figures);
 
     drop(client);
-    let (status, took) = server.stop().await?;
     println!();
     println!("== durability ==");
-    println!(
-        "server exit after SIGTERM: {status} in {:.2} s",
-        took.as_secs_f64()
-    );
-    let (accepted_rows, all_rows) = count_rows(&server.db).await?;
+    let mut all_exited = true;
+    for server in &mut servers {
+        let (status, took) = server.stop().await?;
+        println!(
+            "server exit after SIGTERM: {status} in {:.2} s",
+            took.as_secs_f64()
+        );
+        all_exited &= status.success();
+    }
+    let (accepted_rows, all_rows) = count_rows(&store.url).await?;
     let answered_ok = warm.ok() + tally.ok();
     let sent = warm.answered() + warm.errors + tally.answered() + tally.errors;
     println!(
@@ -890,11 +978,12 @@ async fn run() -> anyhow::Result<()> {
          answers 200 ({sent} requests incl. warm-up)"
     );
     if o.keep_db {
-        println!("store kept at {}", server.db.display());
+        println!("store kept at {}", store.url);
     } else {
-        server.remove_db();
+        servers[0].remove_db();
+        store.drop_database().await?;
     }
-    ensure!(status.success(), "the server exited with {status}");
+    ensure!(all_exited, "a server exited with an error");
     ensure!(
         u64::try_from(accepted_rows).ok() == Some(answered_ok),
         "DURABILITY MISMATCH: {answered_ok} requests were answered 200 but the store holds \
