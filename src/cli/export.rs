@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use logout_ledger::export::{ExportFormat, ExportPages};
+use logout_ledger::startup::redact_url;
 use logout_ledger::store::{AuditStore, KindFilter, Order};
 use serde_json::json;
 
@@ -65,7 +66,7 @@ impl Progress {
 pub(super) async fn run(args: ExportArgs) -> anyhow::Result<()> {
     let reader = AuditStore::open_reader(&args.database)
         .await
-        .with_context(|| format!("cannot open {}", args.database))?;
+        .with_context(|| format!("cannot open {}", redact_url(&args.database)))?;
     let mut filter = args.filters.filter()?;
     anyhow::ensure!(
         args.format != ExportFormat::Ocsf || filter.kind == KindFilter::Logout,

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use logout_ledger::ledger::prove::{self, InclusionProof};
+use logout_ledger::startup::redact_url;
 use logout_ledger::store::AuditStore;
 
 use super::verify::read_key;
@@ -52,7 +53,7 @@ pub(crate) async fn run(args: ProveArgs) -> anyhow::Result<()> {
         .transpose()?;
     let reader = AuditStore::open_reader(&args.database)
         .await
-        .with_context(|| format!("cannot open {}", args.database))?;
+        .with_context(|| format!("cannot open {}", redact_url(&args.database)))?;
     let proof = prove::prove(&reader, args.event, note, key.as_ref()).await?;
     println!("{}", serde_json::to_string_pretty(&proof)?);
     Ok(())

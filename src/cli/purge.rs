@@ -4,6 +4,7 @@
 use anyhow::Context;
 use clap::Args;
 use logout_ledger::clock::{Clock, SystemClock, parse_rfc3339_millis};
+use logout_ledger::startup::redact_url;
 use logout_ledger::store;
 
 /// Flags of `purge`.
@@ -37,7 +38,7 @@ pub(crate) async fn run(args: PurgeArgs) -> anyhow::Result<()> {
     let now = SystemClock.now_millis();
     let purged = store::purge(&args.database, args.before, args.dry_run, now)
         .await
-        .with_context(|| format!("retention on {} failed", args.database))?;
+        .with_context(|| format!("retention on {} failed", redact_url(&args.database)))?;
     match (purged.plan.through, args.dry_run) {
         (None, _) => {
             println!("nothing to remove: no checkpointed range lies entirely before the date")

@@ -3,6 +3,7 @@
 
 use anyhow::Context;
 use clap::Args;
+use logout_ledger::startup::redact_url;
 use logout_ledger::store::{AuditStore, Cursor, MAX_LIMIT, Order};
 use serde_json::json;
 
@@ -39,7 +40,7 @@ pub(super) struct QueryArgs {
 pub(super) async fn run(args: QueryArgs) -> anyhow::Result<()> {
     let reader = AuditStore::open_reader(&args.database)
         .await
-        .with_context(|| format!("cannot open {}", args.database))?;
+        .with_context(|| format!("cannot open {}", redact_url(&args.database)))?;
     let mut filter = args.filters.filter()?;
     filter.order = args.order;
     filter.limit = args.limit + 1;

@@ -3,6 +3,7 @@
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use logout_ledger::startup::redact_url;
 use logout_ledger::store::{AuditStore, GroupBy, Summary};
 use serde_json::{Value, json};
 
@@ -60,7 +61,7 @@ pub(super) async fn run(args: ReportArgs) -> anyhow::Result<()> {
     );
     let reader = AuditStore::open_reader(&args.database)
         .await
-        .with_context(|| format!("cannot open {}", args.database))?;
+        .with_context(|| format!("cannot open {}", redact_url(&args.database)))?;
     let filter = args.filters.filter()?;
     let summary = reader
         .summary(&filter, &args.group_by)

@@ -6,6 +6,7 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::Args;
 use logout_ledger::ledger::verify::{self, Options};
+use logout_ledger::startup::redact_url;
 use logout_ledger::store::AuditStore;
 use logout_ledger::tlog::NoteVerifier;
 
@@ -57,7 +58,7 @@ pub(crate) async fn run(args: VerifyArgs) -> anyhow::Result<()> {
     }
     let reader = AuditStore::open_reader(&args.database)
         .await
-        .with_context(|| format!("cannot open {}", args.database))?;
+        .with_context(|| format!("cannot open {}", redact_url(&args.database)))?;
     let started = Instant::now();
     let opts = Options {
         key,
