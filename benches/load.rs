@@ -15,12 +15,13 @@
 //! --concurrency 64`. Flags: `--requests N`, `--concurrency C`, `--warmup N`,
 //! `--time-limit SECS`, `--keep-db`, `--postgres ADMIN_URL` (a fresh database on that server
 //! instead of a SQLite file, dropped afterwards) and `--replicas N` (that many `serve`
-//! processes on the one store; the connections are spread over them as a load balancer would).
+//! processes on the one store; the connections are spread over them as a load balancer would),
+//! `--binary PATH` (drive another build, e.g. one with `--features bench-unchained`).
 //! See `docs/performance.md` for measured figures.
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -64,6 +65,8 @@ struct Options {
     keep_db: bool,
     postgres: Option<String>,
     replicas: usize,
+    /// Another build of the server to drive (e.g. one built with `--features bench-unchained`).
+    binary: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -76,6 +79,7 @@ impl Default for Options {
             keep_db: false,
             postgres: None,
             replicas: 1,
+            binary: None,
         }
     }
 }
@@ -101,9 +105,10 @@ fn parse_args() -> anyhow::Result<Options> {
             "--keep-db" => o.keep_db = true,
             "--replicas" => o.replicas = usize::try_from(value("--replicas")?)?,
             "--postgres" => o.postgres = Some(args.next().context("--postgres needs a URL")?),
+            "--binary" => o.binary = Some(args.next().context("--binary needs a path")?.into()),
             other => bail!(
                 "unknown argument {other:?}; flags: --requests N --concurrency C --warmup N \
-                 --time-limit SECS --keep-db --postgres ADMIN_URL --replicas N"
+                 --time-limit SECS --keep-db --postgres ADMIN_URL --replicas N --binary PATH"
             ),
         }
     }
@@ -396,11 +401,11 @@ impl Store {
 
 impl Server {
     /// Spawns the release binary against `issuer`.
-    fn spawn(issuer: &str, store: &Store) -> anyhow::Result<Self> {
+    fn spawn(issuer: &str, store: &Store, binary: Option<&Path>) -> anyhow::Result<Self> {
         let port = free_port()?;
-        let binary = env!("CARGO_BIN_EXE_logout-ledger");
+        let binary = binary.unwrap_or(Path::new(env!("CARGO_BIN_EXE_logout-ledger")));
         let args = server_args(issuer, &store.url, port);
-        println!("server:   {binary} {}", args.join(" "));
+        println!("server:   {} {}", binary.display(), args.join(" "));
         let child = Command::new(binary)
             .args(&args)
             .env("RUST_LOG", "warn")
@@ -408,7 +413,7 @@ impl Server {
             .stdout(Stdio::inherit())
             .stderr(Stdio::inherit())
             .spawn()
-            .with_context(|| format!("cannot start {binary}"))?;
+            .with_context(|| format!("cannot start {}", binary.display()))?;
         Ok(Self {
             pid: child.id().to_string(),
             child,
@@ -898,7 +903,7 @@ async fn run() -> anyhow::Result<()> {
     // The first replica migrates the store; the others start after it.
     let mut servers = Vec::with_capacity(o.replicas);
     for _ in 0..o.replicas {
-        let mut server = Server::spawn(issuer.issuer(), &store)?;
+        let mut server = Server::spawn(issuer.issuer(), &store, o.binary.as_deref())?;
         server.wait_ready(&client).await?;
         servers.push(server);
     }
