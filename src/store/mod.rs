@@ -56,6 +56,9 @@ pub enum StoreError {
     /// The batch this write belonged to failed.
     #[error("the audit batch was not committed: {0}")]
     BatchFailed(String),
+    /// The writer's thread or runtime could not be started.
+    #[error("cannot start the audit writer: {0}")]
+    WriterStart(std::io::Error),
     /// The writer has stopped (shutdown).
     #[error("the audit writer has stopped")]
     WriterGone,
@@ -119,13 +122,37 @@ macro_rules! on_backend {
 
 /// Handle to wait for the writer's last batch at shutdown.
 #[derive(Debug)]
-pub struct WriterTask(tokio::task::JoinHandle<()>);
+pub struct WriterTask(oneshot::Receiver<()>);
 
 impl WriterTask {
     /// Waits until the writer has committed everything queued and stopped.
     pub async fn finished(self) {
         let _ = self.0.await;
     }
+}
+
+/// Runs the writer on a thread of its own with its own single-threaded runtime. Every batch
+/// awaits the database several times; on the shared runtime each wake-up would queue behind
+/// the request handlers (JWS verification, HTTP), and that wait is added to every batch that
+/// all waiting requests depend on.
+fn spawn_writer<W: backend::WriteDb + 'static>(
+    db: W,
+    rx: mpsc::Receiver<Job>,
+    timeout: Duration,
+) -> Result<WriterTask, StoreError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(StoreError::WriterStart)?;
+    let (done, finished) = oneshot::channel();
+    std::thread::Builder::new()
+        .name("audit-writer".into())
+        .spawn(move || {
+            runtime.block_on(writer::run(db, rx, timeout));
+            let _ = done.send(());
+        })
+        .map_err(StoreError::WriterStart)?;
+    Ok(WriterTask(finished))
 }
 
 async fn submit<T>(
@@ -147,16 +174,22 @@ impl AuditStore {
         let (handle, reader) = match Location::parse(url)? {
             Location::Sqlite(path) => {
                 let (db, reader) = sqlite::open(&path, write_timeout).await?;
-                let handle = tokio::spawn(writer::run(db, rx, write_timeout));
-                (handle, Reader::Sqlite(reader))
+                (db, Reader::Sqlite(reader))
             }
             Location::Postgres(options) => {
                 let (db, reader) = postgres::open(*options, write_timeout).await?;
-                let handle = tokio::spawn(writer::run(db, rx, write_timeout));
-                (handle, Reader::Postgres(reader))
+                let task = spawn_writer(db, rx, write_timeout)?;
+                return Ok((
+                    Self {
+                        writer: tx,
+                        reader: Reader::Postgres(reader),
+                    },
+                    task,
+                ));
             }
         };
-        Ok((Self { writer: tx, reader }, WriterTask(handle)))
+        let task = spawn_writer(handle, rx, write_timeout)?;
+        Ok((Self { writer: tx, reader }, task))
     }
 
     /// Opens an existing store for reading only (CLI queries).
