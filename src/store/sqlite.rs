@@ -3,6 +3,7 @@
 //! bound parameter.
 
 mod query;
+mod scan;
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
@@ -16,9 +17,7 @@ use sqlx::sqlite::{
 use sqlx::{Connection, QueryBuilder, Row, SqlStr, Sqlite, SqliteConnection};
 
 use super::StoreError;
-use super::chain::{
-    COLUMNS, Cell, ColumnType, EventRow, GENESIS, LAYOUT, content_digest, encode_cell,
-};
+use super::chain::{COLUMNS, EventRow, GENESIS};
 use super::entry::{Note, NoteKind, note_row};
 use super::{ChainDigest, ChainRow, PurgePlan, StoredCheckpoint};
 use crate::keys::FetchedKeySet;
@@ -157,27 +156,16 @@ impl Reader {
     }
 
     /// Up to `limit` rows after `after`, each reduced to its id, stored entry hash and content
-    /// digest (the entry hash still open for the previous hash). Encodes straight from the
-    /// borrowed row values: the verifier's fast path. A value of the wrong type is an `Err`.
+    /// digest (the entry hash still open for the previous hash): the verifier's fast path, read
+    /// on a blocking thread through its own handle and hashed on every core (`scan`). A value of
+    /// the wrong type is an `Err`.
     pub(super) async fn chain_digests(
         &self,
         after: i64,
         limit: u32,
     ) -> Result<Vec<Result<ChainDigest, (i64, String)>>, StoreError> {
-        let sql = format!(
-            "SELECT {}, entry_hash FROM audit_events WHERE id > ? ORDER BY id LIMIT ?",
-            COLUMNS.join(", ")
-        );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(after)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
-        let mut scratch = Vec::with_capacity(4096);
-        Ok(rows
-            .iter()
-            .map(|row| digest_row(row, &mut scratch))
-            .collect())
+        let path = self.pool.connect_options().get_filename().to_owned();
+        scan::chain_digests_blocking(path, after, limit).await
     }
 
     /// The retention anchor: the first stored id and the hash before it.
@@ -288,44 +276,6 @@ fn chain_row(row: &SqliteRow) -> Result<ChainRow, StoreError> {
     Ok(ChainRow {
         row: event,
         entry_hash: stored,
-    })
-}
-
-fn digest_row(row: &SqliteRow, scratch: &mut Vec<u8>) -> Result<ChainDigest, (i64, String)> {
-    let id: i64 = row
-        .try_get(0)
-        .map_err(|e| (0, format!("unreadable id: {e}")))?;
-    scratch.clear();
-    for (i, (name, ty)) in LAYOUT.iter().enumerate() {
-        let bad = |e: sqlx::Error| {
-            (
-                id,
-                format!("column {name} holds a value of the wrong type ({e})"),
-            )
-        };
-        let cell = match ty {
-            ColumnType::Int => row
-                .try_get::<Option<i64>, _>(i)
-                .map_err(bad)?
-                .map_or(Cell::Null, Cell::Int),
-            ColumnType::Text => row
-                .try_get::<Option<&str>, _>(i)
-                .map_err(bad)?
-                .map_or(Cell::Null, Cell::Text),
-            ColumnType::Blob => row
-                .try_get::<Option<&[u8]>, _>(i)
-                .map_err(bad)?
-                .map_or(Cell::Null, Cell::Blob),
-        };
-        encode_cell(scratch, cell);
-    }
-    let stored: Vec<u8> = row
-        .try_get(LAYOUT.len())
-        .map_err(|e| (id, format!("unreadable entry hash: {e}")))?;
-    Ok(ChainDigest {
-        id,
-        stored,
-        content: content_digest(scratch),
     })
 }
 
