@@ -1,10 +1,11 @@
 //! The verifier's read path: the chain read through SQLite handles of its own on blocking
 //! threads (no per-row channel hop, no per-row allocation but the stored hash), each row encoded
-//! straight from the borrowed column values, and a page split by id range over every core, each
-//! part read, encoded and hashed by its own thread.
+//! straight from the borrowed column values, and a page cut by id range into chunks that one
+//! thread per core reads, encodes and content-hashes in turn.
 
 use std::num::NonZero;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
 use std::time::Duration;
 
@@ -14,8 +15,8 @@ use rusqlite::{Connection, OpenFlags, Row};
 use crate::store::chain::{COLUMNS, Cell, ColumnType, LAYOUT, content_digest, encode_cell};
 use crate::store::{ChainDigest, StoreError};
 
-/// Below this many rows per part a page is read by one thread.
-const MIN_PART: u32 = 1024;
+/// Ids per chunk: the unit of work a reading thread takes at a time.
+const CHUNK: u32 = 1024;
 
 /// One scanned row: its content digest, or why its values cannot be encoded.
 pub(super) type Scanned = Result<ChainDigest, (i64, String)>;
@@ -116,59 +117,86 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
-/// One part of a page: the rows with `low < id <= high`, at most `limit` of them, in id order.
-fn read_part(path: &Path, low: i64, high: i64, limit: u32) -> rusqlite::Result<Vec<Scanned>> {
-    let conn = open(path)?;
-    let sql = format!(
+/// The SELECT of one chunk: the rows with `?1 < id <= ?2`, at most `?3`, in id order.
+fn chunk_sql() -> String {
+    format!(
         "SELECT {}, entry_hash FROM audit_events WHERE id > ?1 AND id <= ?2 ORDER BY id LIMIT ?3",
         COLUMNS.join(", ")
-    );
-    let mut stmt = conn.prepare(&sql)?;
-    let mut rows = stmt.query((low, high, i64::from(limit)))?;
-    let mut out = Vec::with_capacity(usize::try_from(limit).unwrap_or(0).min(1 << 16));
+    )
+}
+
+/// Reads, encodes and content-hashes the chunks this thread takes from `next` until none is
+/// left: `(chunk index, its rows)` for each.
+fn read_chunks(
+    path: &Path,
+    next: &AtomicU32,
+    chunk: impl Fn(u32) -> Option<(i64, i64, u32)>,
+) -> rusqlite::Result<Vec<(u32, Vec<Scanned>)>> {
+    let conn = open(path)?;
+    let mut stmt = conn.prepare(&chunk_sql())?;
     let mut scratch = Vec::with_capacity(8192);
-    while let Some(row) = rows.next()? {
-        scratch.clear();
-        out.push(
-            encode_row(row, &mut scratch).map(|(id, stored)| ChainDigest {
-                id,
-                stored,
-                content: content_digest(&scratch),
-            }),
-        );
+    let mut done = Vec::new();
+    loop {
+        let k = next.fetch_add(1, Ordering::Relaxed);
+        let Some((low, high, limit)) = chunk(k) else {
+            return Ok(done);
+        };
+        let mut rows = stmt.query((low, high, i64::from(limit)))?;
+        let mut out = Vec::with_capacity(usize::try_from(limit).unwrap_or(0).min(1 << 16));
+        while let Some(row) = rows.next()? {
+            scratch.clear();
+            out.push(
+                encode_row(row, &mut scratch).map(|(id, stored)| ChainDigest {
+                    id,
+                    stored,
+                    content: content_digest(&scratch),
+                }),
+            );
+        }
+        done.push((k, out));
     }
-    Ok(out)
 }
 
 /// Up to `limit` rows with id greater than `after`, in id order, as content digests.
 ///
-/// The page is split by id over the cores: part `k` holds the ids in `(after + k·h, after +
-/// (k+1)·h]` (at most `h` rows, all of them read), the last part the first rows after that.
-/// The parts are consecutive, so their concatenation is every row after `after` up to its
-/// last; where ids have gaps the page is shorter than `limit`, never missing a row.
+/// The page is cut by id into chunks that one thread per core takes in turn (each with its own
+/// handle), so the cores stay evenly busy: chunk `k` holds the ids in `(after + k·c, after +
+/// (k+1)·c]` (at most `c` rows, all of them read), the last one the first rows after that up to
+/// the page's size. The chunks are consecutive, so their concatenation is every row after
+/// `after` up to its last; where ids have gaps the page is shorter than `limit`, never missing
+/// a row.
 pub(super) fn chain_digests(path: &Path, after: i64, limit: u32) -> rusqlite::Result<Vec<Scanned>> {
+    let chunks = (limit / CHUNK).max(1);
+    let c = limit / chunks;
+    let bound = |k: u32| after.saturating_add(i64::from(k * c));
+    let chunk = |k: u32| match k.cmp(&(chunks - 1)) {
+        std::cmp::Ordering::Less => Some((bound(k), bound(k + 1), c)),
+        std::cmp::Ordering::Equal => Some((bound(k), i64::MAX, limit - k * c)),
+        std::cmp::Ordering::Greater => None,
+    };
     let cores = thread::available_parallelism().map_or(1, NonZero::get);
-    let parts = u32::try_from(cores)
-        .unwrap_or(1)
-        .min(limit / MIN_PART)
-        .max(1);
-    let h = limit / parts;
-    let bound = |k: u32| after.saturating_add(i64::from(k * h));
-    let results: Vec<rusqlite::Result<Vec<Scanned>>> = thread::scope(|s| {
-        let others: Vec<_> = (0..parts - 1)
-            .map(|k| s.spawn(move || read_part(path, bound(k), bound(k + 1), h)))
+    let threads = u32::try_from(cores).unwrap_or(1).min(chunks);
+    let next = AtomicU32::new(0);
+    let read: Vec<_> = thread::scope(|s| {
+        let others: Vec<_> = (1..threads)
+            .map(|_| s.spawn(|| read_chunks(path, &next, chunk)))
             .collect();
-        let last = read_part(path, bound(parts - 1), i64::MAX, limit - (parts - 1) * h);
+        let mine = read_chunks(path, &next, chunk);
         let mut all: Vec<_> = others
             .into_iter()
             .map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
             .collect();
-        all.push(last);
+        all.push(mine);
         all
     });
+    let mut parts = Vec::with_capacity(usize::try_from(chunks).unwrap_or(0));
+    for r in read {
+        parts.extend(r?);
+    }
+    parts.sort_unstable_by_key(|(k, _)| *k);
     let mut out = Vec::with_capacity(usize::try_from(limit).unwrap_or(0));
-    for part in results {
-        out.extend(part?);
+    for (_, rows) in parts {
+        out.extend(rows);
     }
     Ok(out)
 }
@@ -310,7 +338,7 @@ mod tests {
         assert_eq!(expected.len(), n + 3991 - 601 + 1);
         assert!(expected.iter().filter(|e| e.is_err()).count() >= 4);
         // Every page size, split over threads or not, reads the same rows in the same order.
-        for limit in [1, 3, 100, 2 * MIN_PART, 2 * MIN_PART + 1, 20_000] {
+        for limit in [1, 3, 100, CHUNK, 2 * CHUNK + 1, 3 * CHUNK - 1, 20_000] {
             let mut got = Vec::new();
             let mut after = 0;
             loop {
