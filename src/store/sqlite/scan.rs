@@ -1,5 +1,5 @@
 //! The verifier's read path: the chain read through SQLite handles of its own on blocking
-//! threads (no per-row channel hop, no per-row allocation but the stored hash), each row encoded
+//! threads (no per-row channel hop or copy of the row's values), each row encoded
 //! straight from the borrowed column values, and a page cut by id range into chunks that one
 //! thread per core reads, encodes and content-hashes in turn.
 
@@ -31,6 +31,7 @@ fn decode_error<T: ?Sized>(index: usize, sql_type: &str, found: &str) -> String 
     )
 }
 
+/// The SQL type of a value, as sqlx names it in its messages.
 fn type_name(v: ValueRef<'_>) -> &'static str {
     match v {
         ValueRef::Null => "NULL",
