@@ -1,6 +1,9 @@
 //! Ledger benchmark: fills a store through the real group-commit writer with realistic
 //! records, signs a checkpoint, then times `verify` (every entry hash, the chain and the Merkle
-//! root) and `prove`. Run: `cargo bench --bench ledger -- [--records N] [--keep DIR]`
+//! root) and `prove`. Before `verify` it measures the bounds that limit it on this machine:
+//! SHA-256 alone over the store's own canonical record sizes on 1 and on every core, and the
+//! read path alone (rows read, encoded and content-hashed, nothing chained).
+//! Run: `cargo bench --bench ledger -- [--records N] [--keep DIR]`
 //! (`--keep DIR`: fill `DIR/audit.db` once and reuse it on later runs).
 
 use std::path::PathBuf;
@@ -97,6 +100,7 @@ async fn main() -> anyhow::Result<()> {
         size >> 20,
         if reused { ", reused" } else { "" }
     );
+    bounds(&url).await?;
     verify_and_prove(&url).await?;
     if keep.is_none() {
         let _ = std::fs::remove_dir_all(&dir);
@@ -147,11 +151,11 @@ async fn verify_and_prove(url: &str) -> anyhow::Result<()> {
     let reader = AuditStore::open_reader(url).await?;
     let opts = verify::Options::default();
     for round in 1..=2 {
-        let t = Instant::now();
+        let (t, cpu) = (Instant::now(), cpu_secs());
         let report = verify::run(&reader, &opts).await?;
-        let e = t.elapsed();
+        let (e, cpu) = (t.elapsed(), cpu_secs() - cpu);
         println!(
-            "verify (round {round}): {} records, {} problems, {} checkpoint(s), {e:.2?} = {:.0} records/s",
+            "verify (round {round}): {} records, {} problems, {} checkpoint(s), {e:.2?} = {:.0} records/s (CPU {cpu:.2} s)",
             report.chain.records,
             report.problems.len(),
             report.checkpoints_checked,
@@ -171,5 +175,87 @@ async fn verify_and_prove(url: &str) -> anyhow::Result<()> {
         proof.tree_size,
         t.elapsed()
     );
+    Ok(())
+}
+
+/// CPU time this process has used so far, all threads (Linux `/proc/self/stat`, 100 Hz ticks),
+/// or zero elsewhere: with the wall time it shows how much of the two cores a run could use.
+fn cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after_name = stat.rsplit_once(") ").map_or("", |(_, rest)| rest);
+    let ticks: Vec<f64> = after_name
+        .split(' ')
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    ticks.iter().sum::<f64>() / 100.0
+}
+
+/// SHA-256 of every record's hash input (prefix, canonical encoding, previous hash), as
+/// `threads` threads share `total` records: records/s and bytes/s.
+fn sha_rate(inputs: &[Vec<u8>], total: usize, threads: usize) -> (f64, f64) {
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        for k in 0..threads {
+            s.spawn(move || {
+                let mut acc = 0u8;
+                for i in (k..total).step_by(threads) {
+                    let d = aws_lc_rs::digest::digest(
+                        &aws_lc_rs::digest::SHA256,
+                        &inputs[i % inputs.len()],
+                    );
+                    acc ^= d.as_ref()[0];
+                }
+                std::hint::black_box(acc);
+            });
+        }
+    });
+    let secs = t.elapsed().as_secs_f64();
+    let bytes: usize = (0..total).map(|i| inputs[i % inputs.len()].len()).sum();
+    (total as f64 / secs, bytes as f64 / secs)
+}
+
+/// What bounds `verify` here: SHA-256 alone over the store's own records (1 core, every core),
+/// and the read path alone (read, encode and content-hash every row, nothing chained).
+async fn bounds(url: &str) -> anyhow::Result<()> {
+    let reader = AuditStore::open_reader(url).await?;
+    let sample = reader.chain_rows(0, 20_000).await?;
+    let inputs: Vec<Vec<u8>> = sample
+        .iter()
+        .map(|r| {
+            let mut b = logout_ledger::store::chain::DOMAIN.to_vec();
+            r.row.encode(&mut b);
+            b.extend_from_slice(&[0; 32]);
+            b
+        })
+        .collect();
+    let mean = inputs.iter().map(Vec::len).sum::<usize>() / inputs.len().max(1);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for threads in [1, cores] {
+        let (rate, bytes) = sha_rate(&inputs, 1_000_000, threads);
+        println!(
+            "SHA-256 alone, {threads} thread(s), {mean}-byte hash inputs: {rate:.0} records/s ({:.2} GB/s)",
+            bytes / 1e9
+        );
+    }
+    for round in 1..=2 {
+        let (t, cpu) = (Instant::now(), cpu_secs());
+        let (mut rows, mut after) = (0u64, 0);
+        loop {
+            let page = reader.chain_digests(after, 20_000).await?;
+            let Some(last) = page.last() else { break };
+            after = match last {
+                Ok(d) => d.id,
+                Err((id, _)) => *id,
+            };
+            rows += page.len() as u64;
+        }
+        let (e, cpu) = (t.elapsed(), cpu_secs() - cpu);
+        println!(
+            "read path alone (round {round}): {rows} rows read, encoded and content-hashed in {e:.2?} = {:.0} records/s (CPU {cpu:.2} s)",
+            rows as f64 / e.as_secs_f64()
+        );
+    }
     Ok(())
 }

@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::keys::jwks::hex;
 use crate::keys::{KeyMatch, KeySet};
 use crate::store::chain::{EventRow, GENESIS, finish};
-use crate::store::{ChainRow, StoreError, StoreReader};
+use crate::store::{ChainDigest, ChainRow, StoreError, StoreReader};
 use crate::tlog::merkle::{Accumulator, leaf_hash};
 use crate::tlog::{Checkpoint, NoteVerifier};
 
@@ -112,35 +112,67 @@ fn written_at(row: &ChainRow, page: &[ChainRow], at: usize, scratch: &mut Vec<u8
 }
 
 /// Walks the whole chain, calling `leaf(id, stored_entry_hash)` for every stored record in order
-/// (for the Merkle checks), and returns what it found.
+/// (for the Merkle checks), and returns what it found. Each page is checked while the next one
+/// is read.
 pub async fn chain(
     reader: &StoreReader,
     mut leaf: impl FnMut(i64, [u8; 32]),
 ) -> Result<ChainReport, StoreError> {
     let anchor = reader.anchor().await?;
-    let (first_id, mut prev) = anchor.unwrap_or((1, GENESIS));
-    let mut report = ChainReport {
-        first_id,
-        last_id: first_id - 1,
-        ..ChainReport::default()
+    let (first_id, prev) = anchor.unwrap_or((1, GENESIS));
+    let mut walk = Walk {
+        report: ChainReport {
+            first_id,
+            last_id: first_id - 1,
+            ..ChainReport::default()
+        },
+        expected_id: first_id,
+        prev,
+        last_failed: None,
+        scratch: Vec::with_capacity(8192),
     };
-    let mut expected_id = first_id;
-    let mut after = 0;
-    let mut scratch = Vec::with_capacity(8192);
-    let mut last_failed = None;
-    loop {
-        let page = reader.chain_digests(after, PAGE).await?;
-        let Some(last) = page.last() else { break };
-        after = match last {
+    let mut page = reader.chain_digests(0, PAGE).await?;
+    while let Some(last) = page.last() {
+        let after = match last {
             Ok(d) => d.id,
             Err((id, _)) => *id,
         };
+        let (next, checked) = tokio::join!(
+            reader.chain_digests(after, PAGE),
+            walk.page(reader, page, &mut leaf)
+        );
+        checked?;
+        page = next?;
+    }
+    Ok(walk.report)
+}
+
+/// Where the chain check stands between pages.
+struct Walk {
+    report: ChainReport,
+    expected_id: i64,
+    /// The entry hash the next record must chain to (the last good stored one).
+    prev: [u8; 32],
+    /// The last record whose hash did not follow.
+    last_failed: Option<i64>,
+    scratch: Vec<u8>,
+}
+
+impl Walk {
+    /// Checks one page of records, in id order.
+    async fn page(
+        &mut self,
+        reader: &StoreReader,
+        page: Vec<Result<ChainDigest, (i64, String)>>,
+        leaf: &mut impl FnMut(i64, [u8; 32]),
+    ) -> Result<(), StoreError> {
+        let report = &mut self.report;
         for entry in page {
             let d = match entry {
                 Ok(d) => d,
                 Err((id, why)) => {
                     report.records += 1;
-                    expected_id = expected_id.max(id + 1);
+                    self.expected_id = self.expected_id.max(id + 1);
                     report.problems.push(Problem {
                         kind: ProblemKind::Malformed,
                         ids: vec![id],
@@ -150,6 +182,7 @@ pub async fn chain(
                 }
             };
             let id = d.id;
+            let expected_id = self.expected_id;
             report.records += 1;
             report.last_id = id;
             if id < expected_id {
@@ -171,7 +204,7 @@ pub async fn chain(
                     },
                 });
             }
-            expected_id = id + 1;
+            self.expected_id = id + 1;
             let Ok(stored) = <[u8; 32]>::try_from(d.stored.as_slice()) else {
                 report.problems.push(Problem {
                     kind: ProblemKind::Malformed,
@@ -181,25 +214,25 @@ pub async fn chain(
                 continue;
             };
             leaf(id, stored);
-            if finish(d.content, &prev) == stored {
-                prev = stored;
+            if finish(d.content, &self.prev) == stored {
+                self.prev = stored;
                 continue;
             }
-            let previous_failed = last_failed == Some(id - 1);
-            last_failed = Some(id);
+            let previous_failed = self.last_failed == Some(id - 1);
+            self.last_failed = Some(id);
             // Rare: read the full rows around the break to name it.
             let window = reader
                 .chain_rows(id - 1 - WINDOW as i64, 2 * WINDOW as u32 + 1)
                 .await?;
             if let Some(at) = window.iter().position(|r| r.row.id == id)
-                && let Some(p) = classify(&window, at, previous_failed, &mut scratch)
+                && let Some(p) = classify(&window, at, previous_failed, &mut self.scratch)
             {
                 push_folded(&mut report.problems, p);
             }
-            prev = stored; // resynchronise: judge the next record against what is stored
+            self.prev = stored; // resynchronise: judge the next record against what is stored
         }
+        Ok(())
     }
-    Ok(report)
 }
 
 /// Names what is wrong with row `at`, whose stored hash does not follow from its content and

@@ -70,6 +70,9 @@ pub enum StoreError {
         /// What is wrong.
         message: String,
     },
+    /// Reading the chain through the verifier's own SQLite handle failed.
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
 }
 
 /// One unit of work for the writer, with where to send its answer.

@@ -3,6 +3,7 @@
 //! bound parameter.
 
 mod query;
+mod scan;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -191,27 +192,16 @@ impl Reader {
     }
 
     /// Up to `limit` rows after `after`, each reduced to its id, stored entry hash and content
-    /// digest (the entry hash still open for the previous hash). Encodes straight from the
-    /// borrowed row values: the verifier's fast path. A value of the wrong type is an `Err`.
+    /// digest (the entry hash still open for the previous hash): the verifier's fast path, read
+    /// on a blocking thread through its own handle and hashed on every core (`scan`). A value of
+    /// the wrong type is an `Err`.
     pub(super) async fn chain_digests(
         &self,
         after: i64,
         limit: u32,
     ) -> Result<Vec<Result<ChainDigest, (i64, String)>>, StoreError> {
-        let sql = format!(
-            "SELECT {}, entry_hash FROM audit_events WHERE id > ? ORDER BY id LIMIT ?",
-            COLUMNS.join(", ")
-        );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(after)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
-        let mut scratch = Vec::with_capacity(4096);
-        Ok(rows
-            .iter()
-            .map(|row| cells::digest_row(row, &mut scratch))
-            .collect())
+        let path = self.pool.connect_options().get_filename().to_owned();
+        scan::chain_digests_blocking(path, after, limit).await
     }
 
     /// The retention anchor: the first stored id and the hash before it.
