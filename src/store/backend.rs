@@ -5,8 +5,10 @@
 use std::borrow::Cow;
 use std::future::Future;
 
+use std::ops::DerefMut;
+
+use sqlx::SqlStr;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::{SqlStr, Transaction};
 
 use super::chain::EventRow;
 use super::entry::{Note, note_row};
@@ -21,16 +23,19 @@ pub(super) type ArchivedKeySet = ([u8; 32], Vec<String>);
 
 /// A database the writer can open batch transactions on.
 pub(super) trait WriteDb: Send {
-    /// The connection a batch runs its statements on.
-    type Conn: ChainOps + sqlx::Connection<Database = Self::Db>;
-    /// The sqlx database.
-    type Db: sqlx::Database<Connection = Self::Conn>;
+    /// What a batch runs its statements on.
+    type Conn: ChainOps;
+    /// A batch's open transaction (rolled back if dropped uncommitted).
+    type Tx<'a>: DerefMut<Target = Self::Conn> + Send
+    where
+        Self: 'a;
 
     /// Begins a batch: a transaction that holds the chain lock (the single sequencer) until it
     /// commits or rolls back, so no other writer can append meanwhile.
-    fn begin(
-        &mut self,
-    ) -> impl Future<Output = Result<Transaction<'_, Self::Db>, StoreError>> + Send;
+    fn begin(&mut self) -> impl Future<Output = Result<Self::Tx<'_>, StoreError>> + Send;
+
+    /// Commits a batch: durable when this returns.
+    fn commit<'a>(tx: Self::Tx<'a>) -> impl Future<Output = Result<(), StoreError>> + Send + 'a;
 }
 
 /// The statements of the chain's writers, run inside a transaction that holds the chain lock.
@@ -126,6 +131,28 @@ pub(super) async fn append_after_last<C: ChainOps>(
     let id = row.id;
     conn.insert_rows(&[(row, hash)]).await?;
     Ok(id)
+}
+
+/// The last record older than a retention cut-off: before the first record received at or after
+/// it (`newer`), else the last record (`last`), else none (0).
+pub(super) fn older_through(newer: Option<i64>, last: Option<i64>) -> i64 {
+    match (newer, last) {
+        (Some(n), _) => n - 1,
+        (None, Some(l)) => l,
+        (None, None) => 0,
+    }
+}
+
+/// A retention plan from the first stored record and the largest checkpoint among the old
+/// records: whole checkpointed ranges only, nothing when that checkpoint is already removed.
+pub(super) fn purge_plan(first: Option<i64>, checkpoint: Option<i64>) -> PurgePlan {
+    let first = first.unwrap_or(1);
+    let through = checkpoint.filter(|t| *t >= first);
+    PurgePlan {
+        first_id: first,
+        through,
+        records: through.map_or(0, |t| t - first + 1),
+    }
 }
 
 /// Parses the JSON array of kids stored beside an archived key set.

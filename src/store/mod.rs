@@ -27,7 +27,6 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use sqlx::Connection as _;
 use tokio::sync::{mpsc, oneshot};
 
 use self::backend::{ChainOps, append_after_last};
@@ -328,16 +327,23 @@ pub struct Purged {
     pub anchor: Option<[u8; 32]>,
 }
 
+/// How long a CLI writer (access record, retention) waits for the service's write lock.
+const CLI_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Appends an access or system record from a process other than the service (the CLI),
 /// chained after whatever the store holds now. Safe while the service runs.
 pub async fn append_note(url: &str, note: &Note) -> Result<i64, StoreError> {
     match Location::parse(url)? {
         Location::Sqlite(path) => {
-            let mut conn = sqlite::open_writer(&path).await?;
-            let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-            let id = append_after_last(&mut *tx, note).await?;
-            tx.commit().await?;
-            Ok(id)
+            let note = note.clone();
+            sqlite::on_own_thread(move || async move {
+                let mut chain = sqlite::SqliteChain::open(&path, CLI_BUSY_TIMEOUT)?;
+                let mut tx = chain.begin()?;
+                let id = append_after_last(&mut *tx, &note).await?;
+                tx.commit()?;
+                Ok(id)
+            })
+            .await
         }
         Location::Postgres(options) => {
             let mut conn = postgres::open_writer(*options).await?;
@@ -355,11 +361,14 @@ pub async fn append_note(url: &str, note: &Note) -> Result<i64, StoreError> {
 pub async fn purge(url: &str, before: i64, dry_run: bool, at: i64) -> Result<Purged, StoreError> {
     let purged = match Location::parse(url)? {
         Location::Sqlite(path) => {
-            let mut conn = sqlite::open_writer(&path).await?;
-            let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-            let purged = purge_in(&mut *tx, before, dry_run, at).await?;
-            tx.commit().await?;
-            purged
+            sqlite::on_own_thread(move || async move {
+                let mut chain = sqlite::SqliteChain::open(&path, CLI_BUSY_TIMEOUT)?;
+                let mut tx = chain.begin()?;
+                let purged = purge_in(&mut *tx, before, dry_run, at).await?;
+                tx.commit()?;
+                Ok(purged)
+            })
+            .await?
         }
         Location::Postgres(options) => {
             let mut conn = postgres::open_writer(*options).await?;

@@ -16,7 +16,8 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{ConnectOptions, PgConnection, Postgres, Row, Transaction};
 
 use super::backend::{
-    AcceptedToken, ArchivedKeySet, ChainOps, WriteDb, embedded_migrator, parse_kids,
+    AcceptedToken, ArchivedKeySet, ChainOps, WriteDb, embedded_migrator, older_through, parse_kids,
+    purge_plan,
 };
 use super::cells::{self, hash32};
 use super::chain::{COLUMNS, ColumnType, EventRow, GENESIS, LAYOUT};
@@ -71,12 +72,16 @@ pub(super) struct Writer {
 
 impl WriteDb for Writer {
     type Conn = PgConnection;
-    type Db = Postgres;
+    type Tx<'a> = Transaction<'static, Postgres>;
 
-    async fn begin(&mut self) -> Result<Transaction<'_, Postgres>, StoreError> {
+    async fn begin(&mut self) -> Result<Transaction<'static, Postgres>, StoreError> {
         let mut tx = self.pool.begin().await?;
         lock_chain(&mut tx).await?;
         Ok(tx)
+    }
+
+    async fn commit<'a>(tx: Self::Tx<'a>) -> Result<(), StoreError> {
+        Ok(tx.commit().await?)
     }
 }
 
@@ -545,23 +550,13 @@ impl ChainOps for PgConnection {
         .await?;
         let (first, newer, last): (Option<i64>, Option<i64>, Option<i64>) =
             (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
-        let older_through = match (newer, last) {
-            (Some(n), _) => n - 1,
-            (None, Some(l)) => l,
-            (None, None) => 0,
-        };
+        let older_through = older_through(newer, last);
         let through: Option<i64> =
             sqlx::query_scalar("SELECT MAX(tree_size) FROM checkpoints WHERE tree_size <= $1")
                 .bind(older_through)
                 .fetch_one(&mut *self)
                 .await?;
-        let first = first.unwrap_or(1);
-        let through = through.filter(|t| *t >= first);
-        Ok(PurgePlan {
-            first_id: first,
-            through,
-            records: through.map_or(0, |t| t - first + 1),
-        })
+        Ok(purge_plan(first, through))
     }
 
     async fn remove_through(&mut self, through: i64) -> Result<([u8; 32], u64), StoreError> {

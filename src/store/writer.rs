@@ -175,7 +175,7 @@ async fn commit<W: WriteDb>(
         let mut tx = db.begin().await?;
         let mut cursor = sync_head(&mut *tx, cached).await?;
         let done = write_jobs(&mut *tx, jobs, &mut cursor).await?;
-        tx.commit().await?;
+        W::commit(tx).await?;
         Ok::<_, StoreError>((done, cursor))
     })
     .await

@@ -247,8 +247,11 @@ mod tests {
         ));
         std::fs::create_dir_all(&dir).map_err(|e| StoreError::BatchFailed(e.to_string()))?;
         let path = dir.join("audit.db");
-        let (writer, reader) = super::super::open(&path, Duration::from_secs(5)).await?;
-        let mut conn = writer.0;
+        let (_writer, reader) = super::super::open(&path, Duration::from_secs(5)).await?;
+        let mut conn = {
+            use sqlx::Connection;
+            sqlx::SqliteConnection::connect_with(&super::super::options(&path)).await?
+        };
         // Well-formed rows, then one odd value per row: a value of another type than its
         // column's (affinity keeps these), invalid UTF-8, text where bytes belong, a text hash.
         let hash = "x'".to_owned() + &"ab".repeat(32) + "'";

@@ -1,0 +1,387 @@
+//! The SQLite write path: one plain SQLite handle on the thread that writes (the writer's own
+//! thread, or a CLI writer's), so every statement of a batch runs in place, with no hop to a
+//! driver thread and back. A batch is `BEGIN IMMEDIATE` (SQLite's write lock, the chain lock)
+//! through `COMMIT`; dropped before its commit, it rolls back.
+
+use std::future::Future;
+use std::ops::{Deref, DerefMut};
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+
+use crate::keys::FetchedKeySet;
+use crate::store::backend::{
+    AcceptedToken, ArchivedKeySet, ChainOps, WriteDb, older_through, parse_kids, purge_plan,
+};
+use crate::store::cells::hash32;
+use crate::store::chain::{COLUMNS, EventRow, GENESIS};
+use crate::store::{PurgePlan, StoreError};
+
+/// The writer's page cache, in KiB (negative: a size, not a page count): the random-key index
+/// pages a batch touches (sub, sid, jti, metadata pairs) stay in memory.
+const WRITER_CACHE_KIB: i64 = -32768;
+/// WAL pages after which a commit checkpoints by itself: only a backstop, since the
+/// checkpointer keeps the WAL far shorter off the writer's path.
+const WAL_AUTOCHECKPOINT_PAGES: i64 = 16384;
+
+/// A write handle on a store that already exists (and is migrated).
+#[derive(Debug)]
+pub(in crate::store) struct SqliteChain(Connection);
+
+impl SqliteChain {
+    /// Opens the store for writing: WAL, every commit fsync'd (`synchronous = FULL`), waiting
+    /// up to `busy` for another writer's lock.
+    pub(in crate::store) fn open(path: &Path, busy: Duration) -> Result<Self, StoreError> {
+        if !path.exists() {
+            return Err(StoreError::Database(sqlx::Error::Configuration(
+                format!("no store at {}", path.display()).into(),
+            )));
+        }
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(busy)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // FULL: a commit is fsync'd to the WAL before it returns, so an acknowledged record
+        // survives a power loss, not only a process crash.
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", true)?;
+        conn.pragma_update(None, "cache_size", WRITER_CACHE_KIB)?;
+        conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
+        conn.set_prepared_statement_cache_capacity(32);
+        Ok(Self(conn))
+    }
+
+    /// Begins a batch holding SQLite's write lock.
+    pub(in crate::store) fn begin(&mut self) -> Result<Batch<'_>, StoreError> {
+        self.0.execute_batch("BEGIN IMMEDIATE")?;
+        Ok(Batch {
+            chain: self,
+            open: true,
+        })
+    }
+}
+
+/// A batch's transaction; rolls back when dropped before [`Batch::commit`].
+#[derive(Debug)]
+pub(in crate::store) struct Batch<'a> {
+    chain: &'a mut SqliteChain,
+    open: bool,
+}
+
+impl Batch<'_> {
+    /// Commits (and fsyncs) the batch.
+    pub(in crate::store) fn commit(mut self) -> Result<(), StoreError> {
+        self.open = false;
+        self.chain.0.execute_batch("COMMIT")?;
+        Ok(())
+    }
+}
+
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            let _ = self.chain.0.execute_batch("ROLLBACK");
+        }
+    }
+}
+
+impl Deref for Batch<'_> {
+    type Target = SqliteChain;
+    fn deref(&self) -> &SqliteChain {
+        self.chain
+    }
+}
+
+impl DerefMut for Batch<'_> {
+    fn deref_mut(&mut self) -> &mut SqliteChain {
+        self.chain
+    }
+}
+
+/// The service's writer: the write handle, used only on the writer's thread.
+#[derive(Debug)]
+pub(in crate::store) struct Writer(pub(in crate::store) SqliteChain);
+
+impl WriteDb for Writer {
+    type Conn = SqliteChain;
+    type Tx<'a> = Batch<'a>;
+
+    async fn begin(&mut self) -> Result<Batch<'_>, StoreError> {
+        self.0.begin()
+    }
+
+    async fn commit<'a>(tx: Self::Tx<'a>) -> Result<(), StoreError> {
+        tx.commit()
+    }
+}
+
+/// Runs `work` to completion on a thread of its own (SQLite calls block; the caller's runtime
+/// keeps serving). For the CLI's writers and retention.
+pub(in crate::store) async fn on_own_thread<F, Fut, T>(work: F) -> Result<T, StoreError>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<T, StoreError>>,
+    T: Send + 'static,
+{
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("audit-sqlite".into())
+        .spawn(move || {
+            let result = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(StoreError::WriterStart)
+                .and_then(|rt| rt.block_on(work()));
+            let _ = tx.send(result);
+        })
+        .map_err(StoreError::WriterStart)?;
+    rx.await.map_err(|_| StoreError::WriterGone)?
+}
+
+fn anchor_row(c: &Connection) -> Result<Option<(i64, [u8; 32])>, StoreError> {
+    let row: Option<(i64, Vec<u8>)> = c
+        .query_row(
+            "SELECT first_id, prev_entry_hash FROM chain_anchor WHERE singleton = 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    row.map(|(id, h)| Ok((id, hash32(id, &h)?))).transpose()
+}
+
+impl ChainOps for SqliteChain {
+    async fn last_entry(&mut self) -> Result<(i64, [u8; 32]), StoreError> {
+        let last: Option<(i64, Vec<u8>)> = self
+            .0
+            .prepare_cached("SELECT id, entry_hash FROM audit_events ORDER BY id DESC LIMIT 1")?
+            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        if let Some((id, hash)) = last {
+            return Ok((id, hash32(id, &hash)?));
+        }
+        Ok(match anchor_row(&self.0)? {
+            Some((first, hash)) => (first - 1, hash),
+            None => (0, GENESIS),
+        })
+    }
+
+    async fn leaf_hashes(
+        &mut self,
+        from: i64,
+        to: i64,
+        limit: u32,
+    ) -> Result<Vec<(i64, [u8; 32])>, StoreError> {
+        let mut stmt = self.0.prepare_cached(
+            "SELECT id, entry_hash FROM purged_hashes WHERE id BETWEEN ?1 AND ?2 \
+             UNION ALL SELECT id, entry_hash FROM audit_events WHERE id BETWEEN ?1 AND ?2 \
+             ORDER BY id LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![from, to, i64::from(limit)], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, hash) = row?;
+            out.push((id, hash32(id, &hash)?));
+        }
+        Ok(out)
+    }
+
+    async fn accepted_tokens(
+        &mut self,
+        keys: &[(String, String)],
+    ) -> Result<Vec<AcceptedToken>, StoreError> {
+        let mut stmt = self.0.prepare_cached(
+            "SELECT event_id, token_sha256 FROM accepted_tokens WHERE iss = ?1 AND jti = ?2",
+        )?;
+        let mut out = Vec::new();
+        for (iss, jti) in keys {
+            let found: Option<(i64, Vec<u8>)> = stmt
+                .query_row(params![iss, jti], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            if let Some((id, sha)) = found {
+                out.push(((iss.clone(), jti.clone()), (id, hash32(id, &sha)?)));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn insert_rows(&mut self, rows: &[(EventRow, [u8; 32])]) -> Result<(), StoreError> {
+        let placeholders: Vec<String> = (1..=COLUMNS.len() + 1).map(|i| format!("?{i}")).collect();
+        let sql = format!(
+            "INSERT INTO audit_events ({}, entry_hash) VALUES ({})",
+            COLUMNS.join(", "),
+            placeholders.join(", ")
+        );
+        let mut stmt = self.0.prepare_cached(&sql)?;
+        for (r, hash) in rows {
+            stmt.execute(params![
+                r.id,
+                r.kind,
+                r.received_at,
+                r.outcome,
+                r.http_status,
+                r.reason,
+                r.reason_detail,
+                r.iss,
+                r.sub,
+                r.sid,
+                r.jti,
+                r.aud,
+                r.iat,
+                r.exp,
+                r.alg,
+                r.kid,
+                r.typ,
+                r.events,
+                r.session_metadata,
+                r.metadata_status,
+                r.metadata_error,
+                r.source_ip,
+                r.user_agent,
+                r.token_sha256,
+                r.token,
+                r.key_set_digest,
+                r.duplicate_of,
+                r.claims_verified,
+                r.action,
+                r.details,
+                &hash[..],
+            ])?;
+        }
+        Ok(())
+    }
+
+    async fn insert_accepted(
+        &mut self,
+        accepted: &[(String, String, [u8; 32], i64)],
+    ) -> Result<(), StoreError> {
+        let mut stmt = self.0.prepare_cached(
+            "INSERT INTO accepted_tokens (iss, jti, token_sha256, event_id) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        for (iss, jti, sha, id) in accepted {
+            stmt.execute(params![iss, jti, &sha[..], id])?;
+        }
+        Ok(())
+    }
+
+    async fn insert_pairs(&mut self, pairs: &[(String, String, i64)]) -> Result<(), StoreError> {
+        let mut stmt = self.0.prepare_cached(
+            "INSERT OR IGNORE INTO metadata_pairs (key, value, event_id) VALUES (?1, ?2, ?3)",
+        )?;
+        for (key, value, id) in pairs {
+            stmt.execute(params![key, value, id])?;
+        }
+        Ok(())
+    }
+
+    async fn insert_checkpoint(
+        &mut self,
+        size: i64,
+        root: &[u8; 32],
+        note: &str,
+        at: i64,
+    ) -> Result<(), StoreError> {
+        self.0.execute(
+            "INSERT INTO checkpoints (tree_size, root_hash, note, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![size, &root[..], note, at],
+        )?;
+        Ok(())
+    }
+
+    async fn touch_key_set(&mut self, digest: &[u8; 32], seen_at: i64) -> Result<bool, StoreError> {
+        let changed = self.0.execute(
+            "UPDATE key_sets SET last_seen = MAX(last_seen, ?1) WHERE digest = ?2",
+            params![seen_at, &digest[..]],
+        )?;
+        Ok(changed > 0)
+    }
+
+    async fn latest_key_set(&mut self, issuer: &str) -> Result<Option<ArchivedKeySet>, StoreError> {
+        let row: Option<(Vec<u8>, String)> = self
+            .0
+            .query_row(
+                "SELECT digest, kids FROM key_sets WHERE issuer = ?1 \
+                 ORDER BY first_seen DESC, rowid DESC LIMIT 1",
+                params![issuer],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        row.map(|(digest, kids)| Ok((hash32(0, &digest)?, parse_kids(&kids)?)))
+            .transpose()
+    }
+
+    async fn insert_key_set(
+        &mut self,
+        set: &FetchedKeySet,
+        seen_at: i64,
+    ) -> Result<(), StoreError> {
+        self.0.execute(
+            "INSERT INTO key_sets (digest, issuer, jwks, kids, first_seen, last_seen) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+            params![
+                &set.digest[..],
+                set.issuer,
+                set.document,
+                serde_json::Value::from(set.kids.clone()).to_string(),
+                seen_at
+            ],
+        )?;
+        Ok(())
+    }
+
+    async fn purge_plan(&mut self, before: i64) -> Result<PurgePlan, StoreError> {
+        let (first, newer, last): (Option<i64>, Option<i64>, Option<i64>) = self.0.query_row(
+            "SELECT (SELECT MIN(id) FROM audit_events), \
+                    (SELECT MIN(id) FROM audit_events WHERE received_at >= ?1), \
+                    (SELECT MAX(id) FROM audit_events)",
+            params![before],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
+        let older_through = older_through(newer, last);
+        let through: Option<i64> = self.0.query_row(
+            "SELECT MAX(tree_size) FROM checkpoints WHERE tree_size <= ?1",
+            params![older_through],
+            |r| r.get(0),
+        )?;
+        Ok(purge_plan(first, through))
+    }
+
+    async fn remove_through(&mut self, through: i64) -> Result<([u8; 32], u64), StoreError> {
+        let c = &self.0;
+        let hash: Vec<u8> = c.query_row(
+            "SELECT entry_hash FROM audit_events WHERE id = ?1",
+            params![through],
+            |r| r.get(0),
+        )?;
+        let anchor = hash32(through, &hash)?;
+        c.execute(
+            "INSERT INTO purge_window (singleton, up_to_id) VALUES (1, ?1)",
+            params![through],
+        )?;
+        c.execute(
+            "INSERT OR IGNORE INTO purged_hashes (id, entry_hash) \
+             SELECT id, entry_hash FROM audit_events WHERE id <= ?1",
+            params![through],
+        )?;
+        c.execute(
+            "DELETE FROM metadata_pairs WHERE event_id <= ?1",
+            params![through],
+        )?;
+        c.execute(
+            "DELETE FROM accepted_tokens WHERE event_id <= ?1",
+            params![through],
+        )?;
+        let removed = c.execute("DELETE FROM audit_events WHERE id <= ?1", params![through])?;
+        c.execute(
+            "INSERT OR REPLACE INTO chain_anchor (singleton, first_id, prev_entry_hash) \
+             VALUES (1, ?1, ?2)",
+            params![through + 1, &anchor[..]],
+        )?;
+        c.execute("DELETE FROM purge_window", [])?;
+        Ok((anchor, u64::try_from(removed).unwrap_or(0)))
+    }
+}
