@@ -1,5 +1,6 @@
 //! Several replicas on one PostgreSQL database: three `serve` processes share the store while
-//! thousands of logouts race across them, identical re-deliveries and reused `jti`s included.
+//! thousands of logouts race across them, identical re-deliveries and reused `jti`s included;
+//! the three also start at once on the empty database, racing to migrate it.
 //! One gapless chain, each `(iss, jti)` accepted at most once, and `verify` green afterwards.
 
 use std::collections::HashMap;
@@ -49,9 +50,9 @@ async fn three_replicas() {
     let op = Arc::new(LocalIssuer::start().await.expect("issuer"));
     let dir = TempDir::new();
     let db = TestDb::new(&dir).await;
-    // Start one first (it migrates), then two at once.
-    let first = spawn_replica(&op, &db.url, &[]).await;
-    let (second, third) = tokio::join!(
+    // All three start at once on the empty database: they race to migrate it.
+    let (first, second, third) = tokio::join!(
+        spawn_replica(&op, &db.url, &[]),
         spawn_replica(&op, &db.url, &[]),
         spawn_replica(&op, &db.url, &[])
     );
