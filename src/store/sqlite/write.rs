@@ -74,8 +74,10 @@ pub(in crate::store) struct Batch<'a> {
 impl Batch<'_> {
     /// Commits (and fsyncs) the batch.
     pub(in crate::store) fn commit(mut self) -> Result<(), StoreError> {
-        self.open = false;
         self.chain.0.execute_batch("COMMIT")?;
+        // Only now: a failed COMMIT leaves the transaction open, and dropping rolls it back,
+        // so the handle is clean for the next batch.
+        self.open = false;
         Ok(())
     }
 }
@@ -383,5 +385,43 @@ impl ChainOps for SqliteChain {
         )?;
         c.execute("DELETE FROM purge_window", [])?;
         Ok((anchor, u64::try_from(removed).unwrap_or(0)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::entry::{Note, NoteKind};
+    use crate::store::{backend::append_after_last, sqlite};
+
+    #[tokio::test]
+    async fn an_uncommitted_batch_rolls_back_and_the_handle_stays_usable() {
+        let dir =
+            std::env::temp_dir().join(format!("ll-write-{}", crate::local_issuer::random_id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("a.db");
+        let (_writer, _reader) = sqlite::open(&path, Duration::from_secs(1))
+            .await
+            .expect("open");
+        let note = Note {
+            kind: NoteKind::System,
+            action: "probe".into(),
+            details: serde_json::json!({}),
+            at: 1,
+        };
+        let mut chain = SqliteChain::open(&path, Duration::from_secs(1)).expect("chain");
+        {
+            let mut tx = chain.begin().expect("begin");
+            assert_eq!(append_after_last(&mut *tx, &note).await.ok(), Some(1));
+        } // dropped: rolled back
+        let mut tx = chain.begin().expect("a new batch after the rollback");
+        assert_eq!(tx.last_entry().await.ok().map(|e| e.0), Some(0));
+        assert_eq!(append_after_last(&mut *tx, &note).await.ok(), Some(1));
+        tx.commit().expect("commit");
+        let mut again = SqliteChain::open(&path, Duration::from_secs(1)).expect("reopen");
+        let mut tx = again.begin().expect("begin");
+        assert_eq!(tx.last_entry().await.ok().map(|e| e.0), Some(1));
+        drop(tx);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
