@@ -16,7 +16,8 @@
 //! `--time-limit SECS`, `--keep-db`, `--postgres ADMIN_URL` (a fresh database on that server
 //! instead of a SQLite file, dropped afterwards) and `--replicas N` (that many `serve`
 //! processes on the one store; the connections are spread over them as a load balancer would),
-//! `--binary PATH` (drive another build, e.g. one with `--features bench-unchained`).
+//! `--binary PATH` (drive another build, e.g. one with `--features bench-unchained`) and
+//! `--without-query-indexes` (SQLite without migration 0002's indexes, to measure their cost).
 //! See `docs/performance.md` for measured figures.
 
 use std::collections::BTreeMap;
@@ -67,6 +68,8 @@ struct Options {
     replicas: usize,
     /// Another build of the server to drive (e.g. one built with `--features bench-unchained`).
     binary: Option<PathBuf>,
+    /// Drop the query API's indexes before the run (SQLite), to measure their write cost.
+    without_query_indexes: bool,
 }
 
 impl Default for Options {
@@ -80,6 +83,7 @@ impl Default for Options {
             postgres: None,
             replicas: 1,
             binary: None,
+            without_query_indexes: false,
         }
     }
 }
@@ -106,9 +110,10 @@ fn parse_args() -> anyhow::Result<Options> {
             "--replicas" => o.replicas = usize::try_from(value("--replicas")?)?,
             "--postgres" => o.postgres = Some(args.next().context("--postgres needs a URL")?),
             "--binary" => o.binary = Some(args.next().context("--binary needs a path")?.into()),
+            "--without-query-indexes" => o.without_query_indexes = true,
             other => bail!(
                 "unknown argument {other:?}; flags: --requests N --concurrency C --warmup N \
-                 --time-limit SECS --keep-db --postgres ADMIN_URL --replicas N --binary PATH"
+                 --time-limit SECS --keep-db --postgres ADMIN_URL --replicas N --binary PATH --without-query-indexes"
             ),
         }
     }
@@ -349,6 +354,35 @@ fn server_args(issuer: &str, database: &str, port: u16) -> Vec<String> {
     .collect()
 }
 
+/// The query API's indexes (migration 0002), dropped to measure what they cost the writer.
+const QUERY_INDEXES: [&str; 4] = [
+    "audit_events_sub",
+    "audit_events_sid",
+    "audit_events_kind",
+    "audit_events_subject_logouts",
+];
+
+/// Creates and migrates a SQLite store, then drops the query API's indexes (the server finds
+/// its migrations applied and leaves the schema as it is).
+async fn drop_query_indexes(url: &str) -> anyhow::Result<()> {
+    use sqlx::Connection;
+    let (store, writer) =
+        logout_ledger::store::AuditStore::open(url, Duration::from_secs(5)).await?;
+    drop(store);
+    writer.finished().await;
+    let mut conn = sqlx::SqliteConnection::connect(url).await?;
+    for index in QUERY_INDEXES {
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP INDEX {index}")))
+            .execute(&mut conn)
+            .await?;
+    }
+    println!(
+        "store:    without the query API's indexes ({})",
+        QUERY_INDEXES.join(", ")
+    );
+    Ok(())
+}
+
 /// The store under test: a fresh SQLite file, or a fresh PostgreSQL database.
 struct Store {
     url: String,
@@ -361,8 +395,12 @@ impl Store {
     async fn create(o: &Options) -> anyhow::Result<Self> {
         let Some(admin) = &o.postgres else {
             let file = fresh_db_path()?;
+            let url = format!("sqlite://{}", file.display());
+            if o.without_query_indexes {
+                drop_query_indexes(&url).await?;
+            }
             return Ok(Self {
-                url: format!("sqlite://{}", file.display()),
+                url,
                 file: Some(file),
                 postgres: None,
             });

@@ -63,7 +63,7 @@ fn options(path: &Path) -> SqliteConnectOptions {
 }
 
 /// How often the checkpointer copies committed WAL frames into the database file.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(50);
 
 /// Creates (if missing) and migrates the store, opens the writer's handle and a reader pool,
 /// and starts the checkpointer.
