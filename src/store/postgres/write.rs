@@ -1,0 +1,382 @@
+//! The PostgreSQL write path: the writer's pool, the chain lock, the CLI's locked transactions,
+//! and the batch's statements (array-bound `INSERT ... SELECT FROM unnest(...)`, one statement
+//! per table whatever the batch size).
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool};
+use sqlx::{ConnectOptions, PgConnection, Postgres, Row, Transaction};
+
+use super::bounded;
+use crate::keys::FetchedKeySet;
+use crate::store::backend::{
+    AcceptedToken, ArchivedKeySet, ChainOps, WriteDb, older_through, parse_kids, purge_plan,
+};
+use crate::store::cells::{self, hash32};
+use crate::store::chain::{COLUMNS, ColumnType, EventRow, GENESIS, LAYOUT};
+use crate::store::{PurgePlan, StoreError};
+
+/// The writer's pool: a batch takes one connection; a broken one is replaced on the next
+/// batch, so the writer recovers by itself when the database comes back.
+#[derive(Debug)]
+pub(in crate::store) struct Writer {
+    pub(super) pool: PgPool,
+}
+
+impl WriteDb for Writer {
+    type Conn = PgConnection;
+    type Tx<'a> = Transaction<'static, Postgres>;
+
+    async fn begin(&mut self) -> Result<Transaction<'static, Postgres>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        lock_chain(&mut tx).await?;
+        Ok(tx)
+    }
+
+    async fn commit<'a>(tx: Self::Tx<'a>) -> Result<(), StoreError> {
+        Ok(tx.commit().await?)
+    }
+}
+
+/// Takes the chain lock for the rest of the transaction.
+async fn lock_chain(conn: &mut PgConnection) -> Result<(), StoreError> {
+    sqlx::query("SELECT singleton FROM chain_lock FOR UPDATE")
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// A single connection for the CLI's writers (access records, retention).
+pub(in crate::store) async fn open_writer(
+    options: PgConnectOptions,
+) -> Result<PgConnection, StoreError> {
+    Ok(bounded(options, Duration::from_secs(60)).connect().await?)
+}
+
+/// Begins a transaction holding the chain lock (the CLI's writers).
+pub(in crate::store) async fn begin_locked(
+    conn: &mut PgConnection,
+) -> Result<Transaction<'_, Postgres>, StoreError> {
+    let mut tx = sqlx::Connection::begin(conn).await?;
+    lock_chain(&mut tx).await?;
+    Ok(tx)
+}
+
+/// One array-bound `INSERT ... SELECT FROM unnest(...)`: the same statement text for every
+/// batch size, prepared once.
+static INSERT_ROWS: LazyLock<String> = LazyLock::new(|| {
+    let mut params = Vec::new();
+    let mut select = Vec::new();
+    for (i, (name, ty)) in LAYOUT.iter().enumerate() {
+        let array = match (*name, ty) {
+            ("claims_verified", _) => "bool[]",
+            (_, ColumnType::Int) => "int8[]",
+            (_, ColumnType::Text) => "text[]",
+            (_, ColumnType::Blob) => "bytea[]",
+        };
+        params.push(format!("${}::{array}", i + 1));
+        select.push(match *name {
+            "received_at" => "ll_ts(received_at)".to_owned(),
+            other => other.to_owned(),
+        });
+    }
+    params.push(format!("${}::bytea[]", LAYOUT.len() + 1));
+    format!(
+        "INSERT INTO audit_events ({cols}, entry_hash) SELECT {select}, entry_hash \
+         FROM unnest({params}) AS t({cols}, entry_hash)",
+        cols = COLUMNS.join(", "),
+        select = select.join(", "),
+        params = params.join(", "),
+    )
+});
+
+impl ChainOps for PgConnection {
+    async fn last_entry(&mut self) -> Result<(i64, [u8; 32]), StoreError> {
+        let last = sqlx::query("SELECT id, entry_hash FROM audit_events ORDER BY id DESC LIMIT 1")
+            .fetch_optional(&mut *self)
+            .await?;
+        if let Some(row) = last {
+            return cells::id_and_hash(&row);
+        }
+        let anchor = sqlx::query("SELECT first_id, prev_entry_hash FROM chain_anchor")
+            .fetch_optional(&mut *self)
+            .await?;
+        match anchor {
+            Some(row) => {
+                let (first, hash) = cells::id_and_hash(&row)?;
+                Ok((first - 1, hash))
+            }
+            None => Ok((0, GENESIS)),
+        }
+    }
+
+    async fn leaf_hashes(
+        &mut self,
+        from: i64,
+        to: i64,
+        limit: u32,
+    ) -> Result<Vec<(i64, [u8; 32])>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, entry_hash FROM purged_hashes WHERE id BETWEEN $1 AND $2 \
+             UNION ALL SELECT id, entry_hash FROM audit_events WHERE id BETWEEN $1 AND $2 \
+             ORDER BY id LIMIT $3",
+        )
+        .bind(from)
+        .bind(to)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *self)
+        .await?;
+        rows.iter().map(cells::id_and_hash).collect()
+    }
+
+    async fn accepted_tokens(
+        &mut self,
+        keys: &[(String, String)],
+    ) -> Result<Vec<AcceptedToken>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (iss, jti): (Vec<&str>, Vec<&str>) =
+            keys.iter().map(|(i, j)| (i.as_str(), j.as_str())).unzip();
+        let rows = sqlx::query(
+            "SELECT a.iss, a.jti, a.event_id, a.token_sha256 FROM accepted_tokens a \
+             JOIN unnest($1::text[], $2::text[]) AS k(iss, jti) \
+             ON a.iss = k.iss AND a.jti = k.jti",
+        )
+        .bind(iss)
+        .bind(jti)
+        .fetch_all(&mut *self)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let id: i64 = row.try_get(2)?;
+                Ok((
+                    (row.try_get(0)?, row.try_get(1)?),
+                    (id, hash32(id, row.try_get::<&[u8], _>(3)?)?),
+                ))
+            })
+            .collect()
+    }
+
+    async fn insert_rows(&mut self, rows: &[(EventRow, [u8; 32])]) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let ints = |f: fn(&EventRow) -> Option<i64>| rows.iter().map(|(r, _)| f(r)).collect();
+        let texts = |f: for<'a> fn(&'a EventRow) -> Option<&'a str>| -> Vec<Option<&str>> {
+            rows.iter().map(|(r, _)| f(r)).collect()
+        };
+        let blobs = |f: for<'a> fn(&'a EventRow) -> Option<&'a [u8]>| -> Vec<Option<&[u8]>> {
+            rows.iter().map(|(r, _)| f(r)).collect()
+        };
+        let q = sqlx::query(sqlx::AssertSqlSafe(INSERT_ROWS.as_str()))
+            .bind(rows.iter().map(|(r, _)| r.id).collect::<Vec<i64>>())
+            .bind(texts(|r| Some(r.kind.as_str())))
+            .bind(
+                rows.iter()
+                    .map(|(r, _)| r.received_at)
+                    .collect::<Vec<i64>>(),
+            )
+            .bind(texts(|r| r.outcome.as_deref()))
+            .bind::<Vec<Option<i64>>>(ints(|r| r.http_status))
+            .bind(texts(|r| r.reason.as_deref()))
+            .bind(texts(|r| r.reason_detail.as_deref()))
+            .bind(texts(|r| r.iss.as_deref()))
+            .bind(texts(|r| r.sub.as_deref()))
+            .bind(texts(|r| r.sid.as_deref()))
+            .bind(texts(|r| r.jti.as_deref()))
+            .bind(texts(|r| r.aud.as_deref()))
+            .bind::<Vec<Option<i64>>>(ints(|r| r.iat))
+            .bind::<Vec<Option<i64>>>(ints(|r| r.exp))
+            .bind(texts(|r| r.alg.as_deref()))
+            .bind(texts(|r| r.kid.as_deref()))
+            .bind(texts(|r| r.typ.as_deref()))
+            .bind(texts(|r| r.events.as_deref()))
+            .bind(texts(|r| r.session_metadata.as_deref()))
+            .bind(texts(|r| r.metadata_status.as_deref()))
+            .bind(texts(|r| r.metadata_error.as_deref()))
+            .bind(texts(|r| r.source_ip.as_deref()))
+            .bind(texts(|r| r.user_agent.as_deref()))
+            .bind(blobs(|r| r.token_sha256.as_deref()))
+            .bind(texts(|r| r.token.as_deref()))
+            .bind(blobs(|r| r.key_set_digest.as_deref()))
+            .bind::<Vec<Option<i64>>>(ints(|r| r.duplicate_of))
+            .bind(
+                rows.iter()
+                    .map(|(r, _)| r.claims_verified)
+                    .collect::<Vec<Option<bool>>>(),
+            )
+            .bind(texts(|r| r.action.as_deref()))
+            .bind(texts(|r| r.details.as_deref()))
+            .bind(rows.iter().map(|(_, h)| &h[..]).collect::<Vec<&[u8]>>());
+        q.execute(&mut *self).await?;
+        Ok(())
+    }
+
+    async fn insert_accepted(
+        &mut self,
+        accepted: &[(String, String, [u8; 32], i64)],
+    ) -> Result<(), StoreError> {
+        if accepted.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO accepted_tokens (iss, jti, token_sha256, event_id) \
+             SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::int8[])",
+        )
+        .bind(accepted.iter().map(|a| a.0.as_str()).collect::<Vec<_>>())
+        .bind(accepted.iter().map(|a| a.1.as_str()).collect::<Vec<_>>())
+        .bind(accepted.iter().map(|a| &a.2[..]).collect::<Vec<_>>())
+        .bind(accepted.iter().map(|a| a.3).collect::<Vec<_>>())
+        .execute(&mut *self)
+        .await?;
+        Ok(())
+    }
+
+    async fn insert_pairs(&mut self, pairs: &[(String, String, i64)]) -> Result<(), StoreError> {
+        if pairs.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO metadata_pairs (key, value, event_id) \
+             SELECT * FROM unnest($1::text[], $2::text[], $3::int8[]) ON CONFLICT DO NOTHING",
+        )
+        .bind(pairs.iter().map(|p| p.0.as_str()).collect::<Vec<_>>())
+        .bind(pairs.iter().map(|p| p.1.as_str()).collect::<Vec<_>>())
+        .bind(pairs.iter().map(|p| p.2).collect::<Vec<_>>())
+        .execute(&mut *self)
+        .await?;
+        Ok(())
+    }
+
+    async fn insert_checkpoint(
+        &mut self,
+        size: i64,
+        root: &[u8; 32],
+        note: &str,
+        at: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO checkpoints (tree_size, root_hash, note, created_at) \
+             VALUES ($1, $2, $3, ll_ts($4))",
+        )
+        .bind(size)
+        .bind(&root[..])
+        .bind(note)
+        .bind(at)
+        .execute(&mut *self)
+        .await?;
+        Ok(())
+    }
+
+    async fn touch_key_set(&mut self, digest: &[u8; 32], seen_at: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE key_sets SET last_seen = greatest(last_seen, ll_ts($1)) WHERE digest = $2",
+        )
+        .bind(seen_at)
+        .bind(&digest[..])
+        .execute(&mut *self)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn latest_key_set(&mut self, issuer: &str) -> Result<Option<ArchivedKeySet>, StoreError> {
+        let row = sqlx::query(
+            "SELECT digest, kids FROM key_sets WHERE issuer = $1 \
+             ORDER BY first_seen DESC, archived DESC LIMIT 1",
+        )
+        .bind(issuer)
+        .fetch_optional(&mut *self)
+        .await?;
+        match row {
+            Some(row) => Ok(Some((
+                hash32(0, row.try_get::<&[u8], _>(0)?)?,
+                parse_kids(row.try_get(1)?)?,
+            ))),
+            None => Ok(None),
+        }
+    }
+
+    async fn insert_key_set(
+        &mut self,
+        set: &FetchedKeySet,
+        seen_at: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO key_sets (digest, issuer, jwks, kids, first_seen, last_seen) \
+             VALUES ($1, $2, $3, $4, ll_ts($5), ll_ts($5)) ON CONFLICT (digest) DO NOTHING",
+        )
+        .bind(&set.digest[..])
+        .bind(&set.issuer)
+        .bind(&set.document)
+        .bind(serde_json::Value::from(set.kids.clone()).to_string())
+        .bind(seen_at)
+        .execute(&mut *self)
+        .await?;
+        Ok(())
+    }
+
+    async fn purge_plan(&mut self, before: i64) -> Result<PurgePlan, StoreError> {
+        let row = sqlx::query(
+            "SELECT (SELECT MIN(id) FROM audit_events), \
+                    (SELECT MIN(id) FROM audit_events WHERE received_at >= ll_ts($1)), \
+                    (SELECT MAX(id) FROM audit_events)",
+        )
+        .bind(before)
+        .fetch_one(&mut *self)
+        .await?;
+        let (first, newer, last): (Option<i64>, Option<i64>, Option<i64>) =
+            (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+        let older_through = older_through(newer, last);
+        let through: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(tree_size) FROM checkpoints WHERE tree_size <= $1")
+                .bind(older_through)
+                .fetch_one(&mut *self)
+                .await?;
+        Ok(purge_plan(first, through))
+    }
+
+    async fn remove_through(&mut self, through: i64) -> Result<([u8; 32], u64), StoreError> {
+        let hash: Vec<u8> = sqlx::query_scalar("SELECT entry_hash FROM audit_events WHERE id = $1")
+            .bind(through)
+            .fetch_one(&mut *self)
+            .await?;
+        let anchor = hash32(through, &hash)?;
+        sqlx::query("INSERT INTO purge_window (singleton, up_to_id) VALUES (true, $1)")
+            .bind(through)
+            .execute(&mut *self)
+            .await?;
+        sqlx::query(
+            "INSERT INTO purged_hashes (id, entry_hash) SELECT id, entry_hash FROM audit_events \
+             WHERE id <= $1 ON CONFLICT DO NOTHING",
+        )
+        .bind(through)
+        .execute(&mut *self)
+        .await?;
+        for table in [
+            "DELETE FROM metadata_pairs WHERE event_id <= $1",
+            "DELETE FROM accepted_tokens WHERE event_id <= $1",
+        ] {
+            sqlx::query(table).bind(through).execute(&mut *self).await?;
+        }
+        let removed = sqlx::query("DELETE FROM audit_events WHERE id <= $1")
+            .bind(through)
+            .execute(&mut *self)
+            .await?
+            .rows_affected();
+        sqlx::query(
+            "INSERT INTO chain_anchor (singleton, first_id, prev_entry_hash) VALUES (true, $1, $2) \
+             ON CONFLICT (singleton) DO UPDATE \
+             SET first_id = excluded.first_id, prev_entry_hash = excluded.prev_entry_hash",
+        )
+        .bind(through + 1)
+        .bind(&anchor[..])
+        .execute(&mut *self)
+        .await?;
+        sqlx::query("DELETE FROM purge_window")
+            .execute(&mut *self)
+            .await?;
+        Ok((anchor, removed))
+    }
+}
