@@ -8,22 +8,17 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use logout_ledger::export::{ExportFormat, ExportPages};
-use logout_ledger::startup::redact_url;
-use logout_ledger::store::{AuditStore, KindFilter, Order};
+use logout_ledger::store::{KindFilter, Order};
 use serde_json::json;
 
 use super::filters::{FilterArgs, record_access};
+use super::store_arg::StoreArg;
 
 /// Flags of `export`.
 #[derive(Debug, Args)]
 pub(super) struct ExportArgs {
-    /// Audit store URL.
-    #[arg(
-        long,
-        env = "LOGOUT_LEDGER_DATABASE",
-        default_value = "sqlite://logout-ledger.db"
-    )]
-    database: String,
+    #[command(flatten)]
+    store: StoreArg,
     /// ndjson (one record a line), csv (RFC 4180) or ocsf (OCSF Authentication events).
     #[arg(long)]
     format: ExportFormat,
@@ -64,9 +59,7 @@ impl Progress {
 
 /// Runs the export.
 pub(super) async fn run(args: ExportArgs) -> anyhow::Result<()> {
-    let reader = AuditStore::open_reader(&args.database)
-        .await
-        .with_context(|| format!("cannot open {}", redact_url(&args.database)))?;
+    let reader = args.store.open_reader().await?;
     let mut filter = args.filters.filter()?;
     anyhow::ensure!(
         args.format != ExportFormat::Ocsf || filter.kind == KindFilter::Logout,
@@ -87,7 +80,13 @@ pub(super) async fn run(args: ExportArgs) -> anyhow::Result<()> {
         "output": target,
         "rows": total,
     });
-    record_access(&args.database, "export", "logout-ledger export", details).await?;
+    record_access(
+        &args.store.database,
+        "export",
+        "logout-ledger export",
+        details,
+    )
+    .await?;
     let sink: Box<dyn Write> = match &args.output {
         Some(path) => Box::new(
             std::fs::File::create(path)

@@ -11,6 +11,7 @@ mod purge;
 mod query;
 mod report;
 mod serve;
+mod store_arg;
 mod verify;
 
 use clap::{Parser, Subcommand};

@@ -7,21 +7,15 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use logout_ledger::ledger::prove::{self, InclusionProof};
-use logout_ledger::startup::redact_url;
-use logout_ledger::store::AuditStore;
 
+use super::store_arg::StoreArg;
 use super::verify::read_key;
 
 /// Flags of `prove`.
 #[derive(Debug, Args)]
 pub(crate) struct ProveArgs {
-    /// Audit store URL.
-    #[arg(
-        long,
-        env = "LOGOUT_LEDGER_DATABASE",
-        default_value = "sqlite://logout-ledger.db"
-    )]
-    database: String,
+    #[command(flatten)]
+    store: StoreArg,
     /// The record's id.
     #[arg(long)]
     event: i64,
@@ -51,9 +45,7 @@ pub(crate) async fn run(args: ProveArgs) -> anyhow::Result<()> {
         .as_ref()
         .map(|p| std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display())))
         .transpose()?;
-    let reader = AuditStore::open_reader(&args.database)
-        .await
-        .with_context(|| format!("cannot open {}", redact_url(&args.database)))?;
+    let reader = args.store.open_reader().await?;
     let proof = prove::prove(&reader, args.event, note, key.as_ref()).await?;
     println!("{}", serde_json::to_string_pretty(&proof)?);
     Ok(())

@@ -1,22 +1,17 @@
 //! `logout-ledger purge`: retention. Removes whole checkpointed ranges older than a date and
 //! leaves a retention record carrying the last removed entry's hash.
 
+use super::store_arg::StoreArg;
 use anyhow::Context;
 use clap::Args;
 use logout_ledger::clock::{Clock, SystemClock, parse_rfc3339_millis};
-use logout_ledger::startup::redact_url;
 use logout_ledger::store;
 
 /// Flags of `purge`.
 #[derive(Debug, Args)]
 pub(crate) struct PurgeArgs {
-    /// Audit store URL.
-    #[arg(
-        long,
-        env = "LOGOUT_LEDGER_DATABASE",
-        default_value = "sqlite://logout-ledger.db"
-    )]
-    database: String,
+    #[command(flatten)]
+    store: StoreArg,
     /// Remove records received before this time (RFC 3339, or YYYY-MM-DD for midnight UTC).
     #[arg(long, value_parser = parse_before)]
     before: i64,
@@ -36,9 +31,9 @@ pub(crate) fn parse_before(s: &str) -> Result<i64, String> {
 /// Runs the retention.
 pub(crate) async fn run(args: PurgeArgs) -> anyhow::Result<()> {
     let now = SystemClock.now_millis();
-    let purged = store::purge(&args.database, args.before, args.dry_run, now)
+    let purged = store::purge(&args.store.database, args.before, args.dry_run, now)
         .await
-        .with_context(|| format!("retention on {} failed", redact_url(&args.database)))?;
+        .with_context(|| format!("retention on {} failed", args.store.shown()))?;
     match (purged.plan.through, args.dry_run) {
         (None, _) => {
             println!("nothing to remove: no checkpointed range lies entirely before the date")

@@ -3,23 +3,18 @@
 
 use anyhow::Context;
 use clap::Args;
-use logout_ledger::startup::redact_url;
-use logout_ledger::store::{AuditStore, Cursor, MAX_LIMIT, Order};
+use logout_ledger::store::{Cursor, MAX_LIMIT, Order};
 use serde_json::json;
 
 use super::filters::{FilterArgs, record_access};
 use super::output::{self, Format};
+use super::store_arg::StoreArg;
 
 /// Flags of `query`.
 #[derive(Debug, Args)]
 pub(super) struct QueryArgs {
-    /// Audit store URL.
-    #[arg(
-        long,
-        env = "LOGOUT_LEDGER_DATABASE",
-        default_value = "sqlite://logout-ledger.db"
-    )]
-    database: String,
+    #[command(flatten)]
+    store: StoreArg,
     #[command(flatten)]
     filters: FilterArgs,
     /// Most records to print.
@@ -38,9 +33,7 @@ pub(super) struct QueryArgs {
 
 /// Prints matching records to standard output, and the next page's cursor to standard error.
 pub(super) async fn run(args: QueryArgs) -> anyhow::Result<()> {
-    let reader = AuditStore::open_reader(&args.database)
-        .await
-        .with_context(|| format!("cannot open {}", redact_url(&args.database)))?;
+    let reader = args.store.open_reader().await?;
     let mut filter = args.filters.filter()?;
     filter.order = args.order;
     filter.limit = args.limit + 1;
@@ -55,7 +48,13 @@ pub(super) async fn run(args: QueryArgs) -> anyhow::Result<()> {
     records.truncate(args.limit as usize);
     filter.limit = args.limit;
     let details = json!({ "filters": filter.describe(), "rows": records.len() });
-    record_access(&args.database, "query", "logout-ledger query", details).await?;
+    record_access(
+        &args.store.database,
+        "query",
+        "logout-ledger query",
+        details,
+    )
+    .await?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     output::write(&mut out, &records, args.format).context("cannot write output")?;

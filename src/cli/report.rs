@@ -3,11 +3,11 @@
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use logout_ledger::startup::redact_url;
-use logout_ledger::store::{AuditStore, GroupBy, Summary};
+use logout_ledger::store::{GroupBy, Summary};
 use serde_json::{Value, json};
 
 use super::filters::{FilterArgs, record_access};
+use super::store_arg::StoreArg;
 
 /// Reports.
 #[derive(Debug, Args)]
@@ -34,13 +34,8 @@ enum ReportFormat {
 /// Flags of `report summary`.
 #[derive(Debug, Args)]
 struct SummaryArgs {
-    /// Audit store URL.
-    #[arg(
-        long,
-        env = "LOGOUT_LEDGER_DATABASE",
-        default_value = "sqlite://logout-ledger.db"
-    )]
-    database: String,
+    #[command(flatten)]
+    store: StoreArg,
     /// day, issuer, outcome, reason or meta:KEY; once or twice.
     #[arg(long = "group-by", required = true, num_args = 1)]
     group_by: Vec<GroupBy>,
@@ -59,9 +54,7 @@ pub(super) async fn run(args: ReportArgs) -> anyhow::Result<()> {
         "--group-by: at most {} dimensions",
         logout_ledger::store::MAX_GROUP_BY
     );
-    let reader = AuditStore::open_reader(&args.database)
-        .await
-        .with_context(|| format!("cannot open {}", redact_url(&args.database)))?;
+    let reader = args.store.open_reader().await?;
     let filter = args.filters.filter()?;
     let summary = reader
         .summary(&filter, &args.group_by)
@@ -75,7 +68,7 @@ pub(super) async fn run(args: ReportArgs) -> anyhow::Result<()> {
         "total": summary.total,
     });
     record_access(
-        &args.database,
+        &args.store.database,
         "report",
         "logout-ledger report summary",
         details,

@@ -3,23 +3,17 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use super::store_arg::StoreArg;
 use anyhow::Context;
 use clap::Args;
 use logout_ledger::ledger::verify::{self, Options};
-use logout_ledger::startup::redact_url;
-use logout_ledger::store::AuditStore;
 use logout_ledger::tlog::NoteVerifier;
 
 /// Flags of `verify`.
 #[derive(Debug, Args)]
 pub(crate) struct VerifyArgs {
-    /// Audit store URL.
-    #[arg(
-        long,
-        env = "LOGOUT_LEDGER_DATABASE",
-        default_value = "sqlite://logout-ledger.db"
-    )]
-    database: String,
+    #[command(flatten)]
+    store: StoreArg,
     /// The log's public key (FILE.pub from keygen); checks every checkpoint's signature.
     #[arg(long)]
     key: Option<PathBuf>,
@@ -56,9 +50,7 @@ pub(crate) async fn run(args: VerifyArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot read {}", path.display()))?;
         external.push((path.display().to_string(), note));
     }
-    let reader = AuditStore::open_reader(&args.database)
-        .await
-        .with_context(|| format!("cannot open {}", redact_url(&args.database)))?;
+    let reader = args.store.open_reader().await?;
     let started = Instant::now();
     let opts = Options {
         key,
