@@ -6,6 +6,7 @@
 use std::future::Future;
 use std::ops::{Deref, DerefMut};
 use std::path::Path;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
@@ -24,6 +25,16 @@ const WRITER_CACHE_KIB: i64 = -32768;
 /// WAL pages after which a commit checkpoints by itself: only a backstop, since the
 /// checkpointer keeps the WAL far shorter off the writer's path.
 const WAL_AUTOCHECKPOINT_PAGES: i64 = 16384;
+
+/// The one-row `INSERT` of a chained row, built once (the statement cache is keyed by its text).
+static INSERT_ROW: LazyLock<String> = LazyLock::new(|| {
+    let placeholders: Vec<String> = (1..=COLUMNS.len() + 1).map(|i| format!("?{i}")).collect();
+    format!(
+        "INSERT INTO audit_events ({}, entry_hash) VALUES ({})",
+        COLUMNS.join(", "),
+        placeholders.join(", ")
+    )
+});
 
 /// A write handle on a store that already exists (and is migrated).
 #[derive(Debug)]
@@ -212,13 +223,7 @@ impl ChainOps for SqliteChain {
     }
 
     async fn insert_rows(&mut self, rows: &[(EventRow, [u8; 32])]) -> Result<(), StoreError> {
-        let placeholders: Vec<String> = (1..=COLUMNS.len() + 1).map(|i| format!("?{i}")).collect();
-        let sql = format!(
-            "INSERT INTO audit_events ({}, entry_hash) VALUES ({})",
-            COLUMNS.join(", "),
-            placeholders.join(", ")
-        );
-        let mut stmt = self.0.prepare_cached(&sql)?;
+        let mut stmt = self.0.prepare_cached(&INSERT_ROW)?;
         for (r, hash) in rows {
             stmt.execute(params![
                 r.id,
