@@ -38,7 +38,7 @@ pub(super) trait Cells: Row + Sized {
     fn text<'c>(&self, c: impl Into<Col<'c>>) -> Result<Option<&str>, sqlx::Error>;
     /// Nullable bytes, borrowed.
     fn blob<'c>(&self, c: impl Into<Col<'c>>) -> Result<Option<&[u8]>, sqlx::Error>;
-    /// A nullable boolean (SQLite keeps 0/1, PostgreSQL a boolean or, in chain reads, 0/1).
+    /// A nullable boolean (SQLite keeps 0/1, PostgreSQL a boolean).
     fn boolean<'c>(&self, c: impl Into<Col<'c>>) -> Result<Option<bool>, sqlx::Error>;
 
     /// Nullable text, owned.
@@ -66,9 +66,9 @@ macro_rules! get {
     };
 }
 
-/// Implements [`Cells`] for a row type; `$boolean` reads a boolean cell.
+/// Implements [`Cells`] for a row type.
 macro_rules! impl_cells {
-    ($row:ty, $boolean:expr) => {
+    ($row:ty) => {
         impl Cells for $row {
             fn int<'c>(&self, c: impl Into<Col<'c>>) -> Result<Option<i64>, sqlx::Error> {
                 get!(self, c)
@@ -80,19 +80,14 @@ macro_rules! impl_cells {
                 get!(self, c)
             }
             fn boolean<'c>(&self, c: impl Into<Col<'c>>) -> Result<Option<bool>, sqlx::Error> {
-                $boolean(self, c.into())
+                get!(self, c)
             }
         }
     };
 }
 
-impl_cells!(SqliteRow, |row: &SqliteRow, c: Col<'_>| get!(row, c));
-
-// PostgreSQL: a boolean column, or a 0/1 integer in the chain reads.
-impl_cells!(PgRow, |row: &PgRow, c: Col<'_>| match get!(row, c) {
-    Ok(v) => Ok(v),
-    Err(_) => Ok(row.int(c)?.map(|v| v != 0)),
-});
+impl_cells!(SqliteRow);
+impl_cells!(PgRow);
 
 /// Decodes a chained row read as `LAYOUT` columns followed by `entry_hash`.
 pub(super) fn chain_row<R: Cells>(row: &R) -> Result<ChainRow, StoreError> {
@@ -126,7 +121,8 @@ pub(super) fn chain_row<R: Cells>(row: &R) -> Result<ChainRow, StoreError> {
         token: text(24)?,
         key_set_digest: row.blob(c(25))?.map(<[u8]>::to_vec),
         duplicate_of: row.int(c(26))?,
-        claims_verified: row.boolean(c(27))?,
+        // An integer in the canonical layout (0/1), on both backends' chain reads.
+        claims_verified: row.int(c(27))?.map(|v| v != 0),
         action: text(28)?,
         details: text(29)?,
     };
