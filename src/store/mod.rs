@@ -128,19 +128,30 @@ fn spawn_writer<W: backend::WriteDb + 'static>(
     rx: mpsc::Receiver<Job>,
     timeout: Duration,
 ) -> Result<WriterTask, StoreError> {
+    own_thread("audit-writer", move || writer::run(db, rx, timeout)).map(WriterTask)
+}
+
+/// Runs the future `work` makes on a new thread with a single-threaded runtime of its own;
+/// its output arrives on the returned channel. For the writer, and for SQLite work that blocks
+/// (the CLI's writers, retention), so the caller's runtime keeps serving.
+fn own_thread<F, Fut, T>(name: &str, work: F) -> Result<oneshot::Receiver<T>, StoreError>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = T>,
+    T: Send + 'static,
+{
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(StoreError::WriterStart)?;
-    let (done, finished) = oneshot::channel();
+    let (done, output) = oneshot::channel();
     std::thread::Builder::new()
-        .name("audit-writer".into())
+        .name(name.into())
         .spawn(move || {
-            runtime.block_on(writer::run(db, rx, timeout));
-            let _ = done.send(());
+            let _ = done.send(runtime.block_on(work()));
         })
         .map_err(StoreError::WriterStart)?;
-    Ok(WriterTask(finished))
+    Ok(output)
 }
 
 async fn submit<T>(

@@ -131,27 +131,17 @@ impl WriteDb for Writer {
     }
 }
 
-/// Runs `work` to completion on a thread of its own (SQLite calls block; the caller's runtime
-/// keeps serving). For the CLI's writers and retention.
+/// Runs SQLite write work to completion on a thread of its own (its calls block; the caller's
+/// runtime keeps serving). For the CLI's writers and retention.
 pub(in crate::store) async fn on_own_thread<F, Fut, T>(work: F) -> Result<T, StoreError>
 where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: Future<Output = Result<T, StoreError>>,
     T: Send + 'static,
 {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new()
-        .name("audit-sqlite".into())
-        .spawn(move || {
-            let result = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(StoreError::WriterStart)
-                .and_then(|rt| rt.block_on(work()));
-            let _ = tx.send(result);
-        })
-        .map_err(StoreError::WriterStart)?;
-    rx.await.map_err(|_| StoreError::WriterGone)?
+    crate::store::own_thread("audit-sqlite", work)?
+        .await
+        .map_err(|_| StoreError::WriterGone)?
 }
 
 fn anchor_row(c: &Connection) -> Result<Option<(i64, [u8; 32])>, StoreError> {
