@@ -7,7 +7,7 @@ use sqlx::postgres::PgRow;
 use sqlx::sqlite::SqliteRow;
 
 use super::chain::{COLUMNS, Cell, ColumnType, EventRow, LAYOUT, content_digest, encode_cell};
-use super::{ChainDigest, ChainRow, StoreError};
+use super::{ChainDigest, ChainRow, StoreError, StoredCheckpoint};
 
 /// A column by position or by name.
 #[derive(Debug, Clone, Copy)]
@@ -174,6 +174,17 @@ pub(super) fn digest_row<R: Cells>(
 pub(super) fn id_and_hash<R: Cells>(row: &R) -> Result<(i64, [u8; 32]), StoreError> {
     let id = row.int_required(0)?;
     Ok((id, hash32(id, row.blob(1)?.unwrap_or_default())?))
+}
+
+/// Reads a checkpoint selected as `tree_size, root_hash, note, created_at (ms)`.
+pub(super) fn checkpoint_row<R: Cells>(row: &R) -> Result<StoredCheckpoint, StoreError> {
+    let tree_size = row.int_required(0)?;
+    Ok(StoredCheckpoint {
+        tree_size,
+        root: hash32(tree_size, row.blob(1)?.unwrap_or_default())?,
+        note: row.string(2)?.unwrap_or_default(),
+        created_at: row.int_required(3)?,
+    })
 }
 
 /// A stored hash that must be 32 bytes.

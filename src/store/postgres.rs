@@ -20,7 +20,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{ConnectOptions, Row};
 
 use super::backend::{ChainOps, embedded_migrator};
-use super::cells::{self, hash32};
+use super::cells;
 use super::chain::COLUMNS;
 use super::{ChainDigest, ChainRow, StoreError, StoredCheckpoint};
 
@@ -191,17 +191,7 @@ impl Reader {
         )
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                let tree_size: i64 = row.try_get(0)?;
-                Ok(StoredCheckpoint {
-                    tree_size,
-                    root: hash32(tree_size, row.try_get::<&[u8], _>(1)?)?,
-                    note: row.try_get(2)?,
-                    created_at: row.try_get(3)?,
-                })
-            })
-            .collect()
+        rows.iter().map(cells::checkpoint_row).collect()
     }
 
     /// Names of the append-only triggers present and enabled on the store's tables.

@@ -18,7 +18,7 @@ use sqlx::sqlite::{
 use sqlx::{Connection, Row, SqliteConnection};
 
 use super::backend::embedded_migrator;
-use super::cells::{self, hash32};
+use super::cells;
 use super::chain::COLUMNS;
 use super::{ChainDigest, ChainRow, StoreError, StoredCheckpoint};
 
@@ -197,13 +197,7 @@ impl Reader {
             sqlx::query("SELECT first_id, prev_entry_hash FROM chain_anchor WHERE singleton = 1")
                 .fetch_optional(&self.pool)
                 .await?;
-        match row {
-            Some(row) => {
-                let id: i64 = row.try_get(0)?;
-                Ok(Some((id, hash32(id, row.try_get::<&[u8], _>(1)?)?)))
-            }
-            None => Ok(None),
-        }
+        row.map(|r| cells::id_and_hash(&r)).transpose()
     }
 
     /// Every stored checkpoint, by tree size.
@@ -213,17 +207,7 @@ impl Reader {
         )
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                let tree_size: i64 = row.try_get(0)?;
-                Ok(StoredCheckpoint {
-                    tree_size,
-                    root: hash32(tree_size, row.try_get::<&[u8], _>(1)?)?,
-                    note: row.try_get(2)?,
-                    created_at: row.try_get(3)?,
-                })
-            })
-            .collect()
+        rows.iter().map(cells::checkpoint_row).collect()
     }
 
     /// Names of the append-only triggers present.
