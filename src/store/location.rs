@@ -6,6 +6,7 @@ use std::str::FromStr;
 use sqlx::postgres::PgConnectOptions;
 
 use super::{StoreError, sqlite};
+use crate::startup::redact_url;
 
 /// The environment variable holding the PostgreSQL password (read instead of the URL's).
 pub const PASSWORD_ENV: &str = "LOGOUT_LEDGER_DATABASE_PASSWORD";
@@ -24,11 +25,11 @@ impl Location {
     pub(super) fn parse(url: &str) -> Result<Self, StoreError> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let mut options = PgConnectOptions::from_str(url)
-                .map_err(|e| StoreError::UnsupportedUrl(format!("{}: {e}", redacted(url))))?;
+                .map_err(|e| StoreError::UnsupportedUrl(format!("{}: {e}", redact_url(url))))?;
             if options.get_database().is_none() {
                 return Err(StoreError::UnsupportedUrl(format!(
                     "{}: names no database",
-                    redacted(url)
+                    redact_url(url)
                 )));
             }
             if let Ok(password) = std::env::var(PASSWORD_ENV) {
@@ -45,11 +46,6 @@ impl Location {
 /// Checks that a database URL names a supported backend (configuration time).
 pub fn check_url(url: &str) -> Result<(), StoreError> {
     Location::parse(url).map(|_| ())
-}
-
-/// The URL with any password replaced, for messages.
-fn redacted(url: &str) -> String {
-    crate::startup::redact_url(url)
 }
 
 #[cfg(test)]
