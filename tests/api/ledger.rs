@@ -705,3 +705,27 @@ async fn the_checkpoint_signature_verifies_with_openssl() {
     );
     let _ = &l.app_op;
 }
+
+#[tokio::test]
+async fn on_postgres_truncate_is_refused_and_a_disabled_guard_counts_as_missing() {
+    crate::helpers::run_on(crate::helpers::Backend::Postgres, async {
+        let l = ledger(3).await;
+        let truncate = run_sql(&l.db, "TRUNCATE audit_events").await;
+        assert!(
+            truncate.is_err_and(|e| e.contains("retention")),
+            "TRUNCATE is refused"
+        );
+        tamper(
+            &l.db,
+            &["ALTER TABLE audit_events DISABLE TRIGGER audit_events_no_update"],
+        )
+        .await;
+        let (ok, out) = verify(&l.db, &args(&key_arg(&l)));
+        assert!(!ok);
+        assert!(
+            out.contains("PROBLEM guard_missing: trigger audit_events_no_update"),
+            "{out}"
+        );
+    })
+    .await;
+}

@@ -106,3 +106,26 @@ async fn records_can_be_found_by_metadata_pairs() {
     );
     assert_eq!(find(vec![("000", "v")]).await, 0);
 }
+
+both_backends!(nul_characters_are_stored_the_same_on_both_backends);
+async fn nul_characters_are_stored_the_same_on_both_backends() {
+    let app = spawn_app().await;
+    // PostgreSQL text cannot hold NUL: claim strings keep it as U+FFFD, and a metadata value
+    // holding one makes the metadata invalid (jsonb refuses it too). Still a valid logout.
+    let mut c = app.claims();
+    c.insert("sub".into(), json!("auth0|a\u{0}b"));
+    c.insert("session_metadata".into(), json!({"device": "x\u{0}y"}));
+    let a = app.post_token(&app.sign(&c)).await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    let r = app.last_record().await;
+    assert_eq!(r.outcome.as_deref(), Some("accepted"));
+    assert_eq!(r.sub.as_deref(), Some("auth0|a\u{FFFD}b"));
+    assert_eq!(r.metadata_status.as_deref(), Some("invalid"));
+    assert!(
+        r.metadata_error
+            .as_deref()
+            .is_some_and(|e| e.contains("NUL")),
+        "{:?}",
+        r.metadata_error
+    );
+}
