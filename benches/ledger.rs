@@ -66,6 +66,7 @@ fn record(i: u64, now: i64) -> NewRecord {
         },
         token: Some(token),
         token_sha256: Some(sha),
+        token_bytes: None,
         source_ip: Some("203.0.113.9".into()),
         user_agent: Some("Auth0/1.0".into()),
     }

@@ -91,6 +91,7 @@ fn settings(url: &str) -> anyhow::Result<Settings> {
             listen: local,
             tokens: vec![ApiToken::for_token("bench", TOKEN)],
         },
+        edge: logout_ledger::config::EdgeSettings::default(),
     })
 }
 

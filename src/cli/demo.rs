@@ -151,6 +151,7 @@ pub(super) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         store_timeout: Duration::from_secs(5),
         retention: None,
         api: ApiSettings::default(),
+        edge: logout_ledger::config::EdgeSettings::default(),
         checkpoints: Some(CheckpointSettings {
             signer: Arc::new(NoteSigner::new(
                 "demo.logout-ledger.example",

@@ -10,8 +10,10 @@ use anyhow::Context;
 use clap::Args;
 use logout_ledger::clock::SystemClock;
 use logout_ledger::config::{
-    ApiSettings, ConfigError, DEFAULT_API_LISTEN, FileConfig, KeyFetchSettings, RawIssuer, Secret,
-    Settings, parse_api_tokens, read_secret_file, validate_issuers,
+    AdmissionLimits, ApiSettings, ConfigError, ConnectionLimits, DEFAULT_API_LISTEN,
+    DEFAULT_STORE_TIMEOUT_SECS, EdgeSettings, FileConfig, KeyFetchSettings, RawIssuer, Secret,
+    Settings, parse_api_tokens, parse_trusted_proxies, read_secret_file, seconds_in,
+    validate_issuers,
 };
 use logout_ledger::ledger::checkpoint::{CheckpointSettings, load_signer, parse_interval};
 use logout_ledger::startup::{Application, shutdown_signal};
@@ -81,7 +83,7 @@ pub(super) struct ServeArgs {
     /// Keep records this many days, then remove whole checkpointed ranges [default: forever].
     #[arg(long, env = "LOGOUT_LEDGER_RETENTION_DAYS")]
     retention_days: Option<u32>,
-    /// Longest a store write may take before the request answers 503, in seconds [default: 5].
+    /// Longest a store write may take before the request answers 503, in seconds [default: 2].
     #[arg(long, env = "LOGOUT_LEDGER_STORE_TIMEOUT")]
     store_timeout: Option<u64>,
     /// Address of the query API, /api/v1/ [default: 127.0.0.1:8081].
@@ -90,6 +92,128 @@ pub(super) struct ServeArgs {
     /// Query API tokens, LABEL:SHA256HEX, comma-separated (from `api-token new`); none: no API.
     #[arg(long, env = "LOGOUT_LEDGER_API_TOKENS", value_delimiter = ',')]
     api_tokens: Vec<String>,
+    #[command(flatten)]
+    edge: EdgeArgs,
+}
+
+/// Flags that bound what an anonymous client may cost.
+#[derive(Debug, Args)]
+struct EdgeArgs {
+    /// Address serving /metrics [default: the query API's listener].
+    #[arg(long, env = "LOGOUT_LEDGER_METRICS_LISTEN")]
+    metrics_listen: Option<String>,
+    /// Records of unverified rejections stored per second per source (IPv4 /32, IPv6 /64);
+    /// the rest are counted [default: 10].
+    #[arg(long, env = "LOGOUT_LEDGER_REJECTED_RECORDS_PER_SOURCE")]
+    rejected_records_per_source: Option<u32>,
+    /// Such records one source may spend at once [default: 50].
+    #[arg(long, env = "LOGOUT_LEDGER_REJECTED_RECORDS_BURST")]
+    rejected_records_burst: Option<u32>,
+    /// Such records per second from all sources together [default: 200].
+    #[arg(long, env = "LOGOUT_LEDGER_REJECTED_RECORDS_TOTAL")]
+    rejected_records_total: Option<u32>,
+    /// Proxies (CIDR, comma-separated) allowed to name the client in X-Forwarded-For/Forwarded.
+    #[arg(long, env = "LOGOUT_LEDGER_TRUSTED_PROXIES", value_delimiter = ',')]
+    trusted_proxies: Vec<String>,
+    /// Seconds to receive a request's header [default: 10].
+    #[arg(long, env = "LOGOUT_LEDGER_HEADER_READ_TIMEOUT")]
+    header_read_timeout: Option<u64>,
+    /// Seconds one request may take from its header to its answer [default: 30].
+    #[arg(long, env = "LOGOUT_LEDGER_REQUEST_TIMEOUT")]
+    request_timeout: Option<u64>,
+    /// Seconds a kept-alive connection may sit idle [default: 60].
+    #[arg(long, env = "LOGOUT_LEDGER_IDLE_TIMEOUT")]
+    idle_timeout: Option<u64>,
+    /// Open connections per listener [default: 4096].
+    #[arg(long, env = "LOGOUT_LEDGER_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Open connections per source address; trusted proxies are exempt [default: 128].
+    #[arg(long, env = "LOGOUT_LEDGER_MAX_CONNECTIONS_PER_SOURCE")]
+    max_connections_per_source: Option<usize>,
+}
+
+impl EdgeArgs {
+    /// Merges these flags with the file into validated settings.
+    fn settings(self, f: Option<&FileConfig>) -> Result<EdgeSettings, ConfigError> {
+        let defaults = EdgeSettings::default();
+        let metrics_listen = match self
+            .metrics_listen
+            .or(f.and_then(|f| f.metrics_listen.clone()))
+        {
+            None => None,
+            Some(raw) => Some(
+                raw.parse::<SocketAddr>()
+                    .map_err(|e| ConfigError::new("--metrics-listen", format!("{raw:?}: {e}")))?,
+            ),
+        };
+        let a = defaults.admission;
+        let admission = AdmissionLimits {
+            per_source_per_sec: self
+                .rejected_records_per_source
+                .or(f.and_then(|f| f.rejected_records_per_source))
+                .unwrap_or(a.per_source_per_sec),
+            per_source_burst: self
+                .rejected_records_burst
+                .or(f.and_then(|f| f.rejected_records_burst))
+                .unwrap_or(a.per_source_burst),
+            total_per_sec: self
+                .rejected_records_total
+                .or(f.and_then(|f| f.rejected_records_total))
+                .unwrap_or(a.total_per_sec),
+        };
+        let mut proxies = self.trusted_proxies;
+        proxies.extend(f.map_or(&[][..], |f| &f.trusted_proxies).iter().cloned());
+        let c = defaults.connections;
+        let secs = |flag: Option<u64>, file: Option<u64>, default: Duration, name: &str| {
+            seconds_in(name, flag.or(file).unwrap_or(default.as_secs()), 1..=3600)
+        };
+        let count = |flag: Option<usize>, file: Option<usize>, default: usize, name: &str| {
+            let n = flag.or(file).unwrap_or(default);
+            if (1..=1_000_000).contains(&n) {
+                Ok(n)
+            } else {
+                Err(ConfigError::new(name, "must be between 1 and 1000000"))
+            }
+        };
+        let connections = ConnectionLimits {
+            header_read_timeout: secs(
+                self.header_read_timeout,
+                f.and_then(|f| f.header_read_timeout),
+                c.header_read_timeout,
+                "--header-read-timeout",
+            )?,
+            request_timeout: secs(
+                self.request_timeout,
+                f.and_then(|f| f.request_timeout),
+                c.request_timeout,
+                "--request-timeout",
+            )?,
+            idle_timeout: secs(
+                self.idle_timeout,
+                f.and_then(|f| f.idle_timeout),
+                c.idle_timeout,
+                "--idle-timeout",
+            )?,
+            max_connections: count(
+                self.max_connections,
+                f.and_then(|f| f.max_connections),
+                c.max_connections,
+                "--max-connections",
+            )?,
+            max_connections_per_source: count(
+                self.max_connections_per_source,
+                f.and_then(|f| f.max_connections_per_source),
+                c.max_connections_per_source,
+                "--max-connections-per-source",
+            )?,
+        };
+        Ok(EdgeSettings {
+            connections,
+            admission,
+            trusted_proxies: parse_trusted_proxies("--trusted-proxies", &proxies)?,
+            metrics_listen,
+        })
+    }
 }
 
 fn secret_from_env() -> Result<Option<Secret>, ConfigError> {
@@ -180,7 +304,7 @@ impl ServeArgs {
         let store_timeout = self
             .store_timeout
             .or(f.and_then(|f| f.store_timeout))
-            .unwrap_or(5);
+            .unwrap_or(DEFAULT_STORE_TIMEOUT_SECS);
         if !(1..=60).contains(&store_timeout) {
             return Err(ConfigError::new(
                 "--store-timeout",
@@ -247,7 +371,17 @@ impl ServeArgs {
                 "must differ from --listen: the API has its own listener",
             ));
         }
+        let edge = self.edge.settings(f)?;
+        if let Some(m) = edge.metrics_listen
+            && (m == listen || (!api_tokens.is_empty() && m == api_listen))
+        {
+            return Err(ConfigError::new(
+                "--metrics-listen",
+                "must differ from --listen and --api-listen",
+            ));
+        }
         Ok(Settings {
+            edge,
             api: ApiSettings {
                 listen: api_listen,
                 tokens: api_tokens,

@@ -39,6 +39,27 @@ pub struct FileConfig {
     pub retention_days: Option<u32>,
     /// Query API listener address.
     pub api_listen: Option<String>,
+    /// Address serving `/metrics` (default: the query API's listener).
+    pub metrics_listen: Option<String>,
+    /// Rejection records per second per source address, stored one by one.
+    pub rejected_records_per_source: Option<u32>,
+    /// Rejection records one source may spend at once.
+    pub rejected_records_burst: Option<u32>,
+    /// Rejection records per second from all sources together.
+    pub rejected_records_total: Option<u32>,
+    /// Proxies (CIDR) allowed to name the client in `X-Forwarded-For` / `Forwarded`.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// Seconds to receive a request's header.
+    pub header_read_timeout: Option<u64>,
+    /// Seconds one request may take in all.
+    pub request_timeout: Option<u64>,
+    /// Seconds a kept-alive connection may sit idle.
+    pub idle_timeout: Option<u64>,
+    /// Open connections per listener.
+    pub max_connections: Option<usize>,
+    /// Open connections per source address.
+    pub max_connections_per_source: Option<usize>,
     /// Query API tokens, `label:sha256hex` each.
     #[serde(default)]
     pub api_tokens: Vec<String>,

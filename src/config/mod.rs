@@ -2,9 +2,14 @@
 //! passed to the rest of the program as plain, already-checked types.
 
 mod api;
+mod edge;
 mod file;
 
 pub use api::{ApiSettings, ApiToken, DEFAULT_API_LISTEN, TOKEN_PREFIX, parse_api_tokens};
+pub use edge::{
+    AdmissionLimits, ConnectionLimits, EdgeSettings, IpNet, canonical, parse_trusted_proxies,
+    seconds_in,
+};
 pub use file::{FileConfig, IssuerFile};
 
 use std::fmt;
@@ -19,6 +24,10 @@ use crate::telemetry::LogFormat;
 
 /// Largest accepted request body on the logout endpoint.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Default longest wait for a store write before a request answers 503: under the providers'
+/// own delivery timeouts (oidc-provider gives up after 2.5 s, Auth0 after 5 s).
+pub const DEFAULT_STORE_TIMEOUT_SECS: u64 = 2;
 
 /// Why the configuration was refused, naming the setting at fault.
 #[derive(Debug, thiserror::Error)]
@@ -131,6 +140,8 @@ pub struct Settings {
     pub retention: Option<Duration>,
     /// The query API (`/api/v1/`); it starts only when a token is configured.
     pub api: ApiSettings,
+    /// What an anonymous client may cost: connection limits, record admission, proxies.
+    pub edge: EdgeSettings,
 }
 
 /// Parses an algorithm list such as `RS256,PS256`, refusing `none` and unsupported names.

@@ -6,53 +6,31 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, header};
 
 use super::AppState;
+use super::form;
 use super::response::LogoutResponse;
 use crate::config::MAX_BODY_BYTES;
 use crate::logout_token::{Reason, Rejection, TokenFacts};
 use crate::store::{Committed, NewRecord, Outcome};
 
-/// Longest `User-Agent` kept.
-const MAX_USER_AGENT: usize = 512;
+/// Longest `User-Agent` kept (characters).
+const MAX_USER_AGENT: usize = 128;
 /// Longest time to receive the body.
 const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A request problem found before any token was read.
-struct BadRequest {
-    status: StatusCode,
-    rejection: Rejection,
-}
-
-fn bad(status: StatusCode, detail: impl Into<String>) -> BadRequest {
-    BadRequest {
-        status,
-        rejection: Rejection::new(Reason::MalformedRequest, detail),
-    }
-}
-
-async fn read_token(headers: &HeaderMap, body: Body) -> Result<String, BadRequest> {
+async fn read_token(headers: &HeaderMap, body: Body) -> Result<String, Rejection> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let essence = content_type.split(';').next().unwrap_or("").trim();
-    if !essence.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
-        return Err(bad(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "content type must be application/x-www-form-urlencoded, not {:?}",
-                content_type.chars().take(100).collect::<String>()
-            ),
-        ));
-    }
+        .map_or(&b""[..], |v| v.as_bytes());
+    form::check_content_type(content_type)?;
     let bytes = match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_BODY_BYTES))
         .await
     {
         Err(_) => {
-            return Err(bad(
-                StatusCode::BAD_REQUEST,
+            return Err(Rejection::new(
+                Reason::MalformedRequest,
                 "request body not received in time",
             ));
         }
@@ -63,29 +41,14 @@ async fn read_token(headers: &HeaderMap, body: Body) -> Result<String, BadReques
                 })
                 .any(|e| e.is::<http_body_util::LengthLimitError>());
             return Err(if too_large {
-                bad(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("request body exceeds {MAX_BODY_BYTES} bytes"),
-                )
+                form::too_large()
             } else {
-                bad(StatusCode::BAD_REQUEST, "request body could not be read")
+                Rejection::new(Reason::MalformedRequest, "request body could not be read")
             });
         }
         Ok(Ok(b)) => b,
     };
-    let mut token = None;
-    for (name, value) in form_urlencoded::parse(&bytes) {
-        if name == "logout_token" {
-            if token.is_some() {
-                return Err(bad(
-                    StatusCode::BAD_REQUEST,
-                    "logout_token appears more than once",
-                ));
-            }
-            token = Some(value.into_owned());
-        }
-    }
-    token.ok_or_else(|| bad(StatusCode::BAD_REQUEST, "form has no logout_token"))
+    form::logout_token(&bytes)
 }
 
 fn sha256(token: &str) -> [u8; 32] {
@@ -115,15 +78,12 @@ pub(super) async fn backchannel_logout(
         facts: TokenFacts::default(),
         token: None,
         token_sha256: None,
+        token_bytes: None,
         source_ip: Some(peer.ip().to_string()),
         user_agent,
     };
-    let mut status_if_invalid = StatusCode::BAD_REQUEST;
     match read_token(&headers, body).await {
-        Err(problem) => {
-            status_if_invalid = problem.status;
-            record.verdict = Err(problem.rejection);
-        }
+        Err(rejection) => record.verdict = Err(rejection),
         Ok(token) => {
             let verdict = state
                 .validator
@@ -132,12 +92,14 @@ pub(super) async fn backchannel_logout(
             record.facts = verdict.facts;
             record.verdict = verdict.result;
             record.token_sha256 = Some(sha256(&token));
-            record.token = Some(token);
+            record.token_bytes = Some(token.len());
+            // Only an accepted record keeps the token: the queue holds nothing else of it.
+            record.token = record.verdict.is_ok().then_some(token);
         }
     }
     let verdict = record.verdict.clone();
     match state.store.append(record).await {
-        Ok(committed) => answer(&state, committed, status_if_invalid),
+        Ok(committed) => answer(&state, committed),
         Err(e) => {
             state.metrics.store_failure();
             tracing::error!("audit record not stored: {e}");
@@ -145,7 +107,7 @@ pub(super) async fn backchannel_logout(
                 // The request is invalid whatever the store says: the issuer may stop retrying.
                 Err(r) if !r.reason.is_transient() => {
                     state.metrics.reason(r.reason);
-                    LogoutResponse::Invalid(status_if_invalid, r)
+                    LogoutResponse::Invalid(r)
                 }
                 _ => {
                     state.metrics.reason(Reason::StoreUnavailable);
@@ -159,7 +121,7 @@ pub(super) async fn backchannel_logout(
     }
 }
 
-fn answer(state: &AppState, committed: Committed, status_if_invalid: StatusCode) -> LogoutResponse {
+fn answer(state: &AppState, committed: Committed) -> LogoutResponse {
     state.metrics.outcome(committed.outcome);
     match (committed.outcome, committed.rejection) {
         (Outcome::Accepted | Outcome::Duplicate, _) => LogoutResponse::Ok,
@@ -168,12 +130,11 @@ fn answer(state: &AppState, committed: Committed, status_if_invalid: StatusCode)
             if r.reason.is_transient() {
                 LogoutResponse::Unavailable(r)
             } else {
-                LogoutResponse::Invalid(status_if_invalid, r)
+                LogoutResponse::Invalid(r)
             }
         }
-        (Outcome::Rejected, None) => LogoutResponse::Invalid(
-            status_if_invalid,
-            Rejection::new(Reason::MalformedRequest, "rejected"),
-        ),
+        (Outcome::Rejected, None) => {
+            LogoutResponse::Invalid(Rejection::new(Reason::MalformedRequest, "rejected"))
+        }
     }
 }

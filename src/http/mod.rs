@@ -1,5 +1,6 @@
 //! HTTP: the router, its shared state, the logout endpoint, health checks and metrics.
 
+pub mod form;
 mod health;
 mod logout;
 mod metrics;

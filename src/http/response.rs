@@ -16,8 +16,8 @@ pub(super) const RETRY_AFTER_SECS: u64 = 5;
 pub(super) enum LogoutResponse {
     /// Recorded (accepted or duplicate).
     Ok,
-    /// Invalid request or token: 400 (or 413 for an oversized body).
-    Invalid(StatusCode, Rejection),
+    /// Invalid request or token: 400 (or 413 for an oversized body; the rejection decides).
+    Invalid(Rejection),
     /// The receiver cannot finish now: 503 with `Retry-After`.
     Unavailable(Rejection),
 }
@@ -26,8 +26,8 @@ impl IntoResponse for LogoutResponse {
     fn into_response(self) -> Response {
         let mut resp = match self {
             LogoutResponse::Ok => StatusCode::OK.into_response(),
-            LogoutResponse::Invalid(status, r) => (
-                status,
+            LogoutResponse::Invalid(r) => (
+                StatusCode::from_u16(r.http_status()).unwrap_or(StatusCode::BAD_REQUEST),
                 Json(json!({"error": "invalid_request", "error_description": r.to_string()})),
             )
                 .into_response(),

@@ -100,6 +100,22 @@ impl Reason {
     pub fn is_transient(self) -> bool {
         matches!(self, Reason::KeysUnavailable | Reason::StoreUnavailable)
     }
+
+    /// Whether this rule fails before the issuer's signature has verified: whatever such a
+    /// request carries was written by an anonymous client, so none of it is a claim.
+    pub fn is_unverified(self) -> bool {
+        matches!(
+            self,
+            Reason::MalformedRequest
+                | Reason::MalformedToken
+                | Reason::UnknownIssuer
+                | Reason::UnsupportedAlg
+                | Reason::BadTyp
+                | Reason::UnknownKey
+                | Reason::BadSignature
+                | Reason::KeysUnavailable
+        )
+    }
 }
 
 impl fmt::Display for Reason {
@@ -115,6 +131,8 @@ pub struct Rejection {
     pub reason: Reason,
     /// What exactly failed.
     pub detail: String,
+    /// The body was larger than the endpoint reads (answered 413, not 400).
+    pub body_too_large: bool,
 }
 
 impl Rejection {
@@ -123,6 +141,27 @@ impl Rejection {
         Self {
             reason,
             detail: detail.into(),
+            body_too_large: false,
+        }
+    }
+
+    /// A request whose body exceeds the endpoint's limit (`malformed_request`, answered 413).
+    pub fn body_too_large(detail: impl Into<String>) -> Self {
+        Self {
+            body_too_large: true,
+            ..Self::new(Reason::MalformedRequest, detail)
+        }
+    }
+
+    /// The HTTP status this rejection answers with, the one place that decides it: 503 for
+    /// transient reasons, 413 for an oversized body, 400 for everything else.
+    pub fn http_status(&self) -> u16 {
+        if self.reason.is_transient() {
+            503
+        } else if self.body_too_large {
+            413
+        } else {
+            400
         }
     }
 }
@@ -150,5 +189,25 @@ mod tests {
             transient,
             vec![Reason::KeysUnavailable, Reason::StoreUnavailable]
         );
+    }
+
+    #[test]
+    fn statuses_follow_the_reason_and_the_body_size() {
+        assert_eq!(Rejection::new(Reason::Expired, "x").http_status(), 400);
+        assert_eq!(Rejection::body_too_large("x").http_status(), 413);
+        assert_eq!(
+            Rejection::new(Reason::KeysUnavailable, "x").http_status(),
+            503
+        );
+        let unverified: Vec<_> = Reason::ALL
+            .into_iter()
+            .filter(|r| r.is_unverified())
+            .collect();
+        assert_eq!(
+            unverified.len(),
+            8,
+            "every rule up to the signature, and key fetches"
+        );
+        assert!(!Reason::WrongAudience.is_unverified());
     }
 }

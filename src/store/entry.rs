@@ -47,6 +47,8 @@ pub struct NewRecord {
     pub token: Option<String>,
     /// SHA-256 of the token as received.
     pub token_sha256: Option<[u8; 32]>,
+    /// The token's length in bytes as received (kept when the token itself is not).
+    pub token_bytes: Option<usize>,
     /// Peer address.
     pub source_ip: Option<String>,
     /// `User-Agent` header (bounded).
@@ -99,12 +101,20 @@ pub struct Committed {
 }
 
 impl Committed {
-    /// The HTTP status this record answers with: 200, 400, or 503 for transient failures.
+    /// Whether the token's signature verified (accepted, duplicate, or rejected by a rule after
+    /// the signature), so its claims may fill the claim columns and the metadata index.
+    pub fn signature_verified(&self) -> bool {
+        self.rejection
+            .as_ref()
+            .is_none_or(|r| !r.reason.is_unverified())
+    }
+
+    /// The HTTP status this record answers with (and records): 200, or the rejection's.
     pub fn http_status(&self) -> u16 {
         match (&self.outcome, &self.rejection) {
             (Outcome::Accepted | Outcome::Duplicate, _) => 200,
-            (Outcome::Rejected, Some(r)) if r.reason.is_transient() => 503,
-            (Outcome::Rejected, _) => 400,
+            (Outcome::Rejected, Some(r)) => r.http_status(),
+            (Outcome::Rejected, None) => 400,
         }
     }
 }
@@ -206,6 +216,7 @@ mod tests {
             facts: TokenFacts::default(),
             token: Some("t".into()),
             token_sha256: Some([hash; 32]),
+            token_bytes: Some(1),
             source_ip: None,
             user_agent: None,
         }

@@ -285,7 +285,9 @@ async fn write_jobs<C: ChainOps>(
                     known.insert(k.clone(), (id, sha));
                     pending.accepted.push((k.0, k.1, sha, id));
                 }
-                if let Some(meta) = &record.facts.metadata {
+                if let Some(meta) = &record.facts.metadata
+                    && committed.signature_verified()
+                {
                     pending
                         .pairs
                         .extend(meta.pairs.iter().map(|(k, v)| (k.clone(), v.clone(), id)));

@@ -78,6 +78,7 @@ pub(crate) fn settings(op: &LocalIssuer, db: &TestDb) -> Settings {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             tokens: Vec::new(),
         },
+        edge: logout_ledger::config::EdgeSettings::default(),
     }
 }
 
