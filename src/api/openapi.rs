@@ -75,10 +75,17 @@ fn record_schema() -> Value {
         .map(|f| {
             let t = match *f {
                 "id" => json!({"type": "integer"}),
-                "iat" | "exp" | "duplicate_of" => json!({"type": ["integer", "null"]}),
+                "iat" | "exp" | "duplicate_of" | "http_status" | "token_bytes" => {
+                    json!({"type": ["integer", "null"]})
+                }
                 "claims_verified" => json!({"type": ["boolean", "null"]}),
                 "aud" => json!({"type": ["array", "null"], "items": {"type": "string"}}),
                 "session_metadata" | "details" => json!({"type": ["object", "null"]}),
+                "unverified" => json!({
+                    "type": ["object", "null"],
+                    "description": "A logout refused before its signature verified: what the \
+                        token claimed (iss, alg, kid, typ), never believed; null otherwise.",
+                }),
                 "kind" | "received_at" => json!({"type": "string"}),
                 _ => json!({"type": ["string", "null"]}),
             };

@@ -79,6 +79,13 @@ fn table(out: &mut impl Write, records: &[StoredRecord]) -> std::io::Result<()> 
                 &r.session_metadata,
                 r.metadata_status.as_deref().unwrap_or(""),
             ) {
+                // A logout refused before its signature verified: what it claimed, as JSON
+                // (escaped, so a forger's control characters never reach the terminal).
+                _ if r.unverified.is_some() => r
+                    .unverified
+                    .as_ref()
+                    .map(|u| format!("unverified {u}"))
+                    .unwrap_or_default(),
                 // Access and system records: what they record, in the last column.
                 (None, "") => r.details.as_ref().map(Value::to_string).unwrap_or_default(),
                 (Some(Value::Object(m)), "ok") => m

@@ -1,16 +1,18 @@
-//! CSV per RFC 4180: a header row of the field names, CRLF line ends, `session_metadata` and
-//! other structured fields as one JSON cell, and spreadsheet formulas neutralised.
+//! CSV per RFC 4180: a header row of the field names, CRLF line ends, `session_metadata`,
+//! `unverified` and other structured fields as one JSON cell, and spreadsheet formulas
+//! neutralised.
 
 use serde_json::Value;
 
 use crate::store::StoredRecord;
 
 /// The field names, in output order (the header row).
-pub const FIELDS: [&str; 26] = [
+pub const FIELDS: [&str; 29] = [
     "id",
     "kind",
     "received_at",
     "outcome",
+    "http_status",
     "reason",
     "reason_detail",
     "iss",
@@ -29,8 +31,10 @@ pub const FIELDS: [&str; 26] = [
     "source_ip",
     "user_agent",
     "token_sha256",
+    "token_bytes",
     "duplicate_of",
     "claims_verified",
+    "unverified",
     "action",
     "details",
 ];

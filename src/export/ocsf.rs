@@ -8,8 +8,11 @@
 //! `http_request` = the POST to `/backchannel-logout` with its user agent; `service.uid` = the
 //! audience (the relying party's client id); `metadata.uid` = the record id, `metadata.product`
 //! = logout-ledger and its version, `metadata.correlation_uid` = jti. Everything OCSF has no
-//! attribute for — the session metadata, its status, the token's hash, alg/kid/typ, iat/exp,
-//! duplicate_of and claims_verified — is under `unmapped`, with the CLI's field names.
+//! attribute for — the session metadata, its status, the HTTP status answered, the token's hash
+//! and length, alg/kid/typ, iat/exp, duplicate_of, claims_verified and, for a logout refused
+//! before its signature verified, the `unverified` values (never `user`, `session` or
+//! `service`: those hold verified claims only) — is under `unmapped`, with the CLI's field
+//! names.
 
 use serde_json::{Map, Value, json};
 
@@ -126,6 +129,7 @@ pub fn event(r: &StoredRecord) -> Result<Value, ExportError> {
         "unmapped".into(),
         object(&[
             ("outcome", json!(r.outcome)),
+            ("http_status", json!(r.http_status)),
             ("session_metadata", json!(r.session_metadata)),
             ("metadata_status", json!(r.metadata_status)),
             ("metadata_error", json!(r.metadata_error)),
@@ -137,8 +141,10 @@ pub fn event(r: &StoredRecord) -> Result<Value, ExportError> {
             ("kid", json!(r.kid)),
             ("typ", json!(r.typ)),
             ("token_sha256", json!(r.token_sha256)),
+            ("token_bytes", json!(r.token_bytes)),
             ("duplicate_of", json!(r.duplicate_of)),
             ("claims_verified", json!(r.claims_verified)),
+            ("unverified", json!(r.unverified)),
         ]),
     );
     Ok(Value::Object(e))

@@ -165,7 +165,9 @@ pub(super) fn parse_kids(kids: &str) -> Result<Vec<String>, StoreError> {
 
 /// A migrator over migrations embedded in the binary (`(version, description, sql)`), so a
 /// fresh machine needs nothing beside it.
-pub(super) fn embedded_migrator(sql: [(i64, &'static str, &'static str); 2]) -> Migrator {
+pub(super) fn embedded_migrator<const N: usize>(
+    sql: [(i64, &'static str, &'static str); N],
+) -> Migrator {
     let migrations = sql
         .into_iter()
         .map(|(v, d, s)| {

@@ -150,6 +150,18 @@ impl Default for EventFilter {
 }
 
 impl EventFilter {
+    /// Whether a filter reads a claim or the session metadata (`iss`, `sub`, `sid`, `jti`,
+    /// `meta.*`, `has_meta`): such filters skip logouts refused before their signature
+    /// verified, whose claims (in records from before migration 0003) a forger wrote.
+    pub fn filters_claims(&self) -> bool {
+        self.iss.is_some()
+            || self.sub.is_some()
+            || self.sid.is_some()
+            || self.jti.is_some()
+            || !self.meta.is_empty()
+            || !self.has_meta.is_empty()
+    }
+
     /// The filters in force, as JSON for an access record: only those set, times in RFC 3339.
     pub fn describe(&self) -> Value {
         let mut m = Map::new();

@@ -44,6 +44,11 @@ fn migrator() -> Migrator {
             "query indexes",
             include_str!("../../migrations/postgres/0002_query_indexes.sql"),
         ),
+        (
+            3,
+            "unverified records",
+            include_str!("../../migrations/postgres/0003_unverified_records.sql"),
+        ),
     ];
     embedded_migrator(sql)
 }

@@ -1,34 +1,97 @@
 //! A stored record as the CLI and exports present it, with the documented field names.
 
+use std::sync::LazyLock;
+
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::StoreError;
 use super::cells::Cells;
 use crate::clock::format_millis;
 use crate::keys::jwks::hex;
+use crate::logout_token::Reason;
 
 /// The columns read for a [`StoredRecord`], in order.
-pub(super) const SELECT_COLUMNS: &str = "e.id, e.kind, e.action, e.details, e.received_at, e.outcome, e.reason, e.reason_detail, e.iss, e.sub, e.sid, \
+pub(super) const SELECT_COLUMNS: &str = "e.id, e.kind, e.action, e.details, e.received_at, e.outcome, e.http_status, e.reason, e.reason_detail, e.iss, e.sub, e.sid, \
      e.jti, e.aud, e.iat, e.exp, e.alg, e.kid, e.typ, e.session_metadata, e.metadata_status, e.metadata_error, \
      e.source_ip, e.user_agent, e.token_sha256, e.duplicate_of, e.claims_verified";
 
-/// Each record as one JSON object built by SQLite: the fields, order and values of
-/// [`StoredRecord`]'s serialization, for the NDJSON export's fast path (a page comes back as one
-/// text value instead of 26 decoded columns per row). Tests hold the two to the same output.
-pub(super) const JSON_OBJECT: &str = "json_object(\
-     'id', e.id, 'kind', e.kind, \
+/// The rejection codes of rules that fail before the signature verified, as an SQL list
+/// (`'malformed_request', ...`): constants of ours, never input.
+fn unverified_reason_list() -> String {
+    Reason::ALL
+        .into_iter()
+        .filter(|r| r.is_unverified())
+        .map(|r| format!("'{}'", r.code()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// An SQL condition (both backends) true for a record whose claims may be believed: every
+/// record but a logout refused before its signature verified. Such records written before
+/// migration 0003 still hold the forger's claims; claim filters and groupings skip them.
+pub(super) static TRUSTED: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "(e.reason IS NULL OR e.reason NOT IN ({}))",
+        unverified_reason_list()
+    )
+});
+
+/// Whether a stored record is a logout refused before its signature verified.
+fn is_unverified(kind: &str, reason: Option<&str>) -> bool {
+    kind == "logout"
+        && reason
+            .and_then(Reason::from_code)
+            .is_some_and(Reason::is_unverified)
+}
+
+/// The presented fields that are the same for every record, after `received_at`/`outcome`.
+const JSON_HEAD: &str = "'id', e.id, 'kind', e.kind, \
      'received_at', strftime('%Y-%m-%dT%H:%M:%S', e.received_at / 1000, 'unixepoch') \
          || printf('.%03dZ', e.received_at % 1000), \
-     'outcome', e.outcome, 'reason', e.reason, 'reason_detail', e.reason_detail, \
-     'iss', e.iss, 'sub', e.sub, 'sid', e.sid, 'jti', e.jti, 'aud', json(e.aud), \
-     'iat', e.iat, 'exp', e.exp, 'alg', e.alg, 'kid', e.kid, 'typ', e.typ, \
-     'session_metadata', json(e.session_metadata), 'metadata_status', e.metadata_status, \
-     'metadata_error', e.metadata_error, 'source_ip', e.source_ip, 'user_agent', e.user_agent, \
-     'token_sha256', CASE WHEN e.token_sha256 IS NOT NULL THEN lower(hex(e.token_sha256)) END, \
-     'duplicate_of', e.duplicate_of, \
-     'claims_verified', CASE e.claims_verified WHEN 1 THEN json('true') WHEN 0 THEN json('false') END, \
-     'action', e.action, 'details', json(e.details))";
+     'outcome', e.outcome, 'http_status', e.http_status, 'reason', e.reason, \
+     'reason_detail', e.reason_detail";
+
+/// Each record as one JSON object built by SQLite: the fields, order and values of
+/// [`StoredRecord`]'s serialization, for the NDJSON export's fast path (a page comes back as one
+/// text value instead of 27 decoded columns per row). Tests hold the two to the same output.
+/// A logout refused before its signature verified shows no claims; its `details` become the
+/// `unverified` object and `token_bytes` (a record from before migration 0003: the claim
+/// columns it holds, moved into `unverified`).
+pub(super) static JSON_OBJECT: LazyLock<String> = LazyLock::new(|| {
+    let token_sha256 = "CASE WHEN e.token_sha256 IS NOT NULL THEN lower(hex(e.token_sha256)) END";
+    let claims_verified =
+        "CASE e.claims_verified WHEN 1 THEN json('true') WHEN 0 THEN json('false') END";
+    let trusted = format!(
+        "json_object({JSON_HEAD}, \
+         'iss', e.iss, 'sub', e.sub, 'sid', e.sid, 'jti', e.jti, 'aud', json(e.aud), \
+         'iat', e.iat, 'exp', e.exp, 'alg', e.alg, 'kid', e.kid, 'typ', e.typ, \
+         'session_metadata', json(e.session_metadata), 'metadata_status', e.metadata_status, \
+         'metadata_error', e.metadata_error, 'source_ip', e.source_ip, 'user_agent', e.user_agent, \
+         'token_sha256', {token_sha256}, 'token_bytes', NULL, \
+         'duplicate_of', e.duplicate_of, 'claims_verified', {claims_verified}, \
+         'unverified', NULL, 'action', e.action, 'details', json(e.details))"
+    );
+    let legacy = "json_object('alg', e.alg, 'aud', json(e.aud), 'exp', e.exp, 'iat', e.iat, \
+         'iss', e.iss, 'jti', e.jti, 'kid', e.kid, 'session_metadata', json(e.session_metadata), \
+         'sid', e.sid, 'sub', e.sub, 'typ', e.typ)";
+    let untrusted = format!(
+        "json_object({JSON_HEAD}, \
+         'iss', NULL, 'sub', NULL, 'sid', NULL, 'jti', NULL, 'aud', NULL, \
+         'iat', NULL, 'exp', NULL, 'alg', NULL, 'kid', NULL, 'typ', NULL, \
+         'session_metadata', NULL, 'metadata_status', NULL, \
+         'metadata_error', NULL, 'source_ip', e.source_ip, 'user_agent', e.user_agent, \
+         'token_sha256', {token_sha256}, \
+         'token_bytes', json_extract(e.details, '$.token_bytes'), \
+         'duplicate_of', e.duplicate_of, 'claims_verified', {claims_verified}, \
+         'unverified', coalesce(json(json_extract(e.details, '$.unverified')), {legacy}), \
+         'action', e.action, 'details', NULL)"
+    );
+    format!(
+        "CASE WHEN e.kind = 'logout' AND NOT {} THEN {untrusted} ELSE {trusted} END",
+        *TRUSTED
+    )
+});
 
 /// The id at the start of a line of [`JSON_OBJECT`] output (`{"id":N,...`).
 pub(super) fn line_id(line: &str) -> Option<i64> {
@@ -50,6 +113,8 @@ pub struct StoredRecord {
     pub received_at: String,
     /// accepted, duplicate or rejected (logout records).
     pub outcome: Option<String>,
+    /// The HTTP status the request was answered with (logout records).
+    pub http_status: Option<i64>,
     /// Rejection code.
     pub reason: Option<String>,
     /// Rejection detail.
@@ -86,18 +151,26 @@ pub struct StoredRecord {
     pub user_agent: Option<String>,
     /// SHA-256 of the token, hex.
     pub token_sha256: Option<String>,
+    /// The token's length in bytes (records of unverified requests, which keep no claims).
+    pub token_bytes: Option<i64>,
     /// For duplicates, the original record's id.
     pub duplicate_of: Option<i64>,
     /// Whether the claims passed verification (logout records).
     pub claims_verified: Option<bool>,
+    /// For a logout refused before its signature verified: what the token claimed (`iss`,
+    /// `alg`, `kid`, `typ`), never believed, never in a claim field; otherwise null.
+    pub unverified: Option<Value>,
     /// What an access or system record records.
     pub action: Option<String>,
-    /// Details of an access or system record.
+    /// Details of an access or system record (a logout record's are shown as `unverified`
+    /// and `token_bytes`).
     pub details: Option<Value>,
 }
 
 impl StoredRecord {
-    /// Reads a row selected with [`SELECT_COLUMNS`].
+    /// Reads a row selected with [`SELECT_COLUMNS`]. A logout refused before its signature
+    /// verified is presented as [`JSON_OBJECT`] presents it: no claims, its `details` as
+    /// `unverified` and `token_bytes`.
     pub(super) fn from_row<R: Cells>(row: &R) -> Result<Self, StoreError> {
         let id = row.int_required("id")?;
         let corrupt = |message: String| StoreError::Corrupt { id, message };
@@ -109,12 +182,13 @@ impl StoredRecord {
             Some(v) => Some(serde_json::from_value(v).map_err(|e| corrupt(format!("aud: {e}")))?),
             None => None,
         };
-        Ok(Self {
+        let kind = row.string("kind")?.unwrap_or_default();
+        let reason = row.string("reason")?;
+        let record = Self {
             id,
-            kind: row.string("kind")?.unwrap_or_default(),
             received_at: format_millis(row.int_required("received_at")?),
             outcome: row.string("outcome")?,
-            reason: row.string("reason")?,
+            http_status: row.int("http_status")?,
             reason_detail: row.string("reason_detail")?,
             iss: row.string("iss")?,
             sub: row.string("sub")?,
@@ -132,10 +206,60 @@ impl StoredRecord {
             source_ip: row.string("source_ip")?,
             user_agent: row.string("user_agent")?,
             token_sha256: row.blob("token_sha256")?.map(hex),
+            token_bytes: None,
             duplicate_of: row.int("duplicate_of")?,
             claims_verified: row.boolean("claims_verified")?,
+            unverified: None,
             action: row.string("action")?,
             details: json(row.text("details")?, "details")?,
+            kind,
+            reason,
+        };
+        Ok(if is_unverified(&record.kind, record.reason.as_deref()) {
+            record.without_claims()
+        } else {
+            record
         })
+    }
+
+    /// A logout refused before its signature verified, as presented: the claim fields null,
+    /// what the token said in `unverified` (from `details`, or, for a record from before
+    /// migration 0003, from the claim columns it holds) and the token's length.
+    fn without_claims(mut self) -> Self {
+        let details = self.details.take();
+        let member = |name: &str| {
+            details
+                .as_ref()
+                .and_then(|d| d.get(name))
+                .filter(|v| !v.is_null())
+                .cloned()
+        };
+        self.token_bytes = member("token_bytes").and_then(|v| v.as_i64());
+        let stored = member("unverified");
+        let aud = self.aud.take();
+        let session_metadata = self.session_metadata.take();
+        let claims = [
+            ("alg", self.alg.take().map(Value::from)),
+            ("aud", aud.map(Value::from)),
+            ("exp", self.exp.take().map(Value::from)),
+            ("iat", self.iat.take().map(Value::from)),
+            ("iss", self.iss.take().map(Value::from)),
+            ("jti", self.jti.take().map(Value::from)),
+            ("kid", self.kid.take().map(Value::from)),
+            ("session_metadata", session_metadata),
+            ("sid", self.sid.take().map(Value::from)),
+            ("sub", self.sub.take().map(Value::from)),
+            ("typ", self.typ.take().map(Value::from)),
+        ];
+        self.metadata_status = None;
+        self.metadata_error = None;
+        self.unverified = Some(stored.unwrap_or_else(|| {
+            let legacy: Map<String, Value> = claims
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.unwrap_or(Value::Null)))
+                .collect();
+            Value::Object(legacy)
+        }));
+        self
     }
 }

@@ -42,7 +42,11 @@ async fn csv_quotes_per_rfc_4180_and_neutralises_formulas() {
         3,
         "header, one row, nothing after the last CRLF: {csv:?}"
     );
-    assert!(lines[0].starts_with("id,kind,received_at,outcome,reason,reason_detail,iss,sub,sid,"));
+    assert!(
+        lines[0].starts_with(
+            "id,kind,received_at,outcome,http_status,reason,reason_detail,iss,sub,sid,"
+        )
+    );
     assert_eq!(lines[2], "");
     let cells = parse_csv_row(lines[1]);
     let header: Vec<&str> = lines[0].split(',').collect();

@@ -10,7 +10,7 @@ use super::Reader;
 use crate::store::NdjsonPage;
 use crate::store::StoreError;
 use crate::store::filter::{EventFilter, Order};
-use crate::store::record::{SELECT_COLUMNS, StoredRecord};
+use crate::store::record::{SELECT_COLUMNS, StoredRecord, TRUSTED};
 use crate::store::report::{GroupBy, MAX_GROUPS, Summary, summary_from_rows};
 
 /// The presented columns, times as milliseconds since the epoch.
@@ -99,6 +99,9 @@ fn push_from_where(q: &mut QueryBuilder<Postgres>, f: &EventFilter) -> &'static 
             .push_bind(key.clone())
             .push(")");
     }
+    if f.filters_claims() {
+        q.push(format_args!(" AND {}", *TRUSTED));
+    }
     id_col
 }
 
@@ -118,10 +121,13 @@ fn page_query(prefix: &str, f: &EventFilter) -> QueryBuilder<Postgres> {
 fn push_group_expr(q: &mut QueryBuilder<Postgres>, g: &GroupBy) {
     match g {
         GroupBy::Day => q.push("to_char(e.received_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')"),
-        GroupBy::Issuer => q.push("e.iss"),
+        GroupBy::Issuer => q.push(format_args!("(CASE WHEN {} THEN e.iss END)", *TRUSTED)),
         GroupBy::Outcome => q.push("e.outcome"),
         GroupBy::Reason => q.push("e.reason"),
-        GroupBy::Meta(key) => q.push("(e.metadata ->> ").push_bind(key.clone()).push(")"),
+        GroupBy::Meta(key) => q
+            .push(format_args!("(CASE WHEN {} THEN e.metadata ->> ", *TRUSTED))
+            .push_bind(key.clone())
+            .push(" END)"),
     };
     q.push(" COLLATE \"C\"");
 }

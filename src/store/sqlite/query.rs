@@ -8,7 +8,7 @@ use super::Reader;
 use crate::store::NdjsonPage;
 use crate::store::StoreError;
 use crate::store::filter::{EventFilter, Order};
-use crate::store::record::{JSON_OBJECT, SELECT_COLUMNS, StoredRecord, line_id};
+use crate::store::record::{JSON_OBJECT, SELECT_COLUMNS, StoredRecord, TRUSTED, line_id};
 use crate::store::report::{GroupBy, MAX_GROUPS, Summary, summary_from_rows};
 
 /// The access path of a filtered query, most selective first.
@@ -119,6 +119,9 @@ fn push_from_where(q: &mut QueryBuilder<Sqlite>, f: &EventFilter) -> &'static st
             .push_bind(json_path(key))
             .push(") IS NOT NULL");
     }
+    if f.filters_claims() {
+        q.push(format_args!(" AND {}", *TRUSTED));
+    }
     id_col
 }
 
@@ -198,11 +201,14 @@ fn page_query(prefix: &str, f: &EventFilter) -> QueryBuilder<Sqlite> {
 fn push_group_expr(q: &mut QueryBuilder<Sqlite>, g: &GroupBy) {
     match g {
         GroupBy::Day => q.push("strftime('%Y-%m-%d', e.received_at / 1000, 'unixepoch')"),
-        GroupBy::Issuer => q.push("e.iss"),
+        GroupBy::Issuer => q.push(format_args!("CASE WHEN {} THEN e.iss END", *TRUSTED)),
         GroupBy::Outcome => q.push("e.outcome"),
         GroupBy::Reason => q.push("e.reason"),
         GroupBy::Meta(key) => q
-            .push("CASE WHEN e.metadata_status = 'ok' THEN json_extract(e.session_metadata, ")
+            .push(format_args!(
+                "CASE WHEN e.metadata_status = 'ok' AND {} THEN json_extract(e.session_metadata, ",
+                *TRUSTED
+            ))
             .push_bind(json_path(key))
             .push(") END"),
     };
@@ -243,7 +249,8 @@ impl Reader {
         };
         let mut q = QueryBuilder::<Sqlite>::new(format!(
             "SELECT count(*) AS n, group_concat(j, char(10){order}) AS lines \
-             FROM (SELECT e.id AS id, {JSON_OBJECT} AS j"
+             FROM (SELECT e.id AS id, {} AS j",
+            *JSON_OBJECT
         ));
         let id_col = push_from_where(&mut q, f);
         q.push(format_args!(" ORDER BY {id_col} {dir} LIMIT "))
