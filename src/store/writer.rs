@@ -3,19 +3,24 @@
 //!
 //! Each batch starts with `BEGIN IMMEDIATE` and re-reads the chain's last entry, so records
 //! appended by another process (a CLI query's access record, a retention run) are chained
-//! after, never beside. A failed batch is retried job by job, so one poisonous record cannot
-//! fail its neighbours.
+//! after, never beside. A batch that one record can fail (a constraint, a value the database
+//! refuses) is retried job by job, so that record cannot fail its neighbours; any other failure
+//! fails the whole batch at once. One that says the database cannot be reached (I/O, pool
+//! timeout, server shutdown, a lock held beyond the timeout) also marks the store down: jobs
+//! are then answered at once, unwritten, until a probe gets through.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 use super::backend::{ChainOps, WriteDb};
 use super::chain::EventRow;
 use super::entry::{Committed, Note, NoteKind, Outcome, logout_row, note_row, resolve};
+use super::health::{Health, PROBE_INTERVAL};
 use super::{Job, StoreError, StoredCheckpoint};
 use crate::keys::FetchedKeySet;
 use crate::keys::jwks::hex;
@@ -52,86 +57,183 @@ enum Done {
     Checkpoint(StoredCheckpoint),
 }
 
-/// Runs until every sender is dropped, then commits what is left and returns.
-pub(super) async fn run<W: WriteDb>(mut db: W, mut rx: mpsc::Receiver<Job>, timeout: Duration) {
+/// Runs until every sender is dropped, then commits what is left and returns. While the store
+/// is down, whatever arrives is answered [`StoreError::Unavailable`] at once and a probe runs
+/// every [`PROBE_INTERVAL`] until one gets through.
+pub(super) async fn run<W: WriteDb>(
+    mut db: W,
+    mut rx: mpsc::Receiver<Job>,
+    timeout: Duration,
+    health: Arc<Health>,
+) {
     let mut head = None;
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        match commit(&mut db, &mut head, &batch, timeout).await {
-            Ok(done) => reply(batch.drain(..), done.into_iter().map(Ok)),
-            Err(e) if batch.len() == 1 || matches!(e, StoreError::Timeout(_)) => {
-                tracing::error!(jobs = batch.len(), "audit batch not committed: {e}");
-                let msg = e.to_string();
-                reply(batch.drain(..), std::iter::repeat_with(|| Err(msg.clone())));
+    loop {
+        if health.is_down() {
+            if wait_for_store(&mut db, &mut rx, &mut batch, timeout, &health).await {
+                continue;
             }
-            Err(e) => {
-                tracing::warn!(
-                    jobs = batch.len(),
-                    "audit batch failed ({e}); retrying job by job"
-                );
-                for job in batch.drain(..) {
-                    let one = [job];
-                    let result = commit(&mut db, &mut head, &one, timeout).await;
-                    let [job] = one;
-                    match result {
-                        Ok(done) => reply(std::iter::once(job), done.into_iter().map(Ok)),
-                        Err(e) => {
-                            tracing::error!("audit record not committed: {e}");
-                            reply(std::iter::once(job), std::iter::once(Err(e.to_string())));
-                        }
-                    }
-                }
-            }
+            break;
+        }
+        if rx.recv_many(&mut batch, MAX_BATCH).await == 0 {
+            break;
+        }
+        // A request that gave up waiting was answered 503: its record is not written.
+        batch.retain(|job| !job.is_abandoned());
+        if !batch.is_empty() {
+            process(&mut db, &mut head, &mut batch, timeout, &health).await;
         }
     }
     tracing::info!("audit writer stopped");
 }
 
-fn reply(jobs: impl Iterator<Item = Job>, results: impl Iterator<Item = Result<Done, String>>) {
-    fn send<T>(
-        tx: tokio::sync::oneshot::Sender<Result<T, StoreError>>,
-        r: Result<Option<T>, &String>,
-    ) {
-        let _ = tx.send(match r {
-            Ok(Some(v)) => Ok(v),
-            Ok(None) => Err(StoreError::BatchFailed(
-                "internal: wrong result kind".into(),
-            )),
-            Err(m) => Err(StoreError::BatchFailed(m.clone())),
-        });
-    }
-    for (job, result) in jobs.zip(results) {
-        let r = result.as_ref();
-        match job {
-            Job::Logout(_, tx) => send(
-                tx,
-                r.map(|d| match d {
-                    Done::Logout(c) => Some(c.clone()),
-                    _ => None,
-                }),
-            ),
-            Job::Note(_, tx) => send(
-                tx,
-                r.map(|d| match d {
-                    Done::Id(id) => Some(*id),
-                    _ => None,
-                }),
-            ),
-            Job::KeySet(_, _, tx) => send(
-                tx,
-                r.map(|d| match d {
-                    Done::KeySet(id) => Some(*id),
-                    _ => None,
-                }),
-            ),
-            Job::Checkpoint(_, tx) => send(
-                tx,
-                r.map(|d| match d {
-                    Done::Checkpoint(c) => Some(c.clone()),
-                    _ => None,
-                }),
-            ),
+/// While the store is down: answers every job that arrives `Unavailable` and probes every
+/// [`PROBE_INTERVAL`]. Returns true once a probe gets through, false when the queue closes.
+async fn wait_for_store<W: WriteDb>(
+    db: &mut W,
+    rx: &mut mpsc::Receiver<Job>,
+    batch: &mut Vec<Job>,
+    timeout: Duration,
+    health: &Health,
+) -> bool {
+    let mut next_probe = Instant::now() + PROBE_INTERVAL;
+    loop {
+        tokio::select! {
+            n = rx.recv_many(batch, MAX_BATCH) => {
+                if n == 0 {
+                    return false;
+                }
+                fail(batch.drain(..), || StoreError::Unavailable);
+            }
+            () = tokio::time::sleep_until(next_probe) => match probe(db, timeout).await {
+                Ok(()) => {
+                    if health.mark_up() {
+                        tracing::warn!("the audit store answers again");
+                    }
+                    return true;
+                }
+                Err(e) => {
+                    tracing::debug!("audit store probe: {e}");
+                    next_probe = Instant::now() + PROBE_INTERVAL;
+                }
+            },
         }
+    }
+}
+
+/// Whether a batch could begin now: its transaction (holding the chain lock) is opened and
+/// rolled back, within the store timeout.
+async fn probe<W: WriteDb>(db: &mut W, timeout: Duration) -> Result<(), StoreError> {
+    tokio::time::timeout(timeout, async { db.begin().await.map(drop) })
+        .await
+        .unwrap_or(Err(StoreError::Timeout(timeout)))
+}
+
+/// Commits a batch and answers its jobs. A failure one record can cause is retried job by job,
+/// so that record fails alone; any other fails the whole batch at once, and one that says the
+/// store cannot be reached marks it down.
+async fn process<W: WriteDb>(
+    db: &mut W,
+    head: &mut Option<Head>,
+    batch: &mut Vec<Job>,
+    timeout: Duration,
+    health: &Health,
+) {
+    let error = match commit(db, head, batch, timeout).await {
+        Ok(done) => {
+            for (job, done) in batch.drain(..).zip(done) {
+                answer(job, Ok(done));
+            }
+            return;
+        }
+        Err(e) => e,
+    };
+    if !(error.is_record() && batch.len() > 1) {
+        tracing::error!(jobs = batch.len(), "audit batch not committed: {error}");
+        give_up(batch.drain(..), error, health);
+        return;
+    }
+    tracing::warn!(
+        jobs = batch.len(),
+        "audit batch failed ({error}); retrying job by job"
+    );
+    let mut jobs = batch.drain(..);
+    while let Some(job) = jobs.next() {
+        if job.is_abandoned() {
+            continue;
+        }
+        let one = [job];
+        let result = commit(db, head, &one, timeout).await;
+        let [job] = one;
+        match result {
+            Ok(done) => answer(job, done.into_iter().next().ok_or(StoreError::WrongResult)),
+            Err(e) if e.is_record() => {
+                tracing::error!("audit record not committed: {e}");
+                answer(job, Err(StoreError::NotCommitted(Arc::new(e))));
+            }
+            Err(e) => {
+                // Not this record's fault: the ones after it would fail alike.
+                tracing::error!("audit batch not committed: {e}");
+                give_up(std::iter::once(job).chain(jobs), e, health);
+                return;
+            }
+        }
+    }
+}
+
+/// Answers every job with the shared cause, marking the store down when it cannot be reached.
+fn give_up(jobs: impl Iterator<Item = Job>, cause: StoreError, health: &Health) {
+    if cause.is_connection() && health.mark_down() {
+        tracing::warn!(
+            "the audit store cannot be reached: requests are answered 503 at once until a \
+             probe gets through"
+        );
+    }
+    let cause = Arc::new(cause);
+    fail(jobs, || StoreError::NotCommitted(Arc::clone(&cause)));
+}
+
+/// Answers every job with an error.
+fn fail(jobs: impl Iterator<Item = Job>, error: impl Fn() -> StoreError) {
+    for job in jobs {
+        answer(job, Err(error()));
+    }
+}
+
+/// Sends one job its answer (nobody may be waiting any more: that is fine).
+fn answer(job: Job, result: Result<Done, StoreError>) {
+    fn send<T>(tx: oneshot::Sender<Result<T, StoreError>>, r: Result<Option<T>, StoreError>) {
+        let _ = tx.send(r.and_then(|v| v.ok_or(StoreError::WrongResult)));
+    }
+    match job {
+        Job::Logout(_, tx) => send(
+            tx,
+            result.map(|d| match d {
+                Done::Logout(c) => Some(c),
+                _ => None,
+            }),
+        ),
+        Job::Note(_, tx) => send(
+            tx,
+            result.map(|d| match d {
+                Done::Id(id) => Some(id),
+                _ => None,
+            }),
+        ),
+        Job::KeySet(_, _, tx) => send(
+            tx,
+            result.map(|d| match d {
+                Done::KeySet(id) => Some(id),
+                _ => None,
+            }),
+        ),
+        Job::Checkpoint(_, tx) => send(
+            tx,
+            result.map(|d| match d {
+                Done::Checkpoint(c) => Some(c),
+                _ => None,
+            }),
+        ),
     }
 }
 
@@ -171,7 +273,7 @@ async fn commit<W: WriteDb>(
     timeout: Duration,
 ) -> Result<Vec<Done>, StoreError> {
     let cached = head.take();
-    let result = tokio::time::timeout(timeout + Duration::from_secs(1), async {
+    let result = tokio::time::timeout(timeout, async {
         let mut tx = db.begin().await?;
         let mut cursor = sync_head(&mut *tx, cached).await?;
         let done = write_jobs(&mut *tx, jobs, &mut cursor).await?;
@@ -328,7 +430,7 @@ async fn checkpoint<C: ChainOps>(
     let note = req
         .signer
         .sign(&body)
-        .map_err(|e| StoreError::BatchFailed(format!("cannot sign the checkpoint: {e}")))?;
+        .map_err(StoreError::Sign)?;
     tx.insert_checkpoint(size, &root, &note, req.at).await?;
     let record = Note {
         kind: NoteKind::System,
