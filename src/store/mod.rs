@@ -487,3 +487,81 @@ async fn purge_in<C: ChainOps>(
         anchor: Some(anchor),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+
+    fn note() -> Note {
+        Note {
+            kind: NoteKind::System,
+            action: "test".into(),
+            details: serde_json::json!({}),
+            at: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_is_waited_on_no_longer_than_the_store_timeout() {
+        // Nobody drains the queue: its one place is taken, so the job waits for room.
+        let (writer, _queue) = mpsc::channel(1);
+        let (blocker, _) = oneshot::channel();
+        writer
+            .try_send(Job::Note(note(), blocker))
+            .expect("room for one");
+        let timeout = Duration::from_millis(200);
+        let (reply, rx) = oneshot::channel();
+        let started = Instant::now();
+        let r = submit(
+            &writer,
+            &Health::default(),
+            timeout,
+            Job::Note(note(), reply),
+            rx,
+        )
+        .await;
+        assert!(matches!(r, Err(StoreError::Timeout(_))), "{r:?}");
+        let waited = started.elapsed();
+        assert!(waited >= timeout && waited < timeout * 2, "{waited:?}");
+    }
+
+    #[tokio::test]
+    async fn an_unanswered_job_is_waited_on_no_longer_than_the_store_timeout() {
+        let (writer, _queue) = mpsc::channel(4);
+        let timeout = Duration::from_millis(200);
+        let (reply, rx) = oneshot::channel();
+        let started = Instant::now();
+        let r = submit(
+            &writer,
+            &Health::default(),
+            timeout,
+            Job::Note(note(), reply),
+            rx,
+        )
+        .await;
+        assert!(matches!(r, Err(StoreError::Timeout(_))), "{r:?}");
+        assert!(started.elapsed() < timeout * 2);
+    }
+
+    #[tokio::test]
+    async fn a_store_known_down_fails_at_once_and_queues_nothing() {
+        let (writer, mut queue) = mpsc::channel(4);
+        let health = Health::default();
+        health.mark_down();
+        let (reply, rx) = oneshot::channel();
+        let started = Instant::now();
+        let r = submit(
+            &writer,
+            &health,
+            Duration::from_secs(5),
+            Job::Note(note(), reply),
+            rx,
+        )
+        .await;
+        assert!(matches!(r, Err(StoreError::Unavailable)), "{r:?}");
+        assert!(started.elapsed() < Duration::from_millis(100));
+        assert!(queue.try_recv().is_err(), "nothing was queued");
+    }
+}
