@@ -19,3 +19,4 @@ mod replay;
 mod replicas;
 mod request;
 mod store;
+mod store_outage;
