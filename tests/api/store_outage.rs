@@ -1,7 +1,8 @@
 //! A store that cannot take writes (another connection holds its write lock: SQLite's, or the
-//! chain lock's row on PostgreSQL) answers in time: every request 503 within the store timeout
-//! + 1 s however many wait, then at once while it is known to be down, an invalid token still
-//! its 400, `/readyz` 503; once the lock is released everything is recorded again.
+//! chain lock's row on PostgreSQL) answers in time: every request 503 within one second more
+//! than the store timeout however many wait, then at once while it is known to be down, an
+//! invalid token still its 400, `/readyz` 503; once the lock is released everything is recorded
+//! again.
 
 use std::time::{Duration, Instant};
 
