@@ -1,5 +1,7 @@
 //! A PostgreSQL outage under load, in a test binary of its own (it stops the server every
-//! other PostgreSQL test uses, so it must not run beside them).
+//! other PostgreSQL test uses, so it must not run beside them): with the server stopped, 20
+//! requests at once are each answered within the store timeout + 1 s, then every request at
+//! once while the store is known to be down, and the same process recovers when it returns.
 //!
 //! It runs only where `LOGOUT_LEDGER_TEST_PG_CLUSTER` names a local cluster that this user
 //! may stop and start (`VERSION NAME` for `pg_ctlcluster`; CI sets it): stopping a developer's
@@ -61,6 +63,38 @@ async fn a_database_outage_answers_503_and_the_same_process_recovers() {
     run_on(Backend::Postgres, outage()).await;
 }
 
+/// The replica's `--store-timeout`.
+const STORE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Posts `n` fresh valid tokens at once; each answer's status and how long it took.
+async fn timed_burst(
+    op: &Arc<LocalIssuer>,
+    client: &reqwest::Client,
+    url: &str,
+    n: usize,
+) -> Vec<(u16, Duration)> {
+    let mut burst = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        let token = op
+            .sign("rsa-1", "RS256", &op.claims(AUDIENCE))
+            .expect("sign");
+        let (client, url) = (client.clone(), url.to_owned());
+        burst.spawn(async move {
+            let body = format!("logout_token={}", urlencode(&token));
+            let started = Instant::now();
+            let a = post_raw(
+                &client,
+                &url,
+                "application/x-www-form-urlencoded",
+                body.into(),
+            )
+            .await;
+            (a.status, started.elapsed())
+        });
+    }
+    burst.join_all().await
+}
+
 /// What the load saw: acknowledged jtis, and the 503s with their Retry-After.
 #[derive(Default)]
 struct Seen {
@@ -74,7 +108,8 @@ async fn outage() {
     let op = Arc::new(LocalIssuer::start().await.expect("issuer"));
     let dir = TempDir::new();
     let db = TestDb::new(&dir).await;
-    let replica = spawn_replica(&op, &db.url, &["--store-timeout", "2"]).await;
+    let timeout = STORE_TIMEOUT.as_secs().to_string();
+    let replica = spawn_replica(&op, &db.url, &["--store-timeout", &timeout]).await;
     let client = reqwest::Client::new();
     let url = format!("{}/backchannel-logout", replica.base);
     let seen = Arc::new(Mutex::new(Seen::default()));
@@ -123,6 +158,16 @@ async fn outage() {
     let _restart = Restart;
     assert!(pg_ctl("stop"), "stop the PostgreSQL cluster");
     let down = Instant::now();
+
+    // 20 at once on top of the load: every one answered within the store timeout + 1 s.
+    let burst = timed_burst(&op, &client, &url, 20).await;
+    for (status, took) in &burst {
+        assert_eq!(*status, 503, "no commit while the server is stopped");
+        assert!(
+            *took < STORE_TIMEOUT + Duration::from_secs(1),
+            "answered within the store timeout + 1 s: {took:?}"
+        );
+    }
     while seen.lock().await.unavailable == 0 {
         assert!(
             down.elapsed() < Duration::from_secs(30),
@@ -130,6 +175,23 @@ async fn outage() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Known to be down: answered at once.
+    let mut slowest_down = Duration::ZERO;
+    for _ in 0..5 {
+        let [(status, took)] = timed_burst(&op, &client, &url, 1)
+            .await
+            .try_into()
+            .expect("one answer");
+        assert_eq!(status, 503);
+        assert!(took < STORE_TIMEOUT / 4, "503 at once while down: {took:?}");
+        slowest_down = slowest_down.max(took);
+    }
+    let slowest_burst = burst.iter().map(|(_, t)| *t).max().unwrap_or_default();
+    eprintln!(
+        "outage: 20 at once answered 503 within {slowest_burst:?} (limit {:?}); then each 503 \
+         within {slowest_down:?}",
+        STORE_TIMEOUT + Duration::from_secs(1)
+    );
     let ready = client
         .get(format!("{}/readyz", replica.base))
         .send()
@@ -147,6 +209,10 @@ async fn outage() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    eprintln!(
+        "outage: 200s again {:?} after the server was started",
+        up.elapsed()
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);
     while load.join_next().await.is_some() {}

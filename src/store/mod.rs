@@ -6,7 +6,9 @@ mod backend;
 mod cells;
 pub mod chain;
 mod entry;
+mod failure;
 mod filter;
+mod health;
 mod location;
 mod postgres;
 mod reader;
@@ -16,6 +18,7 @@ mod sqlite;
 mod writer;
 
 pub use entry::{Committed, NewRecord, Note, NoteKind, Outcome, resolve};
+pub use failure::Failure;
 pub use filter::{
     Cursor, EventFilter, KindFilter, MAX_LIMIT, Order, parse_meta, parse_meta_key,
     parse_metadata_status, parse_outcome, parse_reason,
@@ -27,11 +30,13 @@ pub use writer::CheckpointRequest;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
 use self::backend::{ChainOps, append_after_last};
+use self::health::Health;
 use self::location::Location;
 use self::reader::Reader;
 use crate::keys::{FetchedKeySet, KeyArchive};
@@ -55,9 +60,22 @@ pub enum StoreError {
     /// The write did not commit within the store timeout.
     #[error("the store did not commit within {0:?}")]
     Timeout(Duration),
+    /// The store is known to be unreachable (a batch could not reach it and no probe has got
+    /// through since): the write was not tried.
+    #[error("the store is unavailable (a recent batch could not reach it)")]
+    Unavailable,
+    /// The batch this write belonged to was not committed; the cause is shared by its jobs.
+    #[error("the audit batch was not committed: {0}")]
+    NotCommitted(Arc<StoreError>),
     /// The batch this write belonged to failed.
     #[error("the audit batch was not committed: {0}")]
     BatchFailed(String),
+    /// A checkpoint could not be signed.
+    #[error("cannot sign the checkpoint: {0}")]
+    Sign(crate::tlog::NoteError),
+    /// The writer's answer did not fit its job (a bug).
+    #[error("internal: the writer's result does not fit its job")]
+    WrongResult,
     /// The writer's thread or runtime could not be started.
     #[error("cannot start the audit writer: {0}")]
     WriterStart(std::io::Error),
@@ -95,17 +113,41 @@ enum Job {
     ),
 }
 
+impl Job {
+    /// Whether the one waiting for this job's answer has given up (its deadline passed): the
+    /// request was answered 503, so its record must not be written now.
+    fn is_abandoned(&self) -> bool {
+        match self {
+            Job::Logout(_, tx) => tx.is_closed(),
+            Job::Note(_, tx) => tx.is_closed(),
+            Job::KeySet(_, _, tx) => tx.is_closed(),
+            Job::Checkpoint(_, tx) => tx.is_closed(),
+        }
+    }
+}
+
 impl std::fmt::Debug for Job {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Job").finish_non_exhaustive()
     }
 }
 
+/// Most jobs waiting for the writer: four full batches, about 40 ms of commits at full speed.
+/// With every job's wait bounded by the store timeout, a longer queue would only hold requests
+/// answered 503 anyway. A job holds what will be stored: claims cut to 1 KiB each, metadata to
+/// 16 KiB, and the token only when it verified, all from one body of at most 64 KiB; so what
+/// anonymous clients can make the queue hold is bounded by about 64 MiB.
+const QUEUE_CAPACITY: usize = 4 * writer::MAX_BATCH;
+
 /// The audit store handle: cheap to clone, shared by every request.
 #[derive(Debug, Clone)]
 pub struct AuditStore {
     writer: mpsc::Sender<Job>,
     reader: StoreReader,
+    /// Whether the writer last found the store unreachable.
+    health: Arc<Health>,
+    /// Longest a caller waits, for room in the queue and for the commit together.
+    timeout: Duration,
 }
 
 /// Handle to wait for the writer's last batch at shutdown.
@@ -127,8 +169,9 @@ fn spawn_writer<W: backend::WriteDb + 'static>(
     db: W,
     rx: mpsc::Receiver<Job>,
     timeout: Duration,
+    health: Arc<Health>,
 ) -> Result<WriterTask, StoreError> {
-    own_thread("audit-writer", move || writer::run(db, rx, timeout)).map(WriterTask)
+    own_thread("audit-writer", move || writer::run(db, rx, timeout, health)).map(WriterTask)
 }
 
 /// Runs the future `work` makes on a new thread with a single-threaded runtime of its own;
@@ -154,13 +197,25 @@ where
     Ok(output)
 }
 
+/// Hands a job to the writer and waits for its answer: not at all while the store is known to
+/// be down, and never longer than `timeout` in all (room in the queue, then the commit). A job
+/// given up on is dropped by the writer unless its batch has already begun.
 async fn submit<T>(
     writer: &mpsc::Sender<Job>,
+    health: &Health,
+    timeout: Duration,
     job: Job,
     rx: oneshot::Receiver<Result<T, StoreError>>,
 ) -> Result<T, StoreError> {
-    writer.send(job).await.map_err(|_| StoreError::WriterGone)?;
-    rx.await.map_err(|_| StoreError::WriterGone)?
+    if health.is_down() {
+        return Err(StoreError::Unavailable);
+    }
+    tokio::time::timeout(timeout, async {
+        writer.send(job).await.map_err(|_| StoreError::WriterGone)?;
+        rx.await.map_err(|_| StoreError::WriterGone)?
+    })
+    .await
+    .unwrap_or(Err(StoreError::Timeout(timeout)))
 }
 
 impl AuditStore {
@@ -169,26 +224,27 @@ impl AuditStore {
         url: &str,
         write_timeout: Duration,
     ) -> Result<(Self, WriterTask), StoreError> {
-        let (tx, rx) = mpsc::channel(4096);
-        let (handle, reader) = match Location::parse(url)? {
+        let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+        let health = Arc::new(Health::default());
+        let (reader, task) = match Location::parse(url)? {
             Location::Sqlite(path) => {
                 let (db, reader) = sqlite::open(&path, write_timeout).await?;
-                (db, StoreReader(Reader::Sqlite(reader)))
+                let task = spawn_writer(db, rx, write_timeout, Arc::clone(&health))?;
+                (StoreReader(Reader::Sqlite(reader)), task)
             }
             Location::Postgres(options) => {
                 let (db, reader) = postgres::open(*options, write_timeout).await?;
-                let task = spawn_writer(db, rx, write_timeout)?;
-                return Ok((
-                    Self {
-                        writer: tx,
-                        reader: StoreReader(Reader::Postgres(reader)),
-                    },
-                    task,
-                ));
+                let task = spawn_writer(db, rx, write_timeout, Arc::clone(&health))?;
+                (StoreReader(Reader::Postgres(reader)), task)
             }
         };
-        let task = spawn_writer(handle, rx, write_timeout)?;
-        Ok((Self { writer: tx, reader }, task))
+        let store = Self {
+            writer: tx,
+            reader,
+            health,
+            timeout: write_timeout,
+        };
+        Ok((store, task))
     }
 
     /// Opens an existing store for reading only (CLI queries).
@@ -201,16 +257,18 @@ impl AuditStore {
         }))
     }
 
-    /// Records one logout request and returns its final outcome once committed.
+    /// Records one logout request and returns its final outcome once committed. Fails at once
+    /// while the store is known to be down, and within the store timeout otherwise (waiting for
+    /// room in the queue included).
     pub async fn append(&self, record: NewRecord) -> Result<Committed, StoreError> {
         let (reply, rx) = oneshot::channel();
-        submit(&self.writer, Job::Logout(Box::new(record), reply), rx).await
+        self.submit(Job::Logout(Box::new(record), reply), rx).await
     }
 
     /// Records an access or system event; returns its sequence number once committed.
     pub async fn note(&self, note: Note) -> Result<i64, StoreError> {
         let (reply, rx) = oneshot::channel();
-        submit(&self.writer, Job::Note(note, reply), rx).await
+        self.submit(Job::Note(note, reply), rx).await
     }
 
     /// Archives a fetched key set (first/last seen); a new set for an issuer is also recorded
@@ -221,7 +279,7 @@ impl AuditStore {
         seen_at: i64,
     ) -> Result<Option<i64>, StoreError> {
         let (reply, rx) = oneshot::channel();
-        submit(&self.writer, Job::KeySet(set, seen_at, reply), rx).await
+        self.submit(Job::KeySet(set, seen_at, reply), rx).await
     }
 
     /// Signs and stores a checkpoint over every record committed so far, followed by a
@@ -231,7 +289,16 @@ impl AuditStore {
         request: CheckpointRequest,
     ) -> Result<StoredCheckpoint, StoreError> {
         let (reply, rx) = oneshot::channel();
-        submit(&self.writer, Job::Checkpoint(request, reply), rx).await
+        self.submit(Job::Checkpoint(request, reply), rx).await
+    }
+
+    /// [`submit`] with this store's queue, health and timeout.
+    async fn submit<T>(
+        &self,
+        job: Job,
+        rx: oneshot::Receiver<Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        submit(&self.writer, &self.health, self.timeout, job, rx).await
     }
 
     /// The read side alone (holds no writer handle, so it never delays shutdown).
@@ -244,9 +311,10 @@ impl AuditStore {
         self.reader.query(filter).await
     }
 
-    /// Whether the store answers (readiness).
+    /// Whether the store answers (readiness): not while the writer knows it is down, even if
+    /// reads still work (SQLite's write lock held elsewhere).
     pub async fn ping(&self) -> bool {
-        self.reader.ping().await
+        !self.health.is_down() && self.reader.ping().await
     }
 }
 
@@ -419,4 +487,82 @@ async fn purge_in<C: ChainOps>(
         record_id: Some(id),
         anchor: Some(anchor),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+
+    fn note() -> Note {
+        Note {
+            kind: NoteKind::System,
+            action: "test".into(),
+            details: serde_json::json!({}),
+            at: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_is_waited_on_no_longer_than_the_store_timeout() {
+        // Nobody drains the queue: its one place is taken, so the job waits for room.
+        let (writer, _queue) = mpsc::channel(1);
+        let (blocker, _) = oneshot::channel();
+        writer
+            .try_send(Job::Note(note(), blocker))
+            .expect("room for one");
+        let timeout = Duration::from_millis(200);
+        let (reply, rx) = oneshot::channel();
+        let started = Instant::now();
+        let r = submit(
+            &writer,
+            &Health::default(),
+            timeout,
+            Job::Note(note(), reply),
+            rx,
+        )
+        .await;
+        assert!(matches!(r, Err(StoreError::Timeout(_))), "{r:?}");
+        let waited = started.elapsed();
+        assert!(waited >= timeout && waited < timeout * 2, "{waited:?}");
+    }
+
+    #[tokio::test]
+    async fn an_unanswered_job_is_waited_on_no_longer_than_the_store_timeout() {
+        let (writer, _queue) = mpsc::channel(4);
+        let timeout = Duration::from_millis(200);
+        let (reply, rx) = oneshot::channel();
+        let started = Instant::now();
+        let r = submit(
+            &writer,
+            &Health::default(),
+            timeout,
+            Job::Note(note(), reply),
+            rx,
+        )
+        .await;
+        assert!(matches!(r, Err(StoreError::Timeout(_))), "{r:?}");
+        assert!(started.elapsed() < timeout * 2);
+    }
+
+    #[tokio::test]
+    async fn a_store_known_down_fails_at_once_and_queues_nothing() {
+        let (writer, mut queue) = mpsc::channel(4);
+        let health = Health::default();
+        health.mark_down();
+        let (reply, rx) = oneshot::channel();
+        let started = Instant::now();
+        let r = submit(
+            &writer,
+            &health,
+            Duration::from_secs(5),
+            Job::Note(note(), reply),
+            rx,
+        )
+        .await;
+        assert!(matches!(r, Err(StoreError::Unavailable)), "{r:?}");
+        assert!(started.elapsed() < Duration::from_millis(100));
+        assert!(queue.try_recv().is_err(), "nothing was queued");
+    }
 }

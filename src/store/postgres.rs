@@ -68,20 +68,29 @@ fn bounded(options: PgConnectOptions, timeout: Duration) -> PgConnectOptions {
         .disable_statement_logging()
 }
 
+/// Longest a migration statement may run (or wait for another replica's migration lock): an
+/// index built on a large table takes longer than any request may wait.
+const MIGRATE_STATEMENT_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// Migrates the database (once, whoever starts first) and opens the writer and reader pools.
+/// The writer's pool waits for a connection, and each statement (the chain lock's wait
+/// included) runs, at most half the store timeout, so an unreachable or locked database fails
+/// the batch while its requests still wait for their answer.
 pub(super) async fn open(
     options: PgConnectOptions,
     write_timeout: Duration,
 ) -> Result<(Writer, Reader), StoreError> {
-    let options = bounded(options, write_timeout);
-    let mut conn = options.connect().await?;
+    let mut conn = bounded(options.clone(), MIGRATE_STATEMENT_TIMEOUT)
+        .connect()
+        .await?;
     migrator().run(&mut conn).await?;
     drop(conn);
+    let wait = super::health::wait_budget(write_timeout);
     let pool = PgPoolOptions::new()
         .max_connections(2)
         .min_connections(0)
-        .acquire_timeout(write_timeout)
-        .connect_with(options.clone())
+        .acquire_timeout(wait)
+        .connect_with(bounded(options.clone(), wait))
         .await?;
     let reader = Reader::open_existing(options).await?;
     Ok((Writer { pool }, reader))

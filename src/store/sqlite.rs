@@ -84,7 +84,12 @@ pub(super) async fn open(
     .await?;
     migrator().run(&mut conn).await?;
     conn.close().await?;
-    let writer = Writer(SqliteChain::open(path, write_timeout)?);
+    // The busy timeout is only part of the store timeout: a write lock held elsewhere fails the
+    // batch (and marks the store down) while its requests still wait for their answer.
+    let writer = Writer(SqliteChain::open(
+        path,
+        super::health::wait_budget(write_timeout),
+    )?);
     let reader = Reader::open_existing(path).await?;
     tokio::spawn(checkpointer(reader.pool.clone()));
     Ok((writer, reader))

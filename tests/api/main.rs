@@ -19,4 +19,5 @@ mod replay;
 mod replicas;
 mod request;
 mod store;
+mod store_outage;
 mod unverified;
