@@ -165,13 +165,20 @@ impl WriterTask {
 /// awaits the database several times; on the shared runtime each wake-up would queue behind
 /// the request handlers (JWS verification, HTTP), and that wait is added to every batch that
 /// all waiting requests depend on.
-fn spawn_writer<W: backend::WriteDb + 'static>(
+async fn spawn_writer<W: backend::WriteDb + 'static>(
     db: W,
     rx: mpsc::Receiver<Job>,
     timeout: Duration,
     health: Arc<Health>,
 ) -> Result<WriterTask, StoreError> {
-    own_thread("audit-writer", move || writer::run(db, rx, timeout, health)).map(WriterTask)
+    let (ready, warmed) = oneshot::channel();
+    let task = own_thread("audit-writer", move || {
+        writer::run(db, rx, timeout, health, ready)
+    })
+    .map(WriterTask)?;
+    // The first batch waits for the chain's head, not the caller's first request.
+    let _ = warmed.await;
+    Ok(task)
 }
 
 /// Runs the future `work` makes on a new thread with a single-threaded runtime of its own;
@@ -229,12 +236,12 @@ impl AuditStore {
         let (reader, task) = match Location::parse(url)? {
             Location::Sqlite(path) => {
                 let (db, reader) = sqlite::open(&path, write_timeout).await?;
-                let task = spawn_writer(db, rx, write_timeout, Arc::clone(&health))?;
+                let task = spawn_writer(db, rx, write_timeout, Arc::clone(&health)).await?;
                 (StoreReader(Reader::Sqlite(reader)), task)
             }
             Location::Postgres(options) => {
                 let (db, reader) = postgres::open(*options, write_timeout).await?;
-                let task = spawn_writer(db, rx, write_timeout, Arc::clone(&health))?;
+                let task = spawn_writer(db, rx, write_timeout, Arc::clone(&health)).await?;
                 (StoreReader(Reader::Postgres(reader)), task)
             }
         };

@@ -65,8 +65,10 @@ pub(super) async fn run<W: WriteDb>(
     mut rx: mpsc::Receiver<Job>,
     timeout: Duration,
     health: Arc<Health>,
+    ready: oneshot::Sender<()>,
 ) {
-    let mut head = None;
+    let mut head = warm_up(&mut db).await;
+    let _ = ready.send(());
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     loop {
         if health.is_down() {
@@ -85,6 +87,33 @@ pub(super) async fn run<W: WriteDb>(
         }
     }
     tracing::info!("audit writer stopped");
+}
+
+/// Reads the chain's end and rebuilds the Merkle accumulator before the first batch, without
+/// the store timeout: on a store of millions of records that takes seconds, which no request
+/// should wait for (nor fail on, again and again). `None` when the store cannot be read now; the
+/// first batch then does it.
+async fn warm_up<W: WriteDb>(db: &mut W) -> Option<Head> {
+    let started = Instant::now();
+    let result = async {
+        let mut tx = db.begin().await?;
+        sync_head(&mut *tx, None).await
+    }
+    .await;
+    match result {
+        Ok(head) => {
+            tracing::debug!(
+                records = head.next_id - 1,
+                elapsed = ?started.elapsed(),
+                "audit chain head loaded"
+            );
+            Some(head)
+        }
+        Err(e) => {
+            tracing::warn!("audit chain head not loaded at start: {e}");
+            None
+        }
+    }
 }
 
 /// While the store is down: answers every job that arrives `Unavailable` and probes every
@@ -272,7 +301,7 @@ async fn commit<W: WriteDb>(
     jobs: &[Job],
     timeout: Duration,
 ) -> Result<Vec<Done>, StoreError> {
-    let cached = head.take();
+    let cached = head.clone();
     let result = tokio::time::timeout(timeout, async {
         let mut tx = db.begin().await?;
         let mut cursor = sync_head(&mut *tx, cached).await?;
@@ -287,7 +316,9 @@ async fn commit<W: WriteDb>(
             *head = Some(cursor);
             Ok(done)
         }
-        Err(e) => Err(e), // head stays None: re-read from the store next time
+        // The head still describes what was committed before this batch; the next batch checks
+        // it against the stored chain's end (and catches up) rather than rebuilding the tree.
+        Err(e) => Err(e),
     }
 }
 
@@ -755,9 +786,10 @@ mod tests {
         }
         let health = Arc::new(Health::default());
         let (db, writer_health) = (db.clone(), Arc::clone(&health));
-        let task =
-            crate::store::own_thread("test-writer", move || run(db, rx, TIMEOUT, writer_health))
-                .expect("writer thread");
+        let task = crate::store::own_thread("test-writer", move || {
+            run(db, rx, TIMEOUT, writer_health, oneshot::channel().0)
+        })
+        .expect("writer thread");
         (tx, health, task)
     }
 
