@@ -581,6 +581,49 @@ mod tests {
         );
     }
 
+    #[test]
+    fn each_phase_has_its_own_deadline() {
+        let limits = ConnectionLimits {
+            header_read_timeout: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(2),
+            idle_timeout: Duration::from_secs(3),
+            ..ConnectionLimits::default()
+        };
+        let t0 = Instant::now();
+        let cell = PhaseCell::new(Phase::Head(t0));
+        let due = |c: &PhaseCell| c.deadline(&limits).map(|(at, why)| (at - t0, why));
+        assert_eq!(due(&cell), Some((Duration::from_secs(1), Timeout::Header)));
+        cell.wrote_some();
+        cell.answered();
+        assert_eq!(
+            due(&cell),
+            Some((Duration::from_secs(1), Timeout::Header)),
+            "only an answer's progress moves its deadline"
+        );
+        cell.set(Phase::Handling);
+        assert_eq!(due(&cell), None, "the request's own timer answers it");
+        assert!(!cell.between_requests());
+        cell.read_some();
+        assert!(
+            matches!(*cell.lock(), Phase::Handling),
+            "body bytes change nothing"
+        );
+        cell.set(Phase::Answering(t0));
+        assert_eq!(due(&cell), Some((Duration::from_secs(2), Timeout::Send)));
+        cell.wrote_some();
+        assert!(due(&cell).is_some_and(|(d, _)| d >= Duration::from_secs(2)));
+        cell.answered();
+        assert!(matches!(*cell.lock(), Phase::Idle(_)));
+        assert_eq!(due(&cell).map(|(_, why)| why), Some(Timeout::Idle));
+        assert!(cell.between_requests());
+        cell.read_some();
+        assert_eq!(
+            due(&cell).map(|(_, why)| why),
+            Some(Timeout::Header),
+            "a byte after an idle spell starts a header"
+        );
+    }
+
     fn caps(total: usize, per_source: usize, trusted: &[&str]) -> Arc<Caps> {
         let limits = ConnectionLimits {
             max_connections: total,
