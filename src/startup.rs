@@ -10,8 +10,9 @@ use tokio::net::TcpListener;
 
 use crate::api::{self, ApiState};
 use crate::clock::SharedClock;
-use crate::config::Settings;
-use crate::http::{AppState, Metrics, router};
+use crate::config::{EdgeSettings, Settings};
+use crate::http::server::{ServeOptions, serve};
+use crate::http::{AppState, ListenerKind, Metrics, MetricsState, metrics_router, router};
 use crate::keys::KeyArchive;
 use crate::keys::KeyRegistry;
 use crate::logout_token::Validator;
@@ -44,6 +45,8 @@ pub enum StartupError {
 pub struct Application {
     listener: TcpListener,
     api: Option<(TcpListener, ApiState)>,
+    metrics_listener: Option<TcpListener>,
+    edge: EdgeSettings,
     state: AppState,
     store: AuditStore,
     writer: WriterTask,
@@ -72,6 +75,10 @@ impl Application {
             Some(bind(settings.api.listen).await?)
         };
         let api_addr = api_listener.as_ref().and_then(|l| l.local_addr().ok());
+        let metrics_listener = match settings.edge.metrics_listen {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
         store
             .note(Note {
                 kind: NoteKind::System,
@@ -101,6 +108,8 @@ impl Application {
         Ok(Self {
             listener,
             api,
+            metrics_listener,
+            edge: settings.edge.clone(),
             state,
             store,
             writer,
@@ -127,6 +136,13 @@ impl Application {
         self.api.as_ref().and_then(|(l, _)| l.local_addr().ok())
     }
 
+    /// The `--metrics-listen` listener's bound address, when one is configured.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
     /// The shared counters (tests read the store-failure count).
     pub fn metrics(&self) -> Arc<Metrics> {
         Arc::clone(&self.state.metrics)
@@ -141,6 +157,8 @@ impl Application {
         let Self {
             listener,
             api,
+            metrics_listener,
+            edge,
             state,
             store,
             writer,
@@ -159,30 +177,51 @@ impl Application {
                 Arc::clone(&clock),
             ))
         });
-        let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+        let metrics = Arc::clone(&state.metrics);
+        let trusted_proxies: Arc<[_]> = edge.trusted_proxies.into();
+        let options = |kind| ServeOptions {
+            kind,
+            limits: edge.connections,
+            trusted_proxies: Arc::clone(&trusted_proxies),
+            metrics: Arc::clone(&metrics),
+        };
+        let metrics_state = MetricsState {
+            metrics: Arc::clone(&state.metrics),
+            keys: Arc::clone(&state.keys),
+        };
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-        let (api_stop_tx, mut api_stop_rx) = tokio::sync::watch::channel(false);
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let public = serve(
+            listener,
+            router(state),
+            options(ListenerKind::Public),
+            stop_rx.clone(),
+        );
+        let api_server = optional(api.map(|(listener, state)| {
+            let app = api::router(state, metrics_router(metrics_state.clone()));
+            serve(listener, app, options(ListenerKind::Api), stop_rx.clone())
+        }));
+        let metrics_server = optional(metrics_listener.map(|listener| {
+            let app = metrics_router(metrics_state);
+            serve(listener, app, options(ListenerKind::Metrics), stop_rx)
+        }));
         let signal = async move {
             shutdown.await;
             tracing::info!("shutting down: no new connections, finishing requests in flight");
-            let _ = api_stop_tx.send(true);
+            let _ = stop_tx.send(true);
             let _ = stopping_tx.send(());
-        };
-        let public = axum::serve(listener, app).with_graceful_shutdown(signal);
-        let api_server = async move {
-            let Some((listener, state)) = api else {
-                return Ok(());
-            };
-            let stop = async move {
-                let _ = api_stop_rx.wait_for(|stop| *stop).await;
-            };
-            axum::serve(listener, api::router(state))
-                .with_graceful_shutdown(stop)
-                .await
+            // Kept until the servers are done, so no receiver sees the channel closed early.
+            std::future::pending::<()>().await;
         };
         let server = async {
-            let (a, b) = tokio::join!(public, api_server);
-            a.and(b)
+            let (a, b, c) = tokio::join!(public, api_server, metrics_server);
+            a.and(b).and(c)
+        };
+        let server = async {
+            tokio::select! {
+                r = server => r,
+                () = signal => Ok(()),
+            }
         };
         let deadline = async {
             if stopping_rx.await.is_ok() {
@@ -245,6 +284,16 @@ async fn run_retention(database: String, keep: Duration, clock: crate::clock::Sh
             Err(e) => tracing::error!("retention run failed: {e}"),
         }
         tokio::time::sleep(RETENTION_EVERY).await;
+    }
+}
+
+/// Runs a server that may not be configured.
+async fn optional(
+    server: Option<impl Future<Output = std::io::Result<()>>>,
+) -> std::io::Result<()> {
+    match server {
+        Some(s) => s.await,
+        None => Ok(()),
     }
 }
 

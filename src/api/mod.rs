@@ -107,8 +107,9 @@ async fn not_found() -> Response {
     ApiError::NotFound("no such endpoint (see /api/v1/openapi.json)".into()).into_response()
 }
 
-/// The API router: every route of the table, bearer authentication on those that need it.
-pub fn router(state: ApiState) -> Router {
+/// The API router: every route of the table, bearer authentication on those that need it, and
+/// `metrics` (the unauthenticated `/metrics` router, like the OpenAPI document needing no token).
+pub fn router(state: ApiState, metrics: Router) -> Router {
     let mut guarded = Router::new();
     let mut open = Router::new();
     for r in ROUTES {
@@ -124,4 +125,5 @@ pub fn router(state: ApiState) -> Router {
         .fallback(not_found)
         .layer(map_response(no_store))
         .with_state(state)
+        .merge(metrics)
 }

@@ -1,4 +1,4 @@
-//! Liveness and readiness.
+//! Liveness and readiness, public: the bodies say no more than ok or unavailable per component.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -24,7 +24,7 @@ pub(super) async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         status,
         format!(
             "keys: {}\nstore: {}\n",
-            if keys { "ok" } else { "loading" },
+            if keys { "ok" } else { "unavailable" },
             if store { "ok" } else { "unavailable" }
         ),
     )

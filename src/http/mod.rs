@@ -1,12 +1,14 @@
-//! HTTP: the router, its shared state, the logout endpoint, health checks and metrics.
+//! HTTP: the router, its shared state, the logout endpoint, health checks, metrics, and the
+//! accept loop that serves every listener within its connection limits.
 
 pub mod form;
 mod health;
 mod logout;
 mod metrics;
 mod response;
+pub(crate) mod server;
 
-pub use metrics::Metrics;
+pub use metrics::{Cap, ListenerKind, Metrics, MetricsState, Timeout};
 
 use std::sync::Arc;
 
@@ -33,12 +35,18 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
 }
 
-/// The public router: the logout endpoint, `/healthz`, `/readyz` and `/metrics`.
+/// The public router: the logout endpoint, `/healthz` and `/readyz` (never `/metrics`).
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/backchannel-logout", post(logout::backchannel_logout))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .with_state(state)
+}
+
+/// `GET /metrics` alone: merged into the query API's router and served on `--metrics-listen`.
+pub fn metrics_router(state: MetricsState) -> Router {
+    Router::new()
         .route("/metrics", get(metrics::render))
         .with_state(state)
 }

@@ -158,7 +158,7 @@ async fn discovery_must_name_the_configured_issuer_exactly() {
 
 both_backends!(health_and_readiness);
 async fn health_and_readiness() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(crate::helpers::with_api).await;
     let h = app
         .client
         .get(app.url("/healthz"))
@@ -175,7 +175,7 @@ async fn health_and_readiness() {
     assert_eq!(r.status(), 200);
     let m = app
         .client
-        .get(app.url("/metrics"))
+        .get(app.api_url("/metrics"))
         .send()
         .await
         .expect("metrics");

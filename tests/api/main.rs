@@ -4,6 +4,7 @@
 mod helpers;
 
 mod conformance;
+mod edge;
 mod fetch;
 mod keys;
 mod ledger;

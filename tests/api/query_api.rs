@@ -85,7 +85,7 @@ async fn requests_without_a_configured_bearer_token_get_401_and_no_data() {
     assert_eq!(doc.status, 200, "the document needs no token");
     let metrics = app
         .client
-        .get(app.url("/metrics"))
+        .get(app.api_url("/metrics"))
         .send()
         .await
         .expect("metrics")
@@ -428,7 +428,7 @@ async fn every_read_but_the_session_check_leaves_an_access_record() {
     assert_eq!(access[2]["filters"]["sub"], "auth0|alice");
     let metrics = app
         .client
-        .get(app.url("/metrics"))
+        .get(app.api_url("/metrics"))
         .send()
         .await
         .expect("metrics")

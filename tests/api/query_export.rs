@@ -119,7 +119,12 @@ async fn ocsf_lines_are_authentication_logoff_events() {
 
 both_backends!(an_export_streams_more_records_than_one_page_once_each_in_order);
 async fn an_export_streams_more_records_than_one_page_once_each_in_order() {
-    let app = spawn_api_app().await;
+    // 400 connections at once from one address: above the default per-source cap.
+    let app = crate::helpers::spawn_app_with(|s| {
+        crate::helpers::with_api(s);
+        s.edge.connections.max_connections_per_source = 1_000;
+    })
+    .await;
     for _ in 0..3 {
         let tokens: Vec<String> = (0..400).map(|_| app.valid_token()).collect();
         assert!(

@@ -91,7 +91,7 @@ async fn a_subject_logout_without_sid_ends_every_session_that_began_before_it() 
     );
     let metrics = app
         .client
-        .get(app.url("/metrics"))
+        .get(app.api_url("/metrics"))
         .send()
         .await
         .expect("metrics")

@@ -10,7 +10,11 @@ use crate::helpers::{WriteLock, both_backends, spawn_app, spawn_app_with};
 
 both_backends!(two_hundred_concurrent_logouts_are_all_recorded_with_gapless_ids);
 async fn two_hundred_concurrent_logouts_are_all_recorded_with_gapless_ids() {
-    let app = spawn_app().await;
+    // 200 connections at once from one address: above the default per-source cap.
+    let app = crate::helpers::spawn_app_with(|s| {
+        s.edge.connections.max_connections_per_source = 1_000;
+    })
+    .await;
     let tokens: Vec<String> = (0..200).map(|_| app.valid_token()).collect();
     let answers = app.post_concurrently(tokens).await;
     assert!(answers.iter().all(|a| a.status == 200));
