@@ -25,7 +25,8 @@ pub struct EdgeSettings {
 pub struct ConnectionLimits {
     /// Longest time from a connection's (or keep-alive request's) first byte to its full header.
     pub header_read_timeout: Duration,
-    /// Longest time one request may take from its header to the end of its answer.
+    /// Longest time from a request's header to the start of its answer (408 when its body had
+    /// not arrived, else 503), and longest an answer may make no progress (long exports go on).
     pub request_timeout: Duration,
     /// Longest time a kept-alive connection may sit idle between requests.
     pub idle_timeout: Duration,
