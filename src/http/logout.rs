@@ -9,6 +9,7 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, header};
 
 use super::AppState;
+use super::admission::Decision;
 use super::form;
 use super::response::LogoutResponse;
 use crate::config::MAX_BODY_BYTES;
@@ -20,19 +21,26 @@ const MAX_USER_AGENT: usize = 128;
 /// Longest time to receive the body.
 const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
-async fn read_token(headers: &HeaderMap, body: Body) -> Result<String, Rejection> {
+/// Reads the form's `logout_token`; also says how many body bytes arrived (an estimate for a
+/// body refused as too large: its declared length, or the cap).
+async fn read_token(headers: &HeaderMap, body: Body) -> (Result<String, Rejection>, u64) {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .map_or(&b""[..], |v| v.as_bytes());
-    form::check_content_type(content_type)?;
+    if let Err(r) = form::check_content_type(content_type) {
+        return (Err(r), 0);
+    }
     let bytes = match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_BODY_BYTES))
         .await
     {
         Err(_) => {
-            return Err(Rejection::new(
-                Reason::MalformedRequest,
-                "request body not received in time",
-            ));
+            return (
+                Err(Rejection::new(
+                    Reason::MalformedRequest,
+                    "request body not received in time",
+                )),
+                0,
+            );
         }
         Ok(Err(e)) => {
             let too_large =
@@ -40,15 +48,27 @@ async fn read_token(headers: &HeaderMap, body: Body) -> Result<String, Rejection
                     e.source()
                 })
                 .any(|e| e.is::<http_body_util::LengthLimitError>());
-            return Err(if too_large {
-                form::too_large()
+            return if too_large {
+                let declared = headers
+                    .get(header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+                (
+                    Err(form::too_large()),
+                    declared.unwrap_or(MAX_BODY_BYTES as u64),
+                )
             } else {
-                Rejection::new(Reason::MalformedRequest, "request body could not be read")
-            });
+                (
+                    Err(Rejection::new(
+                        Reason::MalformedRequest,
+                        "request body could not be read",
+                    )),
+                    0,
+                )
+            };
         }
         Ok(Ok(b)) => b,
     };
-    form::logout_token(&bytes)
+    (form::logout_token(&bytes), bytes.len() as u64)
 }
 
 fn sha256(token: &str) -> [u8; 32] {
@@ -72,6 +92,7 @@ pub(super) async fn backchannel_logout(
             .take(MAX_USER_AGENT)
             .collect()
     });
+    let client = state.admission.client_ip(peer.ip(), &headers);
     let mut record = NewRecord {
         received_at,
         verdict: Ok(()),
@@ -79,10 +100,11 @@ pub(super) async fn backchannel_logout(
         token: None,
         token_sha256: None,
         token_bytes: None,
-        source_ip: Some(peer.ip().to_string()),
+        source_ip: Some(client.to_string()),
         user_agent,
     };
-    match read_token(&headers, body).await {
+    let (token, body_bytes) = read_token(&headers, body).await;
+    match token {
         Err(rejection) => record.verdict = Err(rejection),
         Ok(token) => {
             let verdict = state
@@ -97,9 +119,32 @@ pub(super) async fn backchannel_logout(
             record.token = record.verdict.is_ok().then_some(token);
         }
     }
+    if let Err(r) = &record.verdict
+        && r.reason.is_unverified()
+        && !record
+            .token_sha256
+            .is_some_and(|h| state.admission.recently_accepted(&h))
+        && state
+            .admission
+            .admit(client, r.reason, body_bytes, received_at)
+            == Decision::Count
+    {
+        // Answered exactly as if stored; counted into the window's suppressed record.
+        state.metrics.suppressed(r.reason);
+        state.metrics.reason(r.reason);
+        return rejection_answer(r.clone());
+    }
     let verdict = record.verdict.clone();
+    let token_sha256 = record.token_sha256;
     match state.store.append(record).await {
-        Ok(committed) => answer(&state, committed),
+        Ok(committed) => {
+            if committed.outcome == Outcome::Accepted
+                && let Some(h) = token_sha256
+            {
+                state.admission.accepted(h);
+            }
+            answer(&state, committed)
+        }
         Err(e) => {
             state.metrics.store_failure();
             tracing::error!("audit record not stored: {e}");
@@ -127,14 +172,19 @@ fn answer(state: &AppState, committed: Committed) -> LogoutResponse {
         (Outcome::Accepted | Outcome::Duplicate, _) => LogoutResponse::Ok,
         (Outcome::Rejected, Some(r)) => {
             state.metrics.reason(r.reason);
-            if r.reason.is_transient() {
-                LogoutResponse::Unavailable(r)
-            } else {
-                LogoutResponse::Invalid(r)
-            }
+            rejection_answer(r)
         }
         (Outcome::Rejected, None) => {
             LogoutResponse::Invalid(Rejection::new(Reason::MalformedRequest, "rejected"))
         }
+    }
+}
+
+/// The answer to a rejection, whether its record was stored or only counted.
+fn rejection_answer(r: Rejection) -> LogoutResponse {
+    if r.reason.is_transient() {
+        LogoutResponse::Unavailable(r)
+    } else {
+        LogoutResponse::Invalid(r)
     }
 }

@@ -1,5 +1,7 @@
 //! HTTP: the router, its shared state, the logout endpoint, health checks and metrics.
 
+pub mod admission;
+pub mod client_addr;
 pub mod form;
 mod health;
 mod logout;
@@ -31,6 +33,8 @@ pub struct AppState {
     pub clock: SharedClock,
     /// Counters.
     pub metrics: Arc<Metrics>,
+    /// Which unverified rejections are stored one by one, and the client's address.
+    pub admission: Arc<admission::Admission>,
 }
 
 /// The public router: the logout endpoint, `/healthz`, `/readyz` and `/metrics`.
