@@ -21,14 +21,21 @@ const MAX_USER_AGENT: usize = 128;
 /// Longest time to receive the body.
 const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Reads the form's `logout_token`; also says how many body bytes arrived (an estimate for a
-/// body refused as too large: its declared length, or the cap).
+/// The body's declared `Content-Length`.
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+}
+
+/// Reads the form's `logout_token`; also says how many body bytes the request carries (for a
+/// body left unread, a wrong content type or one too large, its declared length).
 async fn read_token(headers: &HeaderMap, body: Body) -> (Result<String, Rejection>, u64) {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .map_or(&b""[..], |v| v.as_bytes());
     if let Err(r) = form::check_content_type(content_type) {
-        return (Err(r), 0);
+        return (Err(r), declared_length(headers).unwrap_or(0));
     }
     let bytes = match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_BODY_BYTES))
         .await
@@ -49,9 +56,7 @@ async fn read_token(headers: &HeaderMap, body: Body) -> (Result<String, Rejectio
                 })
                 .any(|e| e.is::<http_body_util::LengthLimitError>());
             return if too_large {
-                let declared = headers
-                    .get(header::CONTENT_LENGTH)
-                    .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+                let declared = declared_length(headers);
                 (
                     Err(form::too_large()),
                     declared.unwrap_or(MAX_BODY_BYTES as u64),
