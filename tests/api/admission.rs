@@ -482,7 +482,7 @@ async fn any_bytes_posted_get_a_known_status_and_exactly_one_record_or_count() {
         client_from("127.0.0.3"),
         client_from("127.0.0.4"),
     ];
-    let mut rng = Rng(0x5eed_0f_1097_1ed9);
+    let mut rng = Rng(0x5eed_0f10_971e_d9a3);
     let cases = 240;
     let mut statuses = BTreeMap::<u16, usize>::new();
     for i in 0..cases {
