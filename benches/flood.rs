@@ -64,7 +64,9 @@ fn parse_args() -> anyhow::Result<Options> {
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = |name: &str| -> anyhow::Result<u64> {
-            let v = args.next().with_context(|| format!("{name} needs a value"))?;
+            let v = args
+                .next()
+                .with_context(|| format!("{name} needs a value"))?;
             v.parse()
                 .with_context(|| format!("{name}: {v:?} is not a number"))
         };
@@ -85,8 +87,14 @@ fn parse_args() -> anyhow::Result<Options> {
     }
     ensure!((1..=600).contains(&o.seconds), "--seconds must be 1..=600");
     ensure!((1..=256).contains(&o.sources), "--sources must be 1..=256");
-    ensure!(o.junk_workers > 0, "--junk-workers must be positive");
-    ensure!((1..=1000).contains(&o.valid_rate), "--valid-rate must be 1..=1000");
+    ensure!(
+        o.junk_workers <= 1024,
+        "--junk-workers must be 0..=1024 (0: valid logouts only)"
+    );
+    ensure!(
+        (1..=1000).contains(&o.valid_rate),
+        "--valid-rate must be 1..=1000"
+    );
     ensure!((1..=63).contains(&o.junk_kib), "--junk-kib must be 1..=63");
     Ok(o)
 }
@@ -261,6 +269,39 @@ fn status_kib(pid: &str, key: &str) -> Option<u64> {
         .lines()
         .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
         .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+}
+
+/// User + system CPU seconds of a process (`/proc/<pid>/stat`, 100 ticks a second).
+fn cpu_secs(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let Some(close) = stat.rfind(')') else {
+        return 0.0;
+    };
+    let fields: Vec<f64> = stat[close + 1..]
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0.0))
+        .collect();
+    // After `)`: state is the first field; utime and stime are the 12th and 13th.
+    (fields.get(11).copied().unwrap_or(0.0) + fields.get(12).copied().unwrap_or(0.0)) / 100.0
+}
+
+/// Busy CPU seconds of the whole machine (every core), from `/proc/stat`.
+fn machine_busy_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().unwrap_or(0.0))
+        .collect();
+    // user nice system (idle) iowait irq softirq
+    [0, 1, 2, 5, 6]
+        .iter()
+        .filter_map(|&i| ticks.get(i))
+        .sum::<f64>()
+        / 100.0
 }
 
 fn cpu_model() -> String {
@@ -470,7 +511,10 @@ async fn run() -> anyhow::Result<()> {
     let n_valid = usize::try_from(o.seconds * o.valid_rate)?;
     let t = Instant::now();
     let valid_bodies = tokio::task::block_in_place(|| mint(&issuer, n_valid))?;
-    println!("minted:   {n_valid} valid tokens in {:.1} s", t.elapsed().as_secs_f64());
+    println!(
+        "minted:   {n_valid} valid tokens in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
     let junk: Arc<Vec<String>> = Arc::new((0..16).map(|s| junk_body(o.junk_kib, s)).collect());
 
     let store = Store::create(&o).await?;
@@ -489,7 +533,9 @@ async fn run() -> anyhow::Result<()> {
         .collect::<anyhow::Result<_>>()?;
     let mut shares = vec![Vec::new(); o.junk_workers];
     for (i, c) in clients.into_iter().enumerate() {
-        shares[i % o.junk_workers].push(c);
+        if let Some(share) = shares.get_mut(i % o.junk_workers.max(1)) {
+            share.push(c);
+        }
     }
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -506,6 +552,7 @@ async fn run() -> anyhow::Result<()> {
         })
     };
 
+    let cpu0 = (cpu_secs(&server.pid), cpu_secs("self"), machine_busy_secs());
     let started = Instant::now();
     let deadline = started + Duration::from_secs(o.seconds);
     let junk_tasks: Vec<_> = shares
@@ -533,8 +580,14 @@ async fn run() -> anyhow::Result<()> {
         }
         junk_tally.errors += t.errors;
     }
-    let junk_elapsed = started.elapsed().as_secs_f64();
     let (mut latencies, valid_ok, valid_other, valid_errors) = valid.await??;
+    let junk_elapsed = started.elapsed().as_secs_f64();
+    let cpu = [
+        cpu_secs(&server.pid) - cpu0.0,
+        cpu_secs("self") - cpu0.1,
+        machine_busy_secs() - cpu0.2,
+    ]
+    .map(|s| 100.0 * s / junk_elapsed);
     stop.store(true, Ordering::Relaxed);
     let _ = sampler.join();
     let hwm = status_kib(&server.pid, "VmHWM").unwrap_or(0);
@@ -570,9 +623,19 @@ async fn run() -> anyhow::Result<()> {
         size1 as f64 / 1e6
     );
     println!("server:   peak RSS {rss_mib:.1} MiB; exit {status}");
+    println!(
+        "CPU:      server {:.0}%, load generator {:.0}%, whole machine {:.0}% (of {} cores: 100% = one)",
+        cpu[0],
+        cpu[1],
+        cpu[2],
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
     println!();
     let all_valid = valid_ok == n_valid as u64;
-    println!("target valid p99 < {TARGET_P99_MS} ms: {}", verdict(p99 < TARGET_P99_MS));
+    println!(
+        "target valid p99 < {TARGET_P99_MS} ms: {}",
+        verdict(p99 < TARGET_P99_MS)
+    );
     println!("target every valid logout 200: {}", verdict(all_valid));
     println!(
         "target store growth < {TARGET_GROWTH_MB} MB: {}",

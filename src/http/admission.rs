@@ -43,7 +43,6 @@ pub enum Decision {
 /// The shared admission state: buckets, the open window's counts, recently accepted tokens.
 #[derive(Debug)]
 pub struct Admission {
-    limits: AdmissionLimits,
     trusted_proxies: Vec<IpNet>,
     limiter: Mutex<Limiter>,
     window: Mutex<Window>,
@@ -54,7 +53,6 @@ impl Admission {
     /// Admission under the edge settings' limits and trusted proxies.
     pub fn new(edge: &EdgeSettings) -> Self {
         Self {
-            limits: edge.admission,
             trusted_proxies: edge.trusted_proxies.clone(),
             limiter: Mutex::new(Limiter::new(edge.admission, Instant::now())),
             window: Mutex::new(Window::default()),
@@ -116,11 +114,6 @@ impl Admission {
     /// Gives back a part that could not be written.
     fn restore(&self, part: Part) {
         lock(&self.window).restore(part);
-    }
-
-    /// The configured limits.
-    pub fn limits(&self) -> AdmissionLimits {
-        self.limits
     }
 }
 

@@ -109,6 +109,7 @@ pub(super) async fn backchannel_logout(
         user_agent,
     };
     let (token, body_bytes) = read_token(&headers, body).await;
+    let mut token_text = None;
     match token {
         Err(rejection) => record.verdict = Err(rejection),
         Ok(token) => {
@@ -118,27 +119,30 @@ pub(super) async fn backchannel_logout(
                 .await;
             record.facts = verdict.facts;
             record.verdict = verdict.result;
-            record.token_sha256 = Some(sha256(&token));
             record.token_bytes = Some(token.len());
-            // Only an accepted record keeps the token: the queue holds nothing else of it.
-            record.token = record.verdict.is_ok().then_some(token);
+            token_text = Some(token);
         }
     }
     if let Err(r) = &record.verdict
         && r.reason.is_unverified()
-        && !record
-            .token_sha256
-            .is_some_and(|h| state.admission.recently_accepted(&h))
+        && !(may_be_a_redelivery(r.reason)
+            && token_text
+                .as_deref()
+                .is_some_and(|t| state.admission.recently_accepted(&sha256(t))))
         && state
             .admission
             .admit(client, r.reason, body_bytes, received_at)
             == Decision::Count
     {
-        // Answered exactly as if stored; counted into the window's suppressed record.
+        // Answered exactly as if stored; counted into the window's suppressed record. The
+        // token is not even hashed.
         state.metrics.suppressed(r.reason);
         state.metrics.reason(r.reason);
         return rejection_answer(r.clone());
     }
+    record.token_sha256 = token_text.as_deref().map(sha256);
+    // Only an accepted record keeps the token: the queue holds nothing else of it.
+    record.token = token_text.filter(|_| record.verdict.is_ok());
     let verdict = record.verdict.clone();
     let token_sha256 = record.token_sha256;
     match state.store.append(record).await {
@@ -183,6 +187,17 @@ fn answer(state: &AppState, committed: Committed) -> LogoutResponse {
             LogoutResponse::Invalid(Rejection::new(Reason::MalformedRequest, "rejected"))
         }
     }
+}
+
+/// Whether an unverified rejection may be an identical re-delivery of a token accepted earlier
+/// in this process (which the store records as a `duplicate`, answered 200): only rules that
+/// depend on the key set can turn against a token that once passed them (a rotated key); the
+/// others depend on the token and the configuration alone, both unchanged.
+fn may_be_a_redelivery(reason: Reason) -> bool {
+    matches!(
+        reason,
+        Reason::UnknownKey | Reason::BadSignature | Reason::KeysUnavailable
+    )
 }
 
 /// The answer to a rejection, whether its record was stored or only counted.
