@@ -515,3 +515,28 @@ async fn any_bytes_posted_get_a_known_status_and_exactly_one_record_or_count() {
     assert!(statuses.get(&200).is_some_and(|n| *n > 0), "{statuses:?}");
     assert_eq!(stored + counted, cases as u64, "{statuses:?}");
 }
+
+both_backends!(a_redelivery_after_its_key_left_the_key_set_is_never_suppressed);
+async fn a_redelivery_after_its_key_left_the_key_set_is_never_suppressed() {
+    let app = spawn_app_with(|s| {
+        limits(1, 1, 100)(s);
+        s.keys.refresh_cooldown = std::time::Duration::ZERO;
+    })
+    .await;
+    let token = app.valid_token();
+    assert_eq!(app.post_token(&token).await.status, 200);
+    // The issuer rotates; a token under the new key makes the receiver fetch the new set.
+    app.op.rotate_rsa("rsa-2", true).await.expect("rotate");
+    let fresh = app.op.sign("rsa-2", "RS256", &app.claims()).expect("sign");
+    assert_eq!(app.post_token(&fresh).await.status, 200);
+    // This source's bucket is spent on junk.
+    for _ in 0..4 {
+        assert_eq!(app.post_raw(FORM, "logout_token=junk").await.status, 400);
+    }
+    // The first token again: its key is gone (an unverified rejection), but it is the
+    // identical token, so the store makes it a duplicate, answered 200.
+    let a = app.post_token(&token).await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    let last = app.last_record().await;
+    assert_eq!(last.outcome.as_deref(), Some("duplicate"));
+}
