@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use crate::api::{self, ApiState};
 use crate::clock::SharedClock;
 use crate::config::{EdgeSettings, Settings};
+use crate::http::admission::{Admission, FLUSH_EVERY, Flusher};
 use crate::http::server::{ServeOptions, serve};
 use crate::http::{AppState, ListenerKind, Metrics, MetricsState, metrics_router, router};
 use crate::keys::KeyArchive;
@@ -104,6 +105,7 @@ impl Application {
             keys,
             clock,
             metrics,
+            admission: Arc::new(Admission::new(&settings.edge)),
         };
         Ok(Self {
             listener,
@@ -167,6 +169,8 @@ impl Application {
             database,
         } = self;
         let clock = Arc::clone(&state.clock);
+        let admission = Arc::clone(&state.admission);
+        let flusher = Flusher::spawn(admission, store.clone(), Arc::clone(&clock), FLUSH_EVERY);
         let maintainer = tokio::spawn(Arc::clone(&state.keys).maintain());
         let retention = retention
             .map(|keep| tokio::spawn(run_retention(database.clone(), keep, Arc::clone(&clock))));
@@ -238,6 +242,8 @@ impl Application {
             }
         };
         maintainer.abort();
+        // Requests are done: the last suppressed counts go in before the stop record.
+        flusher.finish().await;
         let stop = Note {
             kind: NoteKind::System,
             action: "stop".into(),

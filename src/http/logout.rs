@@ -9,6 +9,7 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, header};
 
 use super::AppState;
+use super::admission::Decision;
 use super::form;
 use super::response::LogoutResponse;
 use crate::config::MAX_BODY_BYTES;
@@ -20,19 +21,33 @@ const MAX_USER_AGENT: usize = 128;
 /// Longest time to receive the body.
 const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
-async fn read_token(headers: &HeaderMap, body: Body) -> Result<String, Rejection> {
+/// The body's declared `Content-Length`.
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+}
+
+/// Reads the form's `logout_token`; also says how many body bytes the request carries (for a
+/// body left unread, a wrong content type or one too large, its declared length).
+async fn read_token(headers: &HeaderMap, body: Body) -> (Result<String, Rejection>, u64) {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .map_or(&b""[..], |v| v.as_bytes());
-    form::check_content_type(content_type)?;
+    if let Err(r) = form::check_content_type(content_type) {
+        return (Err(r), declared_length(headers).unwrap_or(0));
+    }
     let bytes = match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_BODY_BYTES))
         .await
     {
         Err(_) => {
-            return Err(Rejection::new(
-                Reason::MalformedRequest,
-                "request body not received in time",
-            ));
+            return (
+                Err(Rejection::new(
+                    Reason::MalformedRequest,
+                    "request body not received in time",
+                )),
+                0,
+            );
         }
         Ok(Err(e)) => {
             let too_large =
@@ -40,15 +55,25 @@ async fn read_token(headers: &HeaderMap, body: Body) -> Result<String, Rejection
                     e.source()
                 })
                 .any(|e| e.is::<http_body_util::LengthLimitError>());
-            return Err(if too_large {
-                form::too_large()
+            return if too_large {
+                let declared = declared_length(headers);
+                (
+                    Err(form::too_large()),
+                    declared.unwrap_or(MAX_BODY_BYTES as u64),
+                )
             } else {
-                Rejection::new(Reason::MalformedRequest, "request body could not be read")
-            });
+                (
+                    Err(Rejection::new(
+                        Reason::MalformedRequest,
+                        "request body could not be read",
+                    )),
+                    0,
+                )
+            };
         }
         Ok(Ok(b)) => b,
     };
-    form::logout_token(&bytes)
+    (form::logout_token(&bytes), bytes.len() as u64)
 }
 
 fn sha256(token: &str) -> [u8; 32] {
@@ -72,6 +97,7 @@ pub(super) async fn backchannel_logout(
             .take(MAX_USER_AGENT)
             .collect()
     });
+    let client = state.admission.client_ip(peer.ip(), &headers);
     let mut record = NewRecord {
         received_at,
         verdict: Ok(()),
@@ -79,10 +105,12 @@ pub(super) async fn backchannel_logout(
         token: None,
         token_sha256: None,
         token_bytes: None,
-        source_ip: Some(peer.ip().to_string()),
+        source_ip: Some(client.to_string()),
         user_agent,
     };
-    match read_token(&headers, body).await {
+    let (token, body_bytes) = read_token(&headers, body).await;
+    let mut token_text = None;
+    match token {
         Err(rejection) => record.verdict = Err(rejection),
         Ok(token) => {
             let verdict = state
@@ -91,15 +119,41 @@ pub(super) async fn backchannel_logout(
                 .await;
             record.facts = verdict.facts;
             record.verdict = verdict.result;
-            record.token_sha256 = Some(sha256(&token));
             record.token_bytes = Some(token.len());
-            // Only an accepted record keeps the token: the queue holds nothing else of it.
-            record.token = record.verdict.is_ok().then_some(token);
+            token_text = Some(token);
         }
     }
+    if let Err(r) = &record.verdict
+        && r.reason.is_unverified()
+        && !(may_be_a_redelivery(r.reason)
+            && token_text
+                .as_deref()
+                .is_some_and(|t| state.admission.recently_accepted(&sha256(t))))
+        && state
+            .admission
+            .admit(client, r.reason, body_bytes, received_at)
+            == Decision::Count
+    {
+        // Answered exactly as if stored; counted into the window's suppressed record. The
+        // token is not even hashed.
+        state.metrics.suppressed(r.reason);
+        state.metrics.reason(r.reason);
+        return rejection_answer(r.clone());
+    }
+    record.token_sha256 = token_text.as_deref().map(sha256);
+    // Only an accepted record keeps the token: the queue holds nothing else of it.
+    record.token = token_text.filter(|_| record.verdict.is_ok());
     let verdict = record.verdict.clone();
+    let token_sha256 = record.token_sha256;
     match state.store.append(record).await {
-        Ok(committed) => answer(&state, committed),
+        Ok(committed) => {
+            if committed.outcome == Outcome::Accepted
+                && let Some(h) = token_sha256
+            {
+                state.admission.accepted(h);
+            }
+            answer(&state, committed)
+        }
         Err(e) => {
             state.metrics.store_failure();
             tracing::error!("audit record not stored: {e}");
@@ -127,14 +181,30 @@ fn answer(state: &AppState, committed: Committed) -> LogoutResponse {
         (Outcome::Accepted | Outcome::Duplicate, _) => LogoutResponse::Ok,
         (Outcome::Rejected, Some(r)) => {
             state.metrics.reason(r.reason);
-            if r.reason.is_transient() {
-                LogoutResponse::Unavailable(r)
-            } else {
-                LogoutResponse::Invalid(r)
-            }
+            rejection_answer(r)
         }
         (Outcome::Rejected, None) => {
             LogoutResponse::Invalid(Rejection::new(Reason::MalformedRequest, "rejected"))
         }
+    }
+}
+
+/// Whether an unverified rejection may be an identical re-delivery of a token accepted earlier
+/// in this process (which the store records as a `duplicate`, answered 200): only rules that
+/// depend on the key set can turn against a token that once passed them (a rotated key); the
+/// others depend on the token and the configuration alone, both unchanged.
+fn may_be_a_redelivery(reason: Reason) -> bool {
+    matches!(
+        reason,
+        Reason::UnknownKey | Reason::BadSignature | Reason::KeysUnavailable
+    )
+}
+
+/// The answer to a rejection, whether its record was stored or only counted.
+fn rejection_answer(r: Rejection) -> LogoutResponse {
+    if r.reason.is_transient() {
+        LogoutResponse::Unavailable(r)
+    } else {
+        LogoutResponse::Invalid(r)
     }
 }

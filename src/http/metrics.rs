@@ -105,6 +105,7 @@ pub struct Metrics {
     session_checks: [AtomicU64; 2],
     api_unauthorized: AtomicU64,
     connections: [ConnectionCounters; ListenerKind::ALL.len()],
+    suppressed: [AtomicU64; Reason::ALL.len()],
 }
 
 impl Metrics {
@@ -138,6 +139,14 @@ impl Metrics {
     /// Counts one query API request refused for want of a valid token.
     pub fn api_unauthorized(&self) {
         self.api_unauthorized.fetch_add(1, Ordering::Relaxed);
+    }
+
+    // --- admission of rejection records ---
+    /// Counts one rejection answered but only counted, not stored as its own record.
+    pub fn suppressed(&self, reason: Reason) {
+        if let Some(i) = Reason::ALL.iter().position(|r| *r == reason) {
+            self.suppressed[i].fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Audit writes that failed so far.
@@ -234,6 +243,24 @@ pub(super) async fn render(State(state): State<MetricsState>) -> impl IntoRespon
         m.api_unauthorized.load(Ordering::Relaxed)
     );
     connection_lines(&mut out, m);
+    // --- admission of rejection records ---
+    let _ = writeln!(
+        out,
+        "# TYPE logout_ledger_rejections_suppressed_total counter"
+    );
+    for (i, r) in Reason::ALL
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.is_unverified())
+    {
+        let _ = writeln!(
+            out,
+            "logout_ledger_rejections_suppressed_total{{reason=\"{}\"}} {}",
+            r.code(),
+            m.suppressed[i].load(Ordering::Relaxed)
+        );
+    }
+    // --- end admission ---
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }
 

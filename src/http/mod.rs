@@ -1,6 +1,8 @@
 //! HTTP: the router, its shared state, the logout endpoint, health checks, metrics, and the
 //! accept loop that serves every listener within its connection limits.
 
+pub mod admission;
+pub mod client_addr;
 pub mod form;
 mod health;
 mod logout;
@@ -33,6 +35,8 @@ pub struct AppState {
     pub clock: SharedClock,
     /// Counters.
     pub metrics: Arc<Metrics>,
+    /// Which unverified rejections are stored one by one, and the client's address.
+    pub admission: Arc<admission::Admission>,
 }
 
 /// The public router: the logout endpoint, `/healthz` and `/readyz` (never `/metrics`).

@@ -59,7 +59,9 @@ async fn an_unknown_kid_during_an_outage_is_503_keys_unavailable() {
 
 both_backends!(a_flood_of_random_kids_makes_at_most_one_fetch);
 async fn a_flood_of_random_kids_makes_at_most_one_fetch() {
-    let app = spawn_app().await; // cooldown 30 s
+    // Cooldown 30 s; a burst that stores all 100 rejections one by one (admission is tested in
+    // admission.rs).
+    let app = spawn_app_with(|s| s.edge.admission.per_source_burst = 100).await;
     let before = app.op.jwks_fetches();
     let tokens: Vec<String> = (0..100)
         .map(|i| {

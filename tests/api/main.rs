@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod admission;
 mod conformance;
 mod edge;
 mod fetch;
