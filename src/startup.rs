@@ -341,6 +341,7 @@ pub fn summary(
         "allow_insecure_http": settings.keys.allow_insecure_http,
         "store_timeout_secs": settings.store_timeout.as_secs(),
         "retention_days": settings.retention.map(|r| r.as_secs() / 86_400),
+        "edge": edge_summary(&settings.edge),
         "api": api.map(|addr| serde_json::json!({
             "listen": addr.to_string(),
             "token_labels": settings.api.tokens.iter().map(|t| t.label.clone()).collect::<Vec<_>>(),
@@ -351,6 +352,24 @@ pub fn summary(
             "interval_secs": c.interval.as_secs(),
             "dir": c.dir.as_ref().map(|d| d.display().to_string()),
         })),
+    })
+}
+
+/// The limits on what an anonymous client may cost, as recorded at start.
+fn edge_summary(edge: &EdgeSettings) -> serde_json::Value {
+    let c = &edge.connections;
+    let a = &edge.admission;
+    serde_json::json!({
+        "header_read_timeout_secs": c.header_read_timeout.as_secs(),
+        "request_timeout_secs": c.request_timeout.as_secs(),
+        "idle_timeout_secs": c.idle_timeout.as_secs(),
+        "max_connections": c.max_connections,
+        "max_connections_per_source": c.max_connections_per_source,
+        "rejected_records_per_source": a.per_source_per_sec,
+        "rejected_records_burst": a.per_source_burst,
+        "rejected_records_total": a.total_per_sec,
+        "trusted_proxies": edge.trusted_proxies.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "metrics_listen": edge.metrics_listen.map(|m| m.to_string()),
     })
 }
 

@@ -106,6 +106,12 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
+impl std::fmt::Display for IpNet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
 impl FromStr for IpNet {
     type Err = String;
 
@@ -171,6 +177,7 @@ mod tests {
         assert!(net.contains("10.1.200.3".parse().expect("ip")));
         assert!(!net.contains("10.2.0.1".parse().expect("ip")));
         assert!(net.contains("::ffff:10.1.0.9".parse().expect("mapped")));
+        assert_eq!(net.to_string(), "10.1.0.0/16");
         let one: IpNet = "192.0.2.7".parse().expect("single");
         assert!(one.contains("192.0.2.7".parse().expect("ip")));
         assert!(!one.contains("192.0.2.8".parse().expect("ip")));

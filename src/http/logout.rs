@@ -14,7 +14,7 @@ use super::form;
 use super::response::LogoutResponse;
 use crate::config::MAX_BODY_BYTES;
 use crate::logout_token::{Reason, Rejection, TokenFacts};
-use crate::store::{Committed, NewRecord, Outcome};
+use crate::store::{Committed, NewRecord, Outcome, StoreError};
 
 /// Longest `User-Agent` kept (characters).
 const MAX_USER_AGENT: usize = 128;
@@ -156,7 +156,12 @@ pub(super) async fn backchannel_logout(
         }
         Err(e) => {
             state.metrics.store_failure();
-            tracing::error!("audit record not stored: {e}");
+            if matches!(e, StoreError::Unavailable) {
+                // Known down: the writer logged it once; one line per request would flood.
+                tracing::debug!("audit record not stored: {e}");
+            } else {
+                tracing::error!("audit record not stored: {e}");
+            }
             match verdict {
                 // The request is invalid whatever the store says: the issuer may stop retrying.
                 Err(r) if !r.reason.is_transient() => {

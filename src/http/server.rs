@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::{Future, poll_fn};
 use std::io;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -31,9 +31,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use super::client_addr::source_key;
 use super::metrics::{Cap, ListenerKind, Metrics, Timeout};
 use super::response::RETRY_AFTER_SECS;
-use crate::config::{ConnectionLimits, IpNet, canonical};
+use crate::config::{ConnectionLimits, IpNet};
 
 /// Pause after an accept error such as running out of file descriptors, so the loop does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
@@ -171,14 +172,6 @@ impl Caps {
             caps: Arc::clone(self),
             source,
         })
-    }
-}
-
-/// The source a per-source cap counts: an IPv4 address, or an IPv6 address's /64.
-pub(crate) fn source_key(ip: IpAddr) -> IpAddr {
-    match canonical(ip) {
-        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
-        v4 => v4,
     }
 }
 
@@ -565,21 +558,6 @@ async fn connection(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sources_are_addresses_and_ipv6_slash_64s() {
-        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
-        assert_eq!(source_key(ip("192.0.2.7")), ip("192.0.2.7"));
-        assert_eq!(source_key(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
-        assert_eq!(
-            source_key(ip("2001:db8:1:2:aaaa:bbbb:cccc:dddd")),
-            ip("2001:db8:1:2::")
-        );
-        assert_ne!(
-            source_key(ip("2001:db8:1:2::1")),
-            source_key(ip("2001:db8:1:3::1"))
-        );
-    }
 
     #[test]
     fn each_phase_has_its_own_deadline() {
