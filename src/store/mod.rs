@@ -173,7 +173,7 @@ async fn spawn_writer<W: backend::WriteDb + 'static>(
 ) -> Result<WriterTask, StoreError> {
     let (ready, warmed) = oneshot::channel();
     let task = own_thread("audit-writer", move || {
-        writer::run(db, rx, timeout, health, ready)
+        writer::start(db, rx, timeout, health, ready)
     })
     .map(WriterTask)?;
     // The first batch waits for the chain's head, not the caller's first request.

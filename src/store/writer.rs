@@ -29,6 +29,8 @@ use crate::tlog::{Checkpoint, NoteSigner};
 
 /// Most jobs committed in one transaction.
 pub(super) const MAX_BATCH: usize = 256;
+/// Longest the start-up read of the chain's head may take (a store of many millions of records).
+const WARM_UP_LIMIT: Duration = Duration::from_secs(600);
 /// Entry hashes read per query when rebuilding the Merkle accumulator.
 const REBUILD_PAGE: u32 = 50_000;
 
@@ -57,18 +59,29 @@ enum Done {
     Checkpoint(StoredCheckpoint),
 }
 
-/// Runs until every sender is dropped, then commits what is left and returns. While the store
-/// is down, whatever arrives is answered [`StoreError::Unavailable`] at once and a probe runs
-/// every [`PROBE_INTERVAL`] until one gets through.
-pub(super) async fn run<W: WriteDb>(
+/// Loads the chain's head first (see [`warm_up`]), says so on `ready`, then runs as [`run`].
+pub(super) async fn start<W: WriteDb>(
     mut db: W,
-    mut rx: mpsc::Receiver<Job>,
+    rx: mpsc::Receiver<Job>,
     timeout: Duration,
     health: Arc<Health>,
     ready: oneshot::Sender<()>,
 ) {
-    let mut head = warm_up(&mut db).await;
+    let head = warm_up(&mut db, timeout).await;
     let _ = ready.send(());
+    run(head, db, rx, timeout, health).await;
+}
+
+/// Runs until every sender is dropped, then commits what is left and returns. While the store
+/// is down, whatever arrives is answered [`StoreError::Unavailable`] at once and a probe runs
+/// every [`PROBE_INTERVAL`] until one gets through. `head` is the chain's end if known.
+async fn run<W: WriteDb>(
+    mut head: Option<Head>,
+    mut db: W,
+    mut rx: mpsc::Receiver<Job>,
+    timeout: Duration,
+    health: Arc<Health>,
+) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     loop {
         if health.is_down() {
@@ -93,11 +106,15 @@ pub(super) async fn run<W: WriteDb>(
 /// the store timeout: on a store of millions of records that takes seconds, which no request
 /// should wait for (nor fail on, again and again). `None` when the store cannot be read now; the
 /// first batch then does it.
-async fn warm_up<W: WriteDb>(db: &mut W) -> Option<Head> {
+async fn warm_up<W: WriteDb>(db: &mut W, timeout: Duration) -> Option<Head> {
     let started = Instant::now();
     let result = async {
-        let mut tx = db.begin().await?;
-        sync_head(&mut *tx, None).await
+        let mut tx = tokio::time::timeout(timeout, db.begin())
+            .await
+            .unwrap_or(Err(StoreError::Timeout(timeout)))?;
+        tokio::time::timeout(WARM_UP_LIMIT, sync_head(&mut *tx, None))
+            .await
+            .unwrap_or(Err(StoreError::Timeout(WARM_UP_LIMIT)))
     }
     .await;
     match result {
@@ -787,7 +804,7 @@ mod tests {
         let health = Arc::new(Health::default());
         let (db, writer_health) = (db.clone(), Arc::clone(&health));
         let task = crate::store::own_thread("test-writer", move || {
-            run(db, rx, TIMEOUT, writer_health, oneshot::channel().0)
+            run(None, db, rx, TIMEOUT, writer_health)
         })
         .expect("writer thread");
         (tx, health, task)
