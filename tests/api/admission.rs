@@ -14,6 +14,7 @@ use serde_json::Value;
 
 use crate::helpers::{
     Answer, TempDir, TestApp, TestDb, all_records_in, both_backends, spawn_app_with, urlencode,
+    with_api,
 };
 
 /// The form content type.
@@ -134,7 +135,11 @@ fn now_ms() -> i64 {
 
 both_backends!(beyond_the_burst_answers_stay_the_same_and_only_counts_are_stored);
 async fn beyond_the_burst_answers_stay_the_same_and_only_counts_are_stored() {
-    let app = spawn_app_with(limits(2, 3, 100)).await;
+    let app = spawn_app_with(|s| {
+        limits(2, 3, 100)(s);
+        with_api(s); // /metrics lives on the API listener
+    })
+    .await;
     let client = client_from("127.0.0.2");
     let n = 15;
     let started = Instant::now();
@@ -159,7 +164,7 @@ async fn beyond_the_burst_answers_stay_the_same_and_only_counts_are_stored() {
     assert_eq!(sent[2].3.status, 413);
     let metrics = app
         .client
-        .get(app.url("/metrics"))
+        .get(app.api_url("/metrics"))
         .send()
         .await
         .expect("metrics")
