@@ -13,25 +13,24 @@
 //! `--seconds N --sources N --junk-workers N --valid-rate N --junk-kib N --postgres ADMIN_URL
 //! --keep-db`). See `docs/performance.md` for measured figures.
 
-use std::net::{IpAddr, Ipv4Addr, TcpListener};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+#[path = "support/mod.rs"]
+mod support;
+
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use logout_ledger::local_issuer::LocalIssuer;
 use logout_ledger::store::{AuditStore, EventFilter, KindFilter, Order};
 use serde_json::json;
+use support::{
+    REQUEST_TIMEOUT, RssSampler, Server, Store, cores, cpu_model, machine_cpu_secs, post_form,
+    proc_cpu_secs, proc_status_kib, quantile_ms,
+};
 
-/// The audience the server is configured for and the tokens carry.
-const AUDIENCE: &str = "bench";
-/// How long the server may take to become ready, and to exit after SIGTERM.
-const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long the server may take to exit after SIGTERM.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(15);
-/// Per-request timeout: no request outlives the run by more than this.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Where the valid logouts come from.
 const VALID_SOURCE: Ipv4Addr = Ipv4Addr::new(127, 0, 1, 1);
 
@@ -103,44 +102,8 @@ fn parse_args() -> anyhow::Result<Options> {
 // The server process and its store
 // ---------------------------------------------------------------------------------------------
 
-/// A fresh SQLite file, or a fresh database on a PostgreSQL server.
-struct Store {
-    url: String,
-    file: Option<PathBuf>,
-    postgres: Option<(String, String)>,
-}
-
+/// Flood-only measurements of the store.
 impl Store {
-    async fn create(o: &Options) -> anyhow::Result<Self> {
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos();
-        let Some(admin) = &o.postgres else {
-            let file = std::env::temp_dir().join(format!(
-                "logout-ledger-flood-{}-{nanos}.db",
-                std::process::id()
-            ));
-            return Ok(Self {
-                url: format!("sqlite://{}", file.display()),
-                file: Some(file),
-                postgres: None,
-            });
-        };
-        use sqlx::Connection;
-        let name = format!("ll_flood_{}_{nanos}", std::process::id());
-        let mut conn = sqlx::PgConnection::connect(admin)
-            .await
-            .with_context(|| format!("connect to {admin}"))?;
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
-            .execute(&mut conn)
-            .await?;
-        let mut url = reqwest::Url::parse(admin)?;
-        url.set_path(&name);
-        Ok(Self {
-            url: url.to_string(),
-            file: None,
-            postgres: Some((admin.clone(), name)),
-        })
-    }
-
     /// Folds a SQLite store's WAL into the file (run once the server has exited), so its size
     /// is the data's, not the WAL's high-water mark.
     async fn checkpoint(&self) -> anyhow::Result<()> {
@@ -174,156 +137,16 @@ impl Store {
             .await?;
         Ok(u64::try_from(size).unwrap_or(0))
     }
-
-    async fn remove(&self) -> anyhow::Result<()> {
-        if let Some(file) = &self.file {
-            for suffix in ["", "-wal", "-shm"] {
-                let mut p = file.clone().into_os_string();
-                p.push(suffix);
-                let _ = std::fs::remove_file(p);
-            }
-        }
-        if let Some((admin, name)) = &self.postgres {
-            use sqlx::Connection;
-            let mut conn = sqlx::PgConnection::connect(admin).await?;
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-            )))
-            .execute(&mut conn)
-            .await?;
-        }
-        Ok(())
-    }
 }
 
-struct Server {
-    child: Child,
-    pid: String,
-    base: String,
-}
-
-impl Server {
-    fn spawn(issuer: &str, store: &Store) -> anyhow::Result<Self> {
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let binary = env!("CARGO_BIN_EXE_logout-ledger");
-        let args = [
-            "serve",
-            "--issuer",
-            issuer,
-            "--audience",
-            AUDIENCE,
-            "--allow-insecure-http",
-            "--database",
-            &store.url,
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ];
-        println!("server:   {binary} {}", args.join(" "));
-        let child = Command::new(binary)
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .spawn()
-            .with_context(|| format!("cannot start {binary}"))?;
-        Ok(Self {
-            pid: child.id().to_string(),
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-        })
-    }
-
-    async fn wait_ready(&mut self, client: &reqwest::Client) -> anyhow::Result<()> {
-        let url = format!("{}/readyz", self.base);
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                bail!("the server exited during start-up: {status}");
-            }
-            if let Ok(r) = client.get(&url).send().await
-                && r.status() == 200
-            {
-                return Ok(());
-            }
-            ensure!(Instant::now() < deadline, "server not ready in time");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn stop(&mut self) -> anyhow::Result<std::process::ExitStatus> {
-        let kill = Command::new("kill").args(["-TERM", &self.pid]).status()?;
-        ensure!(kill.success(), "kill -TERM {} failed", self.pid);
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                return Ok(status);
-            }
-            if start.elapsed() > EXIT_TIMEOUT {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                bail!("the server did not exit within {EXIT_TIMEOUT:?} of SIGTERM");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// A `Key: value kB` field of `/proc/<pid>/status`, in KiB.
-fn status_kib(pid: &str, key: &str) -> Option<u64> {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
-        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
-}
-
-/// User + system CPU seconds of a process (`/proc/<pid>/stat`, 100 ticks a second).
+/// User + system CPU seconds of a process (0 when unreadable).
 fn cpu_secs(pid: &str) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let Some(close) = stat.rfind(')') else {
-        return 0.0;
-    };
-    let fields: Vec<f64> = stat[close + 1..]
-        .split_whitespace()
-        .map(|f| f.parse().unwrap_or(0.0))
-        .collect();
-    // After `)`: state is the first field; utime and stime are the 12th and 13th.
-    (fields.get(11).copied().unwrap_or(0.0) + fields.get(12).copied().unwrap_or(0.0)) / 100.0
+    proc_cpu_secs(pid).map_or(0.0, |(user, sys)| user + sys)
 }
 
-/// Busy CPU seconds of the whole machine (every core), from `/proc/stat`.
+/// Busy CPU seconds of the whole machine (every core; 0 when unreadable).
 fn machine_busy_secs() -> f64 {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let ticks: Vec<f64> = stat
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .skip(1)
-        .map(|v| v.parse().unwrap_or(0.0))
-        .collect();
-    // user nice system (idle) iowait irq softirq
-    [0, 1, 2, 5, 6]
-        .iter()
-        .filter_map(|&i| ticks.get(i))
-        .sum::<f64>()
-        / 100.0
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("model name")?.split_once(':'))
-        .map_or_else(|| "unknown".to_owned(), |(_, m)| m.trim().to_owned())
+    machine_cpu_secs().map_or(0.0, |(busy, _)| busy)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -375,12 +198,7 @@ async fn junk_worker(
         let client = &clients[i % clients.len()];
         let body = bodies[i % bodies.len()].clone();
         i += 1;
-        let sent = client
-            .post(&*url)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(body)
-            .send()
-            .await;
+        let sent = post_form(client, &url, body).send().await;
         match sent {
             Ok(r) => {
                 let status = r.status().as_u16();
@@ -409,12 +227,7 @@ async fn valid_sender(
         let (client, url) = (client.clone(), Arc::clone(&url));
         tasks.push(tokio::spawn(async move {
             let t = Instant::now();
-            let r = client
-                .post(&*url)
-                .header("content-type", "application/x-www-form-urlencoded")
-                .body(body)
-                .send()
-                .await;
+            let r = post_form(&client, &url, body).send().await;
             match r {
                 Ok(r) => {
                     let status = r.status().as_u16();
@@ -442,25 +255,15 @@ async fn valid_sender(
     Ok((latencies, ok, other, errors))
 }
 
+/// `n` valid logout bodies, one user (`sub`) each.
 fn mint(issuer: &LocalIssuer, n: usize) -> anyhow::Result<Vec<String>> {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
     (0..n)
         .map(|i| {
-            let mut claims = issuer.claims(AUDIENCE);
-            claims.insert("exp".into(), json!(now + 3600));
+            let mut claims = support::fresh_claims(issuer)?;
             claims.insert("sub".into(), json!(format!("auth0|flood-{i}")));
-            let token = issuer.sign("rsa-1", "RS256", &claims)?;
-            Ok(format!("logout_token={token}"))
+            support::logout_body(issuer, &claims)
         })
         .collect()
-}
-
-fn quantile_ms(sorted_us: &[u64], q: f64) -> f64 {
-    if sorted_us.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((q * sorted_us.len() as f64).ceil() as usize).clamp(1, sorted_us.len());
-    sorted_us[rank - 1] as f64 / 1000.0
 }
 
 /// Logout rows, and the requests counted in `rejections_suppressed` records.
@@ -515,11 +318,7 @@ async fn run() -> anyhow::Result<()> {
             .as_ref()
             .map_or(String::new(), |p| format!(" --postgres {p}"))
     );
-    println!(
-        "machine:  {} ({} cores)",
-        cpu_model(),
-        std::thread::available_parallelism().map_or(0, |n| n.get())
-    );
+    println!("machine:  {} ({} cores)", cpu_model(), cores());
 
     let issuer = LocalIssuer::start().await.context("start the issuer")?;
     let n_valid = usize::try_from(o.seconds * o.valid_rate)?;
@@ -531,9 +330,11 @@ async fn run() -> anyhow::Result<()> {
     );
     let junk: Arc<Vec<String>> = Arc::new((0..16).map(|s| junk_body(o.junk_kib, s)).collect());
 
-    let store = Store::create(&o).await?;
+    let store = Store::create("flood", o.postgres.as_deref()).await?;
     let probe = reqwest::Client::new();
-    let mut server = Server::spawn(issuer.issuer(), &store)?;
+    let port = support::free_port()?;
+    let args = support::serve_args(issuer.issuer(), &store.url, port, &[]);
+    let mut server = Server::spawn(support::release_binary(), &args, port)?;
     server.wait_ready(&probe).await?;
     let size0 = store.size().await?;
     let url: Arc<str> = Arc::from(format!("{}/backchannel-logout", server.base).as_str());
@@ -552,19 +353,7 @@ async fn run() -> anyhow::Result<()> {
         }
     }
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let peak = Arc::new(AtomicU64::new(0));
-    let sampler = {
-        let (stop, peak, pid) = (Arc::clone(&stop), Arc::clone(&peak), server.pid.clone());
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                if let Some(k) = status_kib(&pid, "VmRSS") {
-                    peak.fetch_max(k, Ordering::Relaxed);
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        })
-    };
+    let sampler = RssSampler::start(&server.pid);
 
     let cpu0 = (cpu_secs(&server.pid), cpu_secs("self"), machine_busy_secs());
     let started = Instant::now();
@@ -602,11 +391,10 @@ async fn run() -> anyhow::Result<()> {
         machine_busy_secs() - cpu0.2,
     ]
     .map(|s| 100.0 * s / junk_elapsed);
-    stop.store(true, Ordering::Relaxed);
-    let _ = sampler.join();
-    let hwm = status_kib(&server.pid, "VmHWM").unwrap_or(0);
-    let rss_mib = peak.load(Ordering::Relaxed).max(hwm) as f64 / 1024.0;
-    let status = server.stop().await?;
+    let peak = sampler.finish();
+    let hwm = proc_status_kib(&server.pid, "VmHWM").unwrap_or(0);
+    let rss_mib = peak.max(hwm) as f64 / 1024.0;
+    let (status, _) = server.stop(EXIT_TIMEOUT).await?;
     let size_with_wal = store.size().await?;
     store.checkpoint().await?;
     let size1 = store.size().await?;
@@ -646,7 +434,7 @@ async fn run() -> anyhow::Result<()> {
         cpu[0],
         cpu[1],
         cpu[2],
-        std::thread::available_parallelism().map_or(0, |n| n.get())
+        cores()
     );
     println!();
     let all_valid = valid_ok == n_valid as u64;
@@ -688,21 +476,5 @@ async fn run() -> anyhow::Result<()> {
 }
 
 fn main() -> std::process::ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run()) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    support::main_with(async { run().await.map(|()| true) })
 }

@@ -20,34 +20,26 @@
 //! `--without-query-indexes` (SQLite without migration 0002's indexes, to measure their cost).
 //! See `docs/performance.md` for measured figures.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::thread::JoinHandle;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail, ensure};
 use logout_ledger::local_issuer::LocalIssuer;
 use serde_json::json;
+use support::{
+    REQUEST_TIMEOUT, RssSampler, Server, Store, TOKEN_LIFETIME_SECS, cores, cpu_model, kib_field,
+    machine_cpu_secs, post_form, proc_cpu_secs, proc_status_kib, quantile_ms,
+};
 
-/// The audience the server is configured for and the tokens carry.
-const AUDIENCE: &str = "bench";
-/// Age limit passed to the server, so tokens minted before the run stay fresh.
-const MAX_TOKEN_AGE_SECS: u64 = 3600;
-/// How long the server may take to become ready.
-const READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long the server may take to exit after SIGTERM.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often the server's resident memory is sampled during the run.
-const SAMPLE_EVERY: Duration = Duration::from_millis(100);
-/// Per-request timeout, so a stuck request cannot hold the benchmark past its time limit.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// Linux reports `/proc/*/stat` CPU times in USER_HZ ticks, 100 per second on every
-/// mainstream architecture.
-const USER_HZ: f64 = 100.0;
 
 /// Target from the issue: accepted logouts per second at concurrency 64.
 const TARGET_RATE: f64 = 8_000.0;
@@ -131,32 +123,6 @@ fn parse_args() -> anyhow::Result<Options> {
 // Machine facts and /proc readers
 // ---------------------------------------------------------------------------------------------
 
-/// Reads a `Key: value kB` line (as in `/proc/meminfo` or `/proc/<pid>/status`), in KiB.
-fn kib_field(path: &str, key: &str) -> Option<u64> {
-    std::fs::read_to_string(path)
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
-        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
-}
-
-/// Reads one field of `/proc/<pid>/status` (`VmRSS`, `VmHWM`), in KiB.
-fn proc_status_kib(pid: &str, key: &str) -> Option<u64> {
-    kib_field(&format!("/proc/{pid}/status"), key)
-}
-
-/// User and system CPU seconds of a process, from `/proc/<pid>/stat`.
-fn proc_cpu_secs(pid: &str) -> Option<(f64, f64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may contain spaces; fields resume after its closing parenthesis.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // After `)`: state is field 3, so utime (14) and stime (15) are at indices 11 and 12.
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime / USER_HZ, stime / USER_HZ))
-}
-
 /// The source revision the server was built from: `git describe`, marked when `src/` has
 /// uncommitted changes; `unknown` outside a git checkout.
 fn source_revision() -> String {
@@ -197,33 +163,10 @@ fn proc_written_bytes(pid: &str) -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-/// Machine-wide busy and steal CPU seconds so far (all cores), from `/proc/stat`.
-fn machine_cpu_secs() -> Option<(f64, f64)> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let ticks: Vec<f64> = stat
-        .lines()
-        .next()?
-        .split_whitespace()
-        .skip(1)
-        .map(|v| v.parse().unwrap_or(0.0))
-        .collect();
-    // user nice system idle iowait irq softirq steal ...
-    let busy = [0, 1, 2, 5, 6]
-        .iter()
-        .filter_map(|&i| ticks.get(i))
-        .sum::<f64>();
-    let steal = ticks.get(7).copied().unwrap_or(0.0);
-    Some((busy / USER_HZ, steal / USER_HZ))
-}
-
 /// Describes the machine: cores, CPU model, memory, kernel.
 fn machine_facts() -> Vec<(&'static str, String)> {
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("model name")?.split_once(':'))
-        .map_or_else(|| "unknown".to_owned(), |(_, m)| m.trim().to_owned());
+    let cores = cores();
+    let model = cpu_model();
     let mem = kib_field("/proc/meminfo", "MemTotal").map_or_else(
         || "unknown".into(),
         |k| format!("{:.1} GiB", k as f64 / 1048576.0),
@@ -258,10 +201,8 @@ const REGIONS: [&str; 3] = ["eu-west-1", "us-east-1", "ap-southeast-2"];
 
 /// Signs one valid RS256 logout token with realistic claims for request number `i`.
 fn mint(issuer: &LocalIssuer, i: usize) -> anyhow::Result<String> {
-    let mut claims = issuer.claims(AUDIENCE);
-    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
     // Minting all tokens takes a while: keep exp well ahead of the end of the run.
-    claims.insert("exp".into(), json!(now + MAX_TOKEN_AGE_SECS));
+    let mut claims = support::fresh_claims(issuer)?;
     // Users in no particular order (as in production), so the `sub` index is not appended to
     // in key order: Fibonacci hashing spreads consecutive requests over 50,000 users.
     let user = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) % 50_000;
@@ -309,51 +250,6 @@ fn mint_bodies(issuer: &LocalIssuer, n: usize) -> anyhow::Result<Vec<String>> {
 // The server process
 // ---------------------------------------------------------------------------------------------
 
-/// The server child process and its store file.
-struct Server {
-    child: Child,
-    pid: String,
-    base: String,
-    /// The SQLite file, when the store is one.
-    db: Option<PathBuf>,
-}
-
-/// A port that was free a moment ago.
-fn free_port() -> anyhow::Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0").context("bind a probe port")?;
-    Ok(listener.local_addr()?.port())
-}
-
-/// A fresh store path in the temp directory.
-fn fresh_db_path() -> anyhow::Result<PathBuf> {
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos();
-    Ok(std::env::temp_dir().join(format!(
-        "logout-ledger-bench-{}-{nanos}.db",
-        std::process::id()
-    )))
-}
-
-/// The arguments the server is started with.
-fn server_args(issuer: &str, database: &str, port: u16) -> Vec<String> {
-    [
-        "serve",
-        "--issuer",
-        issuer,
-        "--audience",
-        AUDIENCE,
-        "--allow-insecure-http",
-        "--database",
-        database,
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-        "--max-token-age",
-        &MAX_TOKEN_AGE_SECS.to_string(),
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect()
-}
-
 /// The query API's indexes (migration 0002), dropped to measure what they cost the writer.
 const QUERY_INDEXES: [&str; 4] = [
     "audit_events_sub",
@@ -383,181 +279,23 @@ async fn drop_query_indexes(url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The store under test: a fresh SQLite file, or a fresh PostgreSQL database.
-struct Store {
-    url: String,
-    file: Option<PathBuf>,
-    /// `(admin URL, database name)` on PostgreSQL, to drop it afterwards.
-    postgres: Option<(String, String)>,
+/// A fresh store for the run: a SQLite file (without the query API's indexes if asked), or a
+/// PostgreSQL database.
+async fn create_store(o: &Options) -> anyhow::Result<Store> {
+    let store = Store::create("bench", o.postgres.as_deref()).await?;
+    if store.file.is_some() && o.without_query_indexes {
+        drop_query_indexes(&store.url).await?;
+    }
+    Ok(store)
 }
 
-impl Store {
-    async fn create(o: &Options) -> anyhow::Result<Self> {
-        let Some(admin) = &o.postgres else {
-            let file = fresh_db_path()?;
-            let url = format!("sqlite://{}", file.display());
-            if o.without_query_indexes {
-                drop_query_indexes(&url).await?;
-            }
-            return Ok(Self {
-                url,
-                file: Some(file),
-                postgres: None,
-            });
-        };
-        use sqlx::Connection;
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos();
-        let name = format!("ll_bench_{}_{nanos}", std::process::id());
-        let mut conn = sqlx::PgConnection::connect(admin)
-            .await
-            .with_context(|| format!("connect to {admin}"))?;
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
-            .execute(&mut conn)
-            .await?;
-        let mut url = reqwest::Url::parse(admin)?;
-        url.set_path(&name);
-        Ok(Self {
-            url: url.to_string(),
-            file: None,
-            postgres: Some((admin.clone(), name)),
-        })
-    }
-
-    async fn drop_database(&self) -> anyhow::Result<()> {
-        use sqlx::Connection;
-        if let Some((admin, name)) = &self.postgres {
-            let mut conn = sqlx::PgConnection::connect(admin).await?;
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-            )))
-            .execute(&mut conn)
-            .await?;
-        }
-        Ok(())
-    }
-}
-
-impl Server {
-    /// Spawns the release binary against `issuer`.
-    fn spawn(issuer: &str, store: &Store, binary: Option<&Path>) -> anyhow::Result<Self> {
-        let port = free_port()?;
-        let binary = binary.unwrap_or(Path::new(env!("CARGO_BIN_EXE_logout-ledger")));
-        let args = server_args(issuer, &store.url, port);
-        println!("server:   {} {}", binary.display(), args.join(" "));
-        let child = Command::new(binary)
-            .args(&args)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::inherit())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .with_context(|| format!("cannot start {}", binary.display()))?;
-        Ok(Self {
-            pid: child.id().to_string(),
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-            db: store.file.clone(),
-        })
-    }
-
-    /// Waits until `GET /readyz` answers 200.
-    async fn wait_ready(&mut self, client: &reqwest::Client) -> anyhow::Result<()> {
-        let url = format!("{}/readyz", self.base);
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                bail!("the server exited during start-up: {status}");
-            }
-            if let Ok(resp) = client.get(&url).send().await
-                && resp.status() == reqwest::StatusCode::OK
-            {
-                return Ok(());
-            }
-            ensure!(
-                Instant::now() < deadline,
-                "the server was not ready within {READY_TIMEOUT:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// Sends SIGTERM and waits for the exit status.
-    async fn stop(&mut self) -> anyhow::Result<(ExitStatus, Duration)> {
-        let start = Instant::now();
-        let kill = Command::new("kill")
-            .args(["-TERM", &self.pid])
-            .status()
-            .context("run kill")?;
-        ensure!(kill.success(), "kill -TERM {} failed: {kill}", self.pid);
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                return Ok((status, start.elapsed()));
-            }
-            if start.elapsed() > EXIT_TIMEOUT {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                bail!("the server did not exit within {EXIT_TIMEOUT:?} of SIGTERM");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Removes the store and its WAL files.
-    fn remove_db(&self) {
-        let Some(db) = &self.db else {
-            return;
-        };
-        for suffix in ["", "-wal", "-shm"] {
-            let mut p = db.clone().into_os_string();
-            p.push(suffix);
-            let _ = std::fs::remove_file(p);
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        // Only on an early error: the normal path has already reaped the child.
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// Samples a process's resident memory every [`SAMPLE_EVERY`] on a plain thread.
-struct RssSampler {
-    stop: Arc<AtomicBool>,
-    max_kib: Arc<AtomicU64>,
-    thread: JoinHandle<()>,
-}
-
-impl RssSampler {
-    fn start(pid: &str) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let max_kib = Arc::new(AtomicU64::new(0));
-        let (s, m, pid) = (Arc::clone(&stop), Arc::clone(&max_kib), pid.to_owned());
-        let thread = std::thread::spawn(move || {
-            while !s.load(Ordering::Relaxed) {
-                if let Some(kib) = proc_status_kib(&pid, "VmRSS") {
-                    m.fetch_max(kib, Ordering::Relaxed);
-                }
-                std::thread::sleep(SAMPLE_EVERY);
-            }
-        });
-        Self {
-            stop,
-            max_kib,
-            thread,
-        }
-    }
-
-    /// Stops sampling and returns the largest VmRSS seen, in KiB.
-    fn finish(self) -> u64 {
-        self.stop.store(true, Ordering::Relaxed);
-        let _ = self.thread.join();
-        self.max_kib.load(Ordering::Relaxed)
-    }
+/// Starts one server (`--binary`, or the release build) on a free port against the store.
+fn spawn_server(issuer: &str, store: &Store, binary: Option<&Path>) -> anyhow::Result<Server> {
+    let port = support::free_port()?;
+    let binary = binary.unwrap_or(support::release_binary());
+    let max_age = TOKEN_LIFETIME_SECS.to_string();
+    let args = support::serve_args(issuer, &store.url, port, &["--max-token-age", &max_age]);
+    Server::spawn(binary, &args, port)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -605,12 +343,7 @@ async fn send_one(
     url: &str,
     body: &str,
 ) -> Result<(u16, Option<String>), reqwest::Error> {
-    let resp = client
-        .post(url)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(body.to_owned())
-        .send()
-        .await?;
+    let resp = post_form(client, url, body.to_owned()).send().await?;
     let status = resp.status().as_u16();
     let body = resp.bytes().await?;
     let text = (status != 200).then(|| String::from_utf8_lossy(&body).chars().take(300).collect());
@@ -690,15 +423,6 @@ async fn drive(
 // ---------------------------------------------------------------------------------------------
 // Report
 // ---------------------------------------------------------------------------------------------
-
-/// The `q` quantile (0..=1) of sorted latencies, in milliseconds (nearest rank).
-fn quantile_ms(sorted_us: &[u32], q: f64) -> f64 {
-    if sorted_us.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((q * sorted_us.len() as f64).ceil() as usize).clamp(1, sorted_us.len());
-    f64::from(sorted_us[rank - 1]) / 1000.0
-}
 
 /// CPU seconds (user, system) used by a process between two samples.
 fn cpu_delta(before: Option<(f64, f64)>, after: Option<(f64, f64)>) -> (f64, f64) {
@@ -795,7 +519,7 @@ fn print_report(o: &Options, tally: &Tally, f: &Figures) {
             bytes as f64 / 1024.0 / f.requests.max(1) as f64
         );
     }
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let cores = cores();
     println!(
         "machine CPU:        {:.0}% busy of {}00% (other processes {:.0}%, steal {:.0}%)",
         100.0 * f.machine_cpu.0 / f.elapsed.as_secs_f64(),
@@ -869,23 +593,7 @@ async fn count_rows(url: &str) -> anyhow::Result<(i64, i64)> {
 // ---------------------------------------------------------------------------------------------
 
 fn main() -> std::process::ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run()) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    support::main_with(async { run().await.map(|()| true) })
 }
 
 fn print_header(o: &Options) {
@@ -932,7 +640,7 @@ async fn run() -> anyhow::Result<()> {
     let measured = bodies.split_off(o.warmup);
     let warmup = bodies;
 
-    let store = Store::create(&o).await?;
+    let store = create_store(&o).await?;
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(o.concurrency)
         .timeout(REQUEST_TIMEOUT)
@@ -941,7 +649,7 @@ async fn run() -> anyhow::Result<()> {
     // The first replica migrates the store; the others start after it.
     let mut servers = Vec::with_capacity(o.replicas);
     for _ in 0..o.replicas {
-        let mut server = Server::spawn(issuer.issuer(), &store, o.binary.as_deref())?;
+        let mut server = spawn_server(issuer.issuer(), &store, o.binary.as_deref())?;
         server.wait_ready(&client).await?;
         servers.push(server);
     }
@@ -1006,7 +714,7 @@ async fn run() -> anyhow::Result<()> {
     println!("== durability ==");
     let mut all_exited = true;
     for server in &mut servers {
-        let (status, took) = server.stop().await?;
+        let (status, took) = server.stop(EXIT_TIMEOUT).await?;
         println!(
             "server exit after SIGTERM: {status} in {:.2} s",
             took.as_secs_f64()
@@ -1023,8 +731,7 @@ async fn run() -> anyhow::Result<()> {
     if o.keep_db {
         println!("store kept at {}", store.url);
     } else {
-        servers[0].remove_db();
-        store.drop_database().await?;
+        store.remove().await?;
     }
     ensure!(all_exited, "a server exited with an error");
     ensure!(

@@ -19,14 +19,16 @@
 //! Run: `CARGO_TARGET_DIR=/work/target-bench cargo bench --bench slow_clients` (needs
 //! `ulimit -n` ≥ 2048: one descriptor per slow connection). Figures: `docs/performance.md`.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::process::Stdio;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail, ensure};
+use anyhow::{Context, ensure};
 use logout_ledger::local_issuer::LocalIssuer;
-use serde_json::json;
+use support::{AUDIENCE, Server, cores, cpu_model, post_form, proc_status_kib};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpSocket;
 
@@ -48,30 +50,16 @@ const LOGOUT_LIMIT: Duration = Duration::from_secs(1);
 const TAIL: Duration = Duration::from_secs(1);
 /// Hard bound on the measured phase.
 const TIME_LIMIT: Duration = Duration::from_secs(32);
-/// How long the server may take to become ready.
-const READY_TIMEOUT: Duration = Duration::from_secs(20);
-/// The audience the server is configured for.
-const AUDIENCE: &str = "bench";
+/// How long the server may take to exit after SIGTERM.
+const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Loopback address of the slow clients.
 const SLOW_SOURCE: [u8; 4] = [127, 0, 0, 1];
 /// Loopback address of the valid logouts.
 const GOOD_SOURCE: [u8; 4] = [127, 0, 0, 2];
 
-/// A port that was free a moment ago.
-fn free_port() -> anyhow::Result<u16> {
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").context("bind a probe port")?;
-    Ok(probe.local_addr()?.port())
-}
-
 /// A valid form body with a fresh `jti` and `sid`, good for an hour.
 fn logout_body(issuer: &LocalIssuer) -> anyhow::Result<String> {
-    let mut claims = issuer.claims(AUDIENCE);
-    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
-    claims.insert("exp".into(), json!(now + 3600));
-    Ok(format!(
-        "logout_token={}",
-        issuer.sign("rsa-1", "RS256", &claims)?
-    ))
+    support::logout_body(issuer, &support::fresh_claims(issuer)?)
 }
 
 /// What happened to one slow connection.
@@ -141,10 +129,7 @@ async fn logouts(
             _ = tick.tick() => {}
         }
         let start = Instant::now();
-        let sent = client
-            .post(&url)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(body)
+        let sent = post_form(&client, &url, body)
             .timeout(Duration::from_secs(5))
             .send()
             .await;
@@ -183,44 +168,17 @@ fn quantile(sorted: &[Duration], q: f64) -> Duration {
     sorted[i.min(sorted.len() - 1)]
 }
 
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find_map(|l| l.strip_prefix("model name")?.split_once(':'))
-                .map(|(_, m)| m.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown".into())
+/// The server's peak resident memory (VmHWM), in MiB.
+fn peak_rss_mib(pid: &str) -> Option<f64> {
+    proc_status_kib(pid, "VmHWM").map(|kib| kib as f64 / 1024.0)
 }
 
-fn peak_rss_mib(pid: u32) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kib / 1024.0)
-}
+/// The server's SQLite file, removed (with its WAL files) when dropped.
+struct DbFile(PathBuf);
 
-/// The server child process and its store file, removed when dropped.
-struct Server {
-    child: tokio::process::Child,
-    db: PathBuf,
-}
-
-impl Drop for Server {
+impl Drop for DbFile {
     fn drop(&mut self) {
-        let _ = self.child.start_kill();
-        for suffix in ["", "-wal", "-shm"] {
-            let mut p = self.db.clone().into_os_string();
-            p.push(suffix);
-            let _ = std::fs::remove_file(p);
-        }
+        support::remove_sqlite_files(&self.0);
     }
 }
 
@@ -230,18 +188,11 @@ async fn run() -> anyhow::Result<bool> {
         BYTE_EVERY.as_secs(),
         LOGOUT_EVERY.as_millis()
     );
-    println!(
-        "machine:  {} ({} logical CPUs)",
-        cpu_model(),
-        std::thread::available_parallelism().map_or(0, |n| n.get())
-    );
+    println!("machine:  {} ({} logical CPUs)", cpu_model(), cores());
     let issuer = LocalIssuer::start().await?;
-    let (port, metrics_port) = (free_port()?, free_port()?);
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos();
-    let db = std::env::temp_dir().join(format!(
-        "logout-ledger-slow-{}-{nanos}.db",
-        std::process::id()
-    ));
+    let (port, metrics_port) = (support::free_port()?, support::free_port()?);
+    // Declared before the server, so dropped after it: the files go once it has been killed.
+    let db = DbFile(support::fresh_db_path("slow")?);
     let args = [
         "serve".to_owned(),
         "--issuer".into(),
@@ -252,52 +203,25 @@ async fn run() -> anyhow::Result<bool> {
         "--max-token-age".into(),
         "3600".into(),
         "--database".into(),
-        format!("sqlite://{}", db.display()),
+        format!("sqlite://{}", db.0.display()),
         "--listen".into(),
         format!("127.0.0.1:{port}"),
         "--metrics-listen".into(),
         format!("127.0.0.1:{metrics_port}"),
     ];
-    let binary = env!("CARGO_BIN_EXE_logout-ledger");
-    println!("server:   {binary} {}", args.join(" "));
-    let child = tokio::process::Command::new(binary)
-        .args(&args)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .context("start the server")?;
-    let mut server = Server { child, db };
-    let pid = server.child.id().context("server pid")?;
+    let mut server = Server::spawn(support::release_binary(), &args, port)?;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let good = reqwest::Client::builder()
         .local_address(IpAddr::from(GOOD_SOURCE))
         .build()?;
-    let ready_by = Instant::now() + READY_TIMEOUT;
-    loop {
-        if let Some(status) = server.child.try_wait()? {
-            bail!("the server exited during start-up: {status}");
-        }
-        if let Ok(r) = good.get(format!("http://{addr}/readyz")).send().await
-            && r.status() == 200
-        {
-            break;
-        }
-        ensure!(Instant::now() < ready_by, "server not ready in time");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    server.wait_ready(&good).await?;
     let count = (TIME_LIMIT.as_millis() / LOGOUT_EVERY.as_millis()) as usize + 1;
     let bodies = (0..count + 1)
         .map(|_| logout_body(&issuer))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let (warm, bodies) = bodies.split_first().context("bodies")?;
     let url = format!("http://{addr}/backchannel-logout");
-    let warm = good
-        .post(&url)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(warm.clone())
-        .send()
-        .await?;
+    let warm = post_form(&good, &url, warm.clone()).send().await?;
     ensure!(warm.status() == 200, "warm-up logout: {}", warm.status());
 
     let started = Instant::now();
@@ -323,11 +247,8 @@ async fn run() -> anyhow::Result<bool> {
         .await?
         .text()
         .await?;
-    let rss = peak_rss_mib(pid);
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status();
-    let exit = tokio::time::timeout(Duration::from_secs(10), server.child.wait()).await;
+    let rss = peak_rss_mib(&server.pid);
+    let exit = server.stop(EXIT_TIMEOUT).await;
 
     // Figures.
     let refused: Vec<Duration> = outcomes
@@ -402,7 +323,7 @@ async fn run() -> anyhow::Result<bool> {
         "server:   peak RSS {}; exit after SIGTERM: {}",
         rss.map_or("?".into(), |r| format!("{r:.1} MiB")),
         match exit {
-            Ok(Ok(s)) => s.to_string(),
+            Ok((s, _)) => s.to_string(),
             _ => "did not exit in 10 s".into(),
         }
     );
@@ -425,22 +346,5 @@ async fn run() -> anyhow::Result<bool> {
 }
 
 fn main() -> std::process::ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("runtime: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run()) {
-        Ok(true) => std::process::ExitCode::SUCCESS,
-        Ok(false) => std::process::ExitCode::FAILURE,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    support::main_with(run())
 }
