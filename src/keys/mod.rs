@@ -115,6 +115,30 @@ impl KeyRegistry {
         })
     }
 
+    /// For fuzzing and tests: a registry whose issuers already hold these parsed key sets, every
+    /// issuer counted as fetched just now, so no fetch runs within the cooldown (a `kid` it lacks
+    /// is `keys_unavailable`, never a network request). Sets of unconfigured issuers are ignored.
+    pub fn preloaded(
+        issuers: &[IssuerSettings],
+        settings: KeyFetchSettings,
+        sets: impl IntoIterator<Item = (String, KeySet)>,
+    ) -> Result<Self, reqwest::Error> {
+        let mut registry = Self::new(issuers, settings)?;
+        let mut sets: HashMap<String, KeySet> = sets.into_iter().collect();
+        // Freshly built: each Arc has one owner, so `get_mut` reaches every issuer's cache.
+        for (iss, keys) in registry.issuers.iter_mut() {
+            let Some(keys) = Arc::get_mut(keys) else {
+                continue;
+            };
+            keys.refresh.get_mut().last_attempt = Some(Instant::now());
+            if let (Some(set), Ok(current)) = (sets.remove(iss), keys.current.get_mut()) {
+                *current = Some(Arc::new(set));
+                keys.generation.fetch_add(1, Ordering::Release);
+            }
+        }
+        Ok(registry)
+    }
+
     /// Archives every fetched key set before it is used.
     pub fn with_archive(mut self, archive: Arc<dyn KeyArchive>) -> Self {
         self.archive = Some(archive);

@@ -47,6 +47,9 @@ pub enum ProofFailure {
     /// The proof is malformed or does not lead to the signed root.
     #[error("the proof does not hold: {0}")]
     Invalid(String),
+    /// The document is not an inclusion proof as `prove` prints it.
+    #[error("not an inclusion proof: {0}")]
+    NotAProof(String),
 }
 
 fn unhex(s: &str) -> Result<[u8; 32], ProofFailure> {
@@ -129,6 +132,18 @@ pub async fn prove(
         inclusion_path: path.iter().map(|h| hex(h)).collect(),
         checkpoint: note,
     })
+}
+
+/// Reads a proof document (the JSON `prove` prints) and checks it offline with `key`: what
+/// `verify-proof` runs, in one function so it can be fuzzed.
+pub fn verify_proof_json(
+    text: &str,
+    key: &NoteVerifier,
+) -> Result<(InclusionProof, Checkpoint), ProofFailure> {
+    let proof: InclusionProof =
+        serde_json::from_str(text).map_err(|e| ProofFailure::NotAProof(e.to_string()))?;
+    let cp = verify_proof(&proof, key)?;
+    Ok((proof, cp))
 }
 
 /// Checks a proof offline: the checkpoint's signature with `key`, then the path to its root.
