@@ -184,7 +184,14 @@ impl Validator {
         let iss = match claims.get("iss") {
             Some(Value::String(s)) => s.as_str(),
             Some(_) => return reject(Reason::MalformedToken, "iss is not a string"),
-            None => return reject(Reason::MissingClaim, "iss is missing"),
+            // Before the signature, so a rule that counts as unverified (found by fuzzing:
+            // `missing_claim` marked an unsigned token's claims and metadata as verified).
+            None => {
+                return reject(
+                    Reason::UnknownIssuer,
+                    "iss is missing, so no configured issuer is named",
+                );
+            }
         };
         let Some(issuer) = self.issuers.iter().find(|i| i.issuer == iss) else {
             return reject(
@@ -503,6 +510,25 @@ mod tests {
         let mut i = issuer();
         i.require_exp = false;
         assert!(check_times(&i, &claims(json!({"iat": 5})), 5).is_ok());
+    }
+
+    #[tokio::test]
+    async fn missing_iss_is_refused_as_unverified() {
+        use base64::Engine;
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let issuers = vec![issuer()];
+        let none: [(String, crate::keys::KeySet); 0] = [];
+        let settings = crate::config::KeyFetchSettings::default();
+        let keys = KeyRegistry::preloaded(&issuers, settings, none).expect("registry");
+        let validator = Validator::new(Arc::new(issuers), Arc::new(keys));
+        let b64 = |v: Value| URL_SAFE_NO_PAD.encode(v.to_string());
+        let claims = json!({"aud": "app", "jti": "j", "sub": "s", "iat": 5,
+                            "session_metadata": {"org": "forged"}});
+        let token = format!("{}.{}.c2ln", b64(json!({"alg": "RS256"})), b64(claims));
+        let verdict = validator.validate(&token, 5).await;
+        let r = verdict.result.expect_err("no iss");
+        assert_eq!(r.reason, Reason::UnknownIssuer, "{r}");
+        assert!(r.reason.is_unverified() && r.detail.contains("iss"), "{r}");
     }
 
     #[test]
