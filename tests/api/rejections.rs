@@ -220,7 +220,6 @@ async fn missing_claim_for_each_required_claim() {
             "{claim}: {:?}",
             r.reason_detail
         );
-        assert_eq!(r.claims_verified, Some(claim != "iss"), "{claim}");
     }
 }
 
