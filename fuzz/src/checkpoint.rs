@@ -40,11 +40,18 @@ fn check_parsers(text: &str) {
     if let Ok(body) = verifier.verify(text) {
         // The note's text is everything before the blank line; our line must be in it.
         let own = signer().sign(&body).expect("verified text is signable");
-        let own_line = own.strip_prefix(&body).expect("signed note starts with text");
+        let own_line = own
+            .strip_prefix(&body)
+            .expect("signed note starts with text");
         let own_line = own_line.strip_prefix('\n').expect("blank line");
-        assert!(text.starts_with(&format!("{body}\n")), "text is not the note's prefix");
         assert!(
-            text[body.len() + 1..].split_inclusive('\n').any(|l| l == own_line),
+            text.starts_with(&format!("{body}\n")),
+            "text is not the note's prefix"
+        );
+        assert!(
+            text[body.len() + 1..]
+                .split_inclusive('\n')
+                .any(|l| l == own_line),
             "verified without the fixed key's own signature line"
         );
         match verifier.verify_checkpoint(text) {
@@ -61,7 +68,11 @@ fn check_signing(text: &str) {
         return;
     };
     let verifier = signer().verifier();
-    assert_eq!(verifier.verify(&note).as_deref(), Ok(text), "own note fails");
+    assert_eq!(
+        verifier.verify(&note).as_deref(),
+        Ok(text),
+        "own note fails"
+    );
     match (verifier.verify_checkpoint(&note), Checkpoint::parse(text)) {
         (Ok(a), Ok(b)) => assert_eq!(a, b),
         (Err(_), Err(_)) => {}

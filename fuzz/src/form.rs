@@ -42,7 +42,11 @@ pub fn check(data: &[u8]) {
         }
         Err(r) => {
             assert_eq!(r.reason, Reason::MalformedRequest);
-            let expected = if body.len() > MAX_BODY_BYTES { 413 } else { 400 };
+            let expected = if body.len() > MAX_BODY_BYTES {
+                413
+            } else {
+                400
+            };
             assert_eq!(r.http_status(), expected, "{}", r.detail);
         }
     }

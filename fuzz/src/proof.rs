@@ -76,7 +76,10 @@ fn check_document(text: &str) {
     };
     let log = log();
     let size = usize::try_from(cp.size).expect("small");
-    assert!((1..=LOG_SIZE).contains(&size), "a tree head the key never signed");
+    assert!(
+        (1..=LOG_SIZE).contains(&size),
+        "a tree head the key never signed"
+    );
     assert_eq!(cp.origin, KEY_NAME);
     assert_eq!(cp.root, merkle::root(&log.leaves[..size]));
     assert_eq!(proof.tree_size, cp.size);

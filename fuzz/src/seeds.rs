@@ -42,11 +42,24 @@ fn form_seeds() -> Vec<Seed> {
         (
             "form",
             "charset-escapes",
-            format!("{ct}; charset=UTF-8\nstate=a&logout_token=x%2By+z%F0%9F%94%91&b=").into_bytes(),
+            format!("{ct}; charset=UTF-8\nstate=a&logout_token=x%2By+z%F0%9F%94%91&b=")
+                .into_bytes(),
         ),
-        ("form", "twice", format!("{ct}\nlogout_token=a&logout_token=b").into_bytes()),
-        ("form", "json", b"application/json\n{\"logout_token\":\"x\"}".to_vec()),
-        ("form", "no-token", b"Application/X-WWW-Form-Urlencoded\ntoken=x&&=".to_vec()),
+        (
+            "form",
+            "twice",
+            format!("{ct}\nlogout_token=a&logout_token=b").into_bytes(),
+        ),
+        (
+            "form",
+            "json",
+            b"application/json\n{\"logout_token\":\"x\"}".to_vec(),
+        ),
+        (
+            "form",
+            "no-token",
+            b"Application/X-WWW-Form-Urlencoded\ntoken=x&&=".to_vec(),
+        ),
     ]
 }
 
@@ -68,30 +81,58 @@ fn validator_seeds() -> Vec<Seed> {
     c["aud"] = json!(["app", "app2"]);
     c["iat"] = json!(NOW as f64 - 0.5);
     c.as_object_mut().map(|m| m.remove("sid"));
-    seeds.push(("validator", "signed-aud-list", signed_input(Signer::Ed25519, &h, &c)));
+    seeds.push((
+        "validator",
+        "signed-aud-list",
+        signed_input(Signer::Ed25519, &h, &c),
+    ));
     let (h, mut c) = fixtures::valid_parts(Signer::Ed25519);
     c["nonce"] = json!("n");
     c["exp"] = json!(1e300);
     c["events"] = json!({"http://schemas.openid.net/event/backchannel-logout": []});
-    seeds.push(("validator", "signed-bad-claims", signed_input(Signer::Ed25519, &h, &c)));
+    seeds.push((
+        "validator",
+        "signed-bad-claims",
+        signed_input(Signer::Ed25519, &h, &c),
+    ));
     let (mut h, mut c) = fixtures::valid_parts(Signer::P256);
     h["kid"] = json!("rsa");
     c["iss"] = json!(fixtures::OTHER_ISSUER);
-    seeds.push(("validator", "signed-wrong-kid", signed_input(Signer::P256, &h, &c)));
+    seeds.push((
+        "validator",
+        "signed-wrong-kid",
+        signed_input(Signer::P256, &h, &c),
+    ));
     // Found by this target: without iss the rejection counted as after the signature.
     let (h, mut c) = fixtures::valid_parts(Signer::RsaPkcs1);
     c.as_object_mut().map(|m| m.remove("iss"));
-    seeds.push(("validator", "signed-no-iss", signed_input(Signer::RsaPkcs1, &h, &c)));
-    seeds.push(("validator", "raw-ed25519", raw_input(&token(Signer::Ed25519))));
+    seeds.push((
+        "validator",
+        "signed-no-iss",
+        signed_input(Signer::RsaPkcs1, &h, &c),
+    ));
+    seeds.push((
+        "validator",
+        "raw-ed25519",
+        raw_input(&token(Signer::Ed25519)),
+    ));
     seeds.push(("validator", "raw-hs256", raw_input(&token(Signer::Hs256))));
-    seeds.push(("validator", "raw-rs256", raw_input(&token(Signer::RsaPkcs1))));
+    seeds.push((
+        "validator",
+        "raw-rs256",
+        raw_input(&token(Signer::RsaPkcs1)),
+    ));
     let none = format!(
         "{}.{}.",
         fixtures::b64(br#"{"alg":"none"}"#),
         fixtures::b64(br#"{"iss":"https://op.example/"}"#)
     );
     seeds.push(("validator", "raw-none", raw_input(&none)));
-    seeds.push(("validator", "raw-jwe", raw_input("eyJhbGciOiJSU0EtT0FFUCJ9.a.b.c.d")));
+    seeds.push((
+        "validator",
+        "raw-jwe",
+        raw_input("eyJhbGciOiJSU0EtT0FFUCJ9.a.b.c.d"),
+    ));
     seeds
 }
 
@@ -99,8 +140,16 @@ fn jwks_seeds() -> Vec<Seed> {
     let doc = fixtures::keys().jwks();
     let ed = doc["keys"][0].clone();
     vec![
-        ("jwks", "fixed-set", serde_json::to_vec_pretty(&doc).unwrap_or_default()),
-        ("jwks", "one-key", json!({"keys": [ed]}).to_string().into_bytes()),
+        (
+            "jwks",
+            "fixed-set",
+            serde_json::to_vec_pretty(&doc).unwrap_or_default(),
+        ),
+        (
+            "jwks",
+            "one-key",
+            json!({"keys": [ed]}).to_string().into_bytes(),
+        ),
         (
             "jwks",
             "bad-keys",
@@ -141,7 +190,11 @@ fn checkpoint_seeds() -> Vec<Seed> {
     );
     vec![
         ("checkpoint", "body", with_mode(0, &text)),
-        ("checkpoint", "verifier-key", with_mode(0, &signer().verifier_key())),
+        (
+            "checkpoint",
+            "verifier-key",
+            with_mode(0, &signer().verifier_key()),
+        ),
         ("checkpoint", "signed-note", with_mode(0, &body)),
         ("checkpoint", "cosigned-note", with_mode(0, &witnessed)),
         (

@@ -75,7 +75,11 @@ fn harness() -> &'static Harness {
         let document = fixtures::keys().jwks().to_string();
         let (set, skipped) = KeySet::parse(document.as_bytes()).expect("fixed key set");
         assert!(skipped.is_empty(), "{skipped:?}");
-        assert_eq!(set.keys.len(), 3, "ed, ec and rsa are usable; enc and sym are not");
+        assert_eq!(
+            set.keys.len(),
+            3,
+            "ed, ec and rsa are usable; enc and sym are not"
+        );
         let digest = set.digest;
         let settings = KeyFetchSettings {
             refresh_cooldown: Duration::from_secs(10 * 365 * 86_400),
@@ -135,7 +139,10 @@ fn signature_holds(token: &str) -> bool {
 
 fn check_accepted(v: &Verdict, signer: Option<Signer>, token: &str, digest: [u8; 32]) {
     assert_ne!(signer, Some(Signer::Outsider), "accepted a forged token");
-    assert!(signature_holds(token), "accepted a token no key of the set signed");
+    assert!(
+        signature_holds(token),
+        "accepted a token no key of the set signed"
+    );
     let f = &v.facts;
     assert_eq!(f.iss.as_deref(), Some(ISSUER), "only ISSUER has keys");
     let aud = f.aud.as_ref().expect("aud");
@@ -154,7 +161,11 @@ fn check_accepted(v: &Verdict, signer: Option<Signer>, token: &str, digest: [u8;
         assert_eq!(f.key_set_digest, Some(digest), "digest of the loaded set");
     }
     if let Some(s) = signer {
-        assert_eq!(alg, s.alg(), "accepted under another algorithm than it was signed");
+        assert_eq!(
+            alg,
+            s.alg(),
+            "accepted under another algorithm than it was signed"
+        );
     }
 }
 
@@ -183,8 +194,16 @@ pub fn check(data: &[u8]) {
                 Reason::MalformedRequest | Reason::Replay | Reason::StoreUnavailable
             ));
             if !r.reason.is_unverified() {
-                assert_ne!(signer, Some(Signer::Outsider), "forgery got past the signature");
-                assert!(signature_holds(&token), "{} without a valid signature", r.reason);
+                assert_ne!(
+                    signer,
+                    Some(Signer::Outsider),
+                    "forgery got past the signature"
+                );
+                assert!(
+                    signature_holds(&token),
+                    "{} without a valid signature",
+                    r.reason
+                );
             }
         }
     }

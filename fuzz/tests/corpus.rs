@@ -22,13 +22,21 @@ fn seed_corpus_is_committed_and_current() {
             fs::write(&path, &bytes).expect("write seed");
         }
         let on_disk = fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        assert_eq!(on_disk, bytes, "{} is stale: FUZZ_WRITE_SEEDS=1", path.display());
+        assert_eq!(
+            on_disk,
+            bytes,
+            "{} is stale: FUZZ_WRITE_SEEDS=1",
+            path.display()
+        );
     }
 }
 
+/// A target's checks over one input.
+type Check = fn(&[u8]);
+
 #[test]
 fn every_corpus_file_holds() {
-    let checks: [(&str, fn(&[u8])); 5] = [
+    let checks: [(&str, Check); 5] = [
         ("form", form::check),
         ("validator", validator::check),
         ("jwks", jwks::check),
@@ -55,10 +63,6 @@ fn seeds_reach_what_they_are_for() {
         let (h, c) = fixtures::valid_parts(s);
         let mut input = vec![Signer::ALL.iter().position(|x| *x == s).expect("index") as u8];
         input.extend_from_slice(format!("{h}\n{c}").as_bytes());
-        assert_eq!(
-            validator::accepts(&input),
-            s != Signer::Outsider,
-            "{s:?}"
-        );
+        assert_eq!(validator::accepts(&input), s != Signer::Outsider, "{s:?}");
     }
 }

@@ -390,8 +390,15 @@ mod tests {
         assert_eq!(found.expect("e1").len(), 1);
         for (keys, kid) in [(a, Some("nope")), (b, None)] {
             let miss = registry.lookup(keys, kid, Algorithm::ES256).await;
-            assert!(matches!(miss, Err(KeyLookupError::Unavailable(_))), "{miss:?}");
+            assert!(
+                matches!(miss, Err(KeyLookupError::Unavailable(_))),
+                "{miss:?}"
+            );
         }
-        assert_eq!(registry.fetch_count(), 0, "counted as fetched: no fetch ran");
+        assert_eq!(
+            registry.fetch_count(),
+            0,
+            "counted as fetched: no fetch ran"
+        );
     }
 }

@@ -210,7 +210,11 @@ async fn missing_claim_for_each_required_claim() {
             c.remove(claim);
         });
         // Without iss no issuer's key can check the signature: refused as unverified.
-        let code = if claim == "iss" { "unknown_issuer" } else { "missing_claim" };
+        let code = if claim == "iss" {
+            "unknown_issuer"
+        } else {
+            "missing_claim"
+        };
         assert_rejected(&app, &token, code).await;
         let r = app.last_record().await;
         assert!(
