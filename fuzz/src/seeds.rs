@@ -166,6 +166,12 @@ fn jwks_seeds() -> Vec<Seed> {
     ]
 }
 
+fn upper_key_id(vkey: &str) -> String {
+    let mut fields: Vec<String> = vkey.splitn(3, '+').map(str::to_owned).collect();
+    fields[1].make_ascii_uppercase();
+    fields.join("+")
+}
+
 fn with_mode(mode: u8, text: &str) -> Vec<u8> {
     let mut out = vec![mode];
     out.extend_from_slice(text.as_bytes());
@@ -196,6 +202,12 @@ fn checkpoint_seeds() -> Vec<Seed> {
             with_mode(0, &signer().verifier_key()),
         ),
         ("checkpoint", "signed-note", with_mode(0, &body)),
+        // Found by this target: an uppercase key ID parses (Go's note package agrees).
+        (
+            "checkpoint",
+            "verifier-key-upper",
+            with_mode(0, &upper_key_id(&signer().verifier_key())),
+        ),
         ("checkpoint", "cosigned-note", with_mode(0, &witnessed)),
         (
             "checkpoint",
