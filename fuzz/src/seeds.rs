@@ -222,6 +222,12 @@ fn proof_seeds() -> Vec<Seed> {
     vec![
         ("proof", "id3-size7", json(3, 7)),
         ("proof", "id1-size1", json(1, 1)),
+        // Found by this target: the entry hash in uppercase hex verifies (one hash, harmless).
+        ("proof", "upper-hex", {
+            let mut p = real_proof(5, 9);
+            p.entry_hash.make_ascii_uppercase();
+            serde_json::to_vec_pretty(&p).unwrap_or_default()
+        }),
         ("proof", "id16-size16", json(16, 16)),
         ("proof", "tamper-path", vec![0, 9, 4, 0, 3, 5, 1]),
         ("proof", "tamper-id", vec![0, 15, 15, 3, 255, 4, 0]),
