@@ -111,6 +111,15 @@ fn validator_seeds() -> Vec<Seed> {
         "signed-no-iss",
         signed_input(Signer::RsaPkcs1, &h, &c),
     ));
+    // Found with this target (review, then its binary): times far outside i64 overflowed.
+    for (name, claim) in [
+        ("signed-exp-overflow", "exp"),
+        ("signed-iat-overflow", "iat"),
+    ] {
+        let (h, mut c) = fixtures::valid_parts(Signer::Ed25519);
+        c[claim] = json!(-1e19);
+        seeds.push(("validator", name, signed_input(Signer::Ed25519, &h, &c)));
+    }
     seeds.push((
         "validator",
         "raw-ed25519",
@@ -222,6 +231,12 @@ fn proof_seeds() -> Vec<Seed> {
     vec![
         ("proof", "id3-size7", json(3, 7)),
         ("proof", "id1-size1", json(1, 1)),
+        // Found with this target (review, then its binary): `id - 1` overflowed.
+        ("proof", "id-min", {
+            let mut p = real_proof(1, 1);
+            p.id = i64::MIN;
+            serde_json::to_vec_pretty(&p).unwrap_or_default()
+        }),
         // Found by this target: the entry hash in uppercase hex verifies (one hash, harmless).
         ("proof", "upper-hex", {
             let mut p = real_proof(5, 9);

@@ -390,7 +390,10 @@ fn check_times(
         Some(exp) if now > exp.saturating_add(leeway) => {
             return reject(
                 Reason::Expired,
-                format!("exp {exp} is {}s in the past (leeway {leeway}s)", now - exp),
+                format!(
+                    "exp {exp} is {}s in the past (leeway {leeway}s)",
+                    now.saturating_sub(exp)
+                ),
             );
         }
         Some(_) => {}
@@ -405,7 +408,7 @@ fn check_times(
             Reason::IssuedInFuture,
             format!(
                 "iat {iat} is {}s in the future (leeway {leeway}s)",
-                iat - now
+                iat.saturating_sub(now)
             ),
         );
     }
@@ -415,7 +418,7 @@ fn check_times(
             Reason::TooOld,
             format!(
                 "iat {iat} is {}s old, more than {}s (+{leeway}s leeway)",
-                now - iat,
+                now.saturating_sub(iat),
                 issuer.max_token_age_secs
             ),
         );
@@ -503,6 +506,29 @@ mod tests {
             Reason::MalformedToken
         );
         assert!(ok(json!({"iat": now as f64 + 0.5, "exp": now + 10})).is_ok());
+    }
+
+    #[test]
+    fn extreme_times_are_rejected_without_overflow() {
+        // Found with the validator fuzz target: the details subtracted without saturating.
+        let i = issuer();
+        let code = |c: Value| {
+            check_times(&i, &claims(c), 1_000_000)
+                .expect_err("no")
+                .reason
+        };
+        assert_eq!(
+            code(json!({"iat": 1_000_000, "exp": -1e19})),
+            Reason::Expired
+        );
+        assert_eq!(
+            code(json!({"iat": -1e19, "exp": 2_000_000})),
+            Reason::TooOld
+        );
+        assert_eq!(
+            code(json!({"iat": 1e19, "exp": 2_000_000})),
+            Reason::IssuedInFuture
+        );
     }
 
     #[test]
