@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use logout_ledger::ledger::prove::{self, InclusionProof};
+use logout_ledger::ledger::prove;
 
 use super::store_arg::StoreArg;
 use super::verify::read_key;
@@ -64,8 +64,7 @@ pub(crate) fn verify(args: VerifyProofArgs) -> anyhow::Result<()> {
         std::fs::read_to_string(&args.proof)
             .with_context(|| format!("cannot read {}", args.proof))?
     };
-    let proof: InclusionProof = serde_json::from_str(&text).context("not an inclusion proof")?;
-    let cp = prove::verify_proof(&proof, &key)?;
+    let (proof, cp) = prove::verify_proof_json(&text, &key)?;
     println!(
         "OK: record {} (entry hash {}) is in the tree of size {} signed by {} (origin {})",
         proof.id,

@@ -115,6 +115,30 @@ impl KeyRegistry {
         })
     }
 
+    /// For fuzzing and tests: a registry whose issuers already hold these parsed key sets, every
+    /// issuer counted as fetched just now, so no fetch runs within the cooldown (a `kid` it lacks
+    /// is `keys_unavailable`, never a network request). Sets of unconfigured issuers are ignored.
+    pub fn preloaded(
+        issuers: &[IssuerSettings],
+        settings: KeyFetchSettings,
+        sets: impl IntoIterator<Item = (String, KeySet)>,
+    ) -> Result<Self, reqwest::Error> {
+        let mut registry = Self::new(issuers, settings)?;
+        let mut sets: HashMap<String, KeySet> = sets.into_iter().collect();
+        // Freshly built: each Arc has one owner, so `get_mut` reaches every issuer's cache.
+        for (iss, keys) in registry.issuers.iter_mut() {
+            let Some(keys) = Arc::get_mut(keys) else {
+                continue;
+            };
+            keys.refresh.get_mut().last_attempt = Some(Instant::now());
+            if let (Some(set), Ok(current)) = (sets.remove(iss), keys.current.get_mut()) {
+                *current = Some(Arc::new(set));
+                keys.generation.fetch_add(1, Ordering::Release);
+            }
+        }
+        Ok(registry)
+    }
+
     /// Archives every fetched key set before it is used.
     pub fn with_archive(mut self, archive: Arc<dyn KeyArchive>) -> Self {
         self.archive = Some(archive);
@@ -319,5 +343,62 @@ impl IssuerKeys {
             KeyMatch::Unsuitable(why) => Err(KeyLookupError::Unsuitable(why)),
             KeyMatch::NotFound => Ok(None),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SET: &str = r#"{"keys":[{"kty":"EC","kid":"e1","crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]}"#;
+
+    fn issuer(iss: &str) -> IssuerSettings {
+        IssuerSettings {
+            issuer: iss.into(),
+            audiences: vec!["app".into()],
+            algorithms: vec![Algorithm::ES256],
+            // Loopback, nothing listens: a fetch that slipped through could reach nothing else.
+            jwks_uri: "http://127.0.0.1:9/jwks".parse().ok(),
+            client_secret: None,
+            require_exp: true,
+            leeway_secs: 60,
+            max_token_age_secs: 300,
+        }
+    }
+
+    #[tokio::test]
+    async fn preloaded_registry_serves_its_sets_and_never_fetches() {
+        let (set, _) = KeySet::parse(SET.as_bytes()).expect("set");
+        let digest = set.digest;
+        let issuers = [issuer("https://a.example/"), issuer("https://b.example/")];
+        let registry = KeyRegistry::preloaded(
+            &issuers,
+            KeyFetchSettings::default(),
+            [
+                ("https://a.example/".to_owned(), set.clone()),
+                ("https://unconfigured.example/".to_owned(), set),
+            ],
+        )
+        .expect("registry");
+        let a = registry.issuer("https://a.example/").expect("a");
+        let b = registry.issuer("https://b.example/").expect("b");
+        assert_eq!(a.current().map(|s| s.digest), Some(digest));
+        assert!(b.current().is_none() && !registry.all_loaded());
+        assert!(registry.issuer("https://unconfigured.example/").is_none());
+
+        let found = registry.lookup(a, Some("e1"), Algorithm::ES256).await;
+        assert_eq!(found.expect("e1").len(), 1);
+        for (keys, kid) in [(a, Some("nope")), (b, None)] {
+            let miss = registry.lookup(keys, kid, Algorithm::ES256).await;
+            assert!(
+                matches!(miss, Err(KeyLookupError::Unavailable(_))),
+                "{miss:?}"
+            );
+        }
+        assert_eq!(
+            registry.fetch_count(),
+            0,
+            "counted as fetched: no fetch ran"
+        );
     }
 }

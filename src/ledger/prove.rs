@@ -47,6 +47,9 @@ pub enum ProofFailure {
     /// The proof is malformed or does not lead to the signed root.
     #[error("the proof does not hold: {0}")]
     Invalid(String),
+    /// The document is not an inclusion proof as `prove` prints it.
+    #[error("not an inclusion proof: {0}")]
+    NotAProof(String),
 }
 
 fn unhex(s: &str) -> Result<[u8; 32], ProofFailure> {
@@ -131,6 +134,18 @@ pub async fn prove(
     })
 }
 
+/// Reads a proof document (the JSON `prove` prints) and checks it offline with `key`: what
+/// `verify-proof` runs, in one function so it can be fuzzed.
+pub fn verify_proof_json(
+    text: &str,
+    key: &NoteVerifier,
+) -> Result<(InclusionProof, Checkpoint), ProofFailure> {
+    let proof: InclusionProof =
+        serde_json::from_str(text).map_err(|e| ProofFailure::NotAProof(e.to_string()))?;
+    let cp = verify_proof(&proof, key)?;
+    Ok((proof, cp))
+}
+
 /// Checks a proof offline: the checkpoint's signature with `key`, then the path to its root.
 pub fn verify_proof(
     proof: &InclusionProof,
@@ -145,8 +160,11 @@ pub fn verify_proof(
             proof.tree_size, cp.size
         )));
     }
-    let index = u64::try_from(proof.id - 1)
-        .map_err(|_| ProofFailure::Invalid("id must be at least 1".into()))?;
+    let index = proof
+        .id
+        .checked_sub(1)
+        .and_then(|i| u64::try_from(i).ok())
+        .ok_or_else(|| ProofFailure::Invalid("id must be at least 1".into()))?;
     let entry = unhex(&proof.entry_hash)?;
     let path = proof
         .inclusion_path
@@ -156,4 +174,36 @@ pub fn verify_proof(
     merkle::verify_inclusion(&leaf_hash(&entry), index, cp.size, &path, &cp.root)
         .map_err(|e| ProofFailure::Invalid(e.to_string()))?;
     Ok(cp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tlog::NoteSigner;
+    use aws_lc_rs::signature::Ed25519KeyPair;
+
+    #[test]
+    fn ids_below_one_are_invalid_not_an_overflow() {
+        // Found with the proof fuzz target: `id - 1` overflowed for i64::MIN.
+        let pair = Ed25519KeyPair::from_seed_unchecked(&[7; 32]).expect("seed");
+        let signer = NoteSigner::from_key_pair("log", pair).expect("signer");
+        let entry = [9u8; 32];
+        let cp = Checkpoint::new("log", 1, merkle::root(&[leaf_hash(&entry)]));
+        let mut proof = InclusionProof {
+            id: 1,
+            entry_hash: hex(&entry),
+            tree_size: 1,
+            inclusion_path: vec![],
+            checkpoint: signer.sign(&cp.body()).expect("sign"),
+        };
+        let text = serde_json::to_string(&proof).expect("json");
+        assert!(verify_proof_json(&text, &signer.verifier()).is_ok());
+        for id in [0, -1, i64::MIN] {
+            proof.id = id;
+            let e = verify_proof(&proof, &signer.verifier()).expect_err("below one");
+            assert!(matches!(e, ProofFailure::Invalid(_)), "{id}: {e}");
+        }
+        let e = verify_proof_json("{}", &signer.verifier()).expect_err("not a proof");
+        assert!(matches!(e, ProofFailure::NotAProof(_)), "{e}");
+    }
 }

@@ -184,7 +184,14 @@ impl Validator {
         let iss = match claims.get("iss") {
             Some(Value::String(s)) => s.as_str(),
             Some(_) => return reject(Reason::MalformedToken, "iss is not a string"),
-            None => return reject(Reason::MissingClaim, "iss is missing"),
+            // Before the signature, so a rule that counts as unverified (found by fuzzing:
+            // `missing_claim` marked an unsigned token's claims and metadata as verified).
+            None => {
+                return reject(
+                    Reason::UnknownIssuer,
+                    "iss is missing, so no configured issuer is named",
+                );
+            }
         };
         let Some(issuer) = self.issuers.iter().find(|i| i.issuer == iss) else {
             return reject(
@@ -383,7 +390,10 @@ fn check_times(
         Some(exp) if now > exp.saturating_add(leeway) => {
             return reject(
                 Reason::Expired,
-                format!("exp {exp} is {}s in the past (leeway {leeway}s)", now - exp),
+                format!(
+                    "exp {exp} is {}s in the past (leeway {leeway}s)",
+                    now.saturating_sub(exp)
+                ),
             );
         }
         Some(_) => {}
@@ -398,7 +408,7 @@ fn check_times(
             Reason::IssuedInFuture,
             format!(
                 "iat {iat} is {}s in the future (leeway {leeway}s)",
-                iat - now
+                iat.saturating_sub(now)
             ),
         );
     }
@@ -408,7 +418,7 @@ fn check_times(
             Reason::TooOld,
             format!(
                 "iat {iat} is {}s old, more than {}s (+{leeway}s leeway)",
-                now - iat,
+                now.saturating_sub(iat),
                 issuer.max_token_age_secs
             ),
         );
@@ -499,10 +509,52 @@ mod tests {
     }
 
     #[test]
+    fn extreme_times_are_rejected_without_overflow() {
+        // Found with the validator fuzz target: the details subtracted without saturating.
+        let i = issuer();
+        let code = |c: Value| {
+            check_times(&i, &claims(c), 1_000_000)
+                .expect_err("no")
+                .reason
+        };
+        assert_eq!(
+            code(json!({"iat": 1_000_000, "exp": -1e19})),
+            Reason::Expired
+        );
+        assert_eq!(
+            code(json!({"iat": -1e19, "exp": 2_000_000})),
+            Reason::TooOld
+        );
+        assert_eq!(
+            code(json!({"iat": 1e19, "exp": 2_000_000})),
+            Reason::IssuedInFuture
+        );
+    }
+
+    #[test]
     fn exp_may_be_optional_per_issuer() {
         let mut i = issuer();
         i.require_exp = false;
         assert!(check_times(&i, &claims(json!({"iat": 5})), 5).is_ok());
+    }
+
+    #[tokio::test]
+    async fn missing_iss_is_refused_as_unverified() {
+        use base64::Engine;
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let issuers = vec![issuer()];
+        let none: [(String, crate::keys::KeySet); 0] = [];
+        let settings = crate::config::KeyFetchSettings::default();
+        let keys = KeyRegistry::preloaded(&issuers, settings, none).expect("registry");
+        let validator = Validator::new(Arc::new(issuers), Arc::new(keys));
+        let b64 = |v: Value| URL_SAFE_NO_PAD.encode(v.to_string());
+        let claims = json!({"aud": "app", "jti": "j", "sub": "s", "iat": 5,
+                            "session_metadata": {"org": "forged"}});
+        let token = format!("{}.{}.c2ln", b64(json!({"alg": "RS256"})), b64(claims));
+        let verdict = validator.validate(&token, 5).await;
+        let r = verdict.result.expect_err("no iss");
+        assert_eq!(r.reason, Reason::UnknownIssuer, "{r}");
+        assert!(r.reason.is_unverified() && r.detail.contains("iss"), "{r}");
     }
 
     #[test]
