@@ -443,6 +443,36 @@ async fn a_bad_signature_under_the_real_issuer_leaves_no_claim_either() {
     assert_both_paths_agree(&app).await;
 }
 
+both_backends!(an_unsigned_token_without_iss_leaves_no_claim_and_no_metadata);
+async fn an_unsigned_token_without_iss_leaves_no_claim_and_no_metadata() {
+    // Found by the validator fuzz target: a missing `iss` was `missing_claim`, a rule after the
+    // signature, so an unsigned token's claims and metadata were stored as verified.
+    let app = spawn_api_app().await;
+    let mut claims = app.claims();
+    claims.remove("iss");
+    claims.insert("sub".into(), json!("auth0|no-iss-victim"));
+    claims.insert("session_metadata".into(), metadata("no-iss-org"));
+    let token = unsigned(&json!({"alg": "RS256", "kid": "rsa-1"}), &claims);
+    let a = app.post_token(&token).await;
+    assert_eq!(
+        (a.status, a.code()),
+        (400, "unknown_issuer"),
+        "{:?}",
+        a.body
+    );
+    let record = app.last_record().await;
+    assert_eq!(record.claims_verified, Some(false));
+    assert!(claim_columns_null(&app.db, record.id).await);
+    assert_eq!(pairs_of(&app.db, record.id).await, 0);
+    for query in [
+        "sub=auth0%7Cno-iss-victim",
+        "meta.org_id=no-iss-org",
+        "has_meta=org_id",
+    ] {
+        assert_eq!(event_ids(&app, query).await, Vec::<i64>::new(), "{query}");
+    }
+}
+
 both_backends!(rejections_after_the_signature_keep_their_claims_and_metadata);
 async fn rejections_after_the_signature_keep_their_claims_and_metadata() {
     let app = spawn_api_app().await;
