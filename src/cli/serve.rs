@@ -301,6 +301,13 @@ impl ServeArgs {
             .jwks_refresh_cooldown
             .or(f.and_then(|f| f.jwks_refresh_cooldown))
             .unwrap_or(30);
+        if cooldown == 0 {
+            // Zero would let every unknown kid trigger a fetch of the issuer's key set.
+            return Err(ConfigError::new(
+                "--jwks-refresh-cooldown",
+                "must be at least 1 second",
+            ));
+        }
         let store_timeout = self
             .store_timeout
             .or(f.and_then(|f| f.store_timeout))

@@ -160,13 +160,14 @@ pub fn parse_algorithms(setting: &str, list: &[String]) -> Result<Vec<Algorithm>
             "PS512" => Algorithm::PS512,
             "ES256" => Algorithm::ES256,
             "ES384" => Algorithm::ES384,
-            "EdDSA" => Algorithm::EdDSA,
+            // RFC 9864's fully-specified name; only Ed25519 keys are accepted for EdDSA.
+            "EdDSA" | "Ed25519" => Algorithm::EdDSA,
             "HS256" => Algorithm::HS256,
             other => {
                 return Err(ConfigError::new(
                     setting,
                     format!(
-                        "unsupported algorithm {other:?} (supported: RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA, HS256)"
+                        "unsupported algorithm {other:?} (supported: RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA, Ed25519, HS256)"
                     ),
                 ));
             }
@@ -365,6 +366,13 @@ mod tests {
         let mut r = raw();
         r.algorithms = vec!["HS512".into()];
         assert!(r.validate(false).is_err());
+    }
+
+    #[test]
+    fn ed25519_is_the_fully_specified_eddsa() {
+        let algs = parse_algorithms("algorithms", &["Ed25519,EdDSA,RS256".into()]).expect("ok");
+        assert_eq!(algs, vec![Algorithm::EdDSA, Algorithm::RS256]);
+        assert!(parse_algorithms("algorithms", &["Ed448".into()]).is_err());
     }
 
     #[test]

@@ -82,12 +82,22 @@ fn parse_key(v: &Value) -> Option<Result<VerificationKey, String>> {
     if str_field(v, "use").is_some_and(|u| u != "sig") {
         return None; // encryption keys never verify signatures
     }
+    // RFC 7517 §4.3: a key whose listed operations leave out `verify` is not for us.
+    match v.get("key_ops") {
+        None => {}
+        Some(Value::Array(ops)) => {
+            if !ops.iter().any(|op| op.as_str() == Some("verify")) {
+                return None;
+            }
+        }
+        Some(_) => return Some(Err("key_ops is not an array".into())),
+    }
     let kid = str_field(v, "kid").map(str::to_owned);
     let alg = match str_field(v, "alg") {
         None => None,
-        Some(name) => match name.parse::<Algorithm>() {
-            Ok(a) => Some(a),
-            Err(_) => return Some(Err(format!("unknown alg {name:?}"))),
+        Some(name) => match crate::logout_token::jws_algorithm(name) {
+            Some(a) => Some(a),
+            None => return Some(Err(format!("unknown alg {name:?}"))),
         },
     };
     let built = match (str_field(v, "kty"), str_field(v, "crv")) {
@@ -251,6 +261,29 @@ mod tests {
         assert!(matches!(set.select(None, Algorithm::ES256), KeyMatch::Found(v) if v.len() == 1));
         assert!(matches!(
             set.select(None, Algorithm::EdDSA),
+            KeyMatch::NotFound
+        ));
+    }
+
+    #[test]
+    fn key_ops_without_verify_drop_the_key() {
+        let x = "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo";
+        let doc = format!(
+            r#"{{"keys":[
+            {{"kty":"OKP","crv":"Ed25519","kid":"sign-only","key_ops":["sign"],"x":"{x}"}},
+            {{"kty":"OKP","crv":"Ed25519","kid":"none","key_ops":[],"x":"{x}"}},
+            {{"kty":"OKP","crv":"Ed25519","kid":"odd","key_ops":"verify","x":"{x}"}},
+            {{"kty":"OKP","crv":"Ed25519","kid":"both","key_ops":["sign","verify"],"x":"{x}"}},
+            {{"kty":"OKP","crv":"Ed25519","kid":"fs","alg":"Ed25519","x":"{x}"}}
+        ]}}"#
+        );
+        let (set, skipped) = KeySet::parse(doc.as_bytes()).expect("parses");
+        let kids: Vec<_> = set.keys.iter().map(|k| k.kid.as_deref()).collect();
+        assert_eq!(kids, vec![Some("both"), Some("fs")]);
+        assert_eq!(skipped.len(), 1, "{skipped:?}");
+        assert_eq!(set.keys[1].alg, Some(Algorithm::EdDSA));
+        assert!(matches!(
+            set.select(Some("sign-only"), Algorithm::EdDSA),
             KeyMatch::NotFound
         ));
     }

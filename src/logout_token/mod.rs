@@ -3,6 +3,7 @@
 
 pub mod metadata;
 mod rejection;
+mod strict_json;
 pub mod unverified;
 
 pub use metadata::{MetadataStatus, SessionMetadata};
@@ -81,6 +82,20 @@ fn opt_str(map: &Map<String, Value>, name: &str) -> Option<String> {
     map.get(name).and_then(Value::as_str).map(bounded)
 }
 
+/// A claim string that counts only when non-empty (`sub: ""` names no subject).
+fn opt_nonempty(map: &Map<String, Value>, name: &str) -> Option<String> {
+    opt_str(map, name).filter(|s| !s.is_empty())
+}
+
+/// The algorithm a JWS `alg` name selects; `Ed25519` (RFC 9864) is the fully-specified
+/// name of what `EdDSA` means for an Ed25519 key, the only EdDSA curve accepted here.
+pub fn jws_algorithm(name: &str) -> Option<Algorithm> {
+    match name {
+        "Ed25519" => Some(Algorithm::EdDSA),
+        other => other.parse::<Algorithm>().ok(),
+    }
+}
+
 fn numeric(v: &Value) -> Option<i64> {
     // NumericDate may carry a fraction; the whole seconds are what the rules compare.
     v.as_i64().or_else(|| {
@@ -105,8 +120,8 @@ fn read_facts(header: &Map<String, Value>, claims: &Map<String, Value>) -> Token
     };
     TokenFacts {
         iss: opt_str(claims, "iss"),
-        sub: opt_str(claims, "sub"),
-        sid: opt_str(claims, "sid"),
+        sub: opt_nonempty(claims, "sub"),
+        sid: opt_nonempty(claims, "sid"),
         jti: opt_str(claims, "jti"),
         aud,
         iat: claims.get("iat").and_then(numeric),
@@ -193,6 +208,21 @@ impl Validator {
                 );
             }
         };
+        // Identifying claims are stored and keyed (replay) whole, so an over-long one is
+        // refused, never cut; `iss` before the issuer look-up reads it.
+        for name in ["iss", "jti", "sub", "sid"] {
+            if let Some(Value::String(v)) = claims.get(name)
+                && v.len() > MAX_FIELD_CHARS
+            {
+                return reject(
+                    Reason::MalformedToken,
+                    format!(
+                        "{name} is {} bytes, longer than {MAX_FIELD_CHARS}",
+                        v.len()
+                    ),
+                );
+            }
+        }
         let Some(issuer) = self.issuers.iter().find(|i| i.issuer == iss) else {
             return reject(
                 Reason::UnknownIssuer,
@@ -204,8 +234,8 @@ impl Validator {
         if alg_name.eq_ignore_ascii_case("none") {
             return reject(Reason::UnsupportedAlg, "alg none is never accepted");
         }
-        let alg = match alg_name.parse::<Algorithm>() {
-            Ok(a) if issuer.algorithms.contains(&a) => a,
+        let alg = match jws_algorithm(alg_name) {
+            Some(a) if issuer.algorithms.contains(&a) => a,
             _ => {
                 return reject(
                     Reason::UnsupportedAlg,
@@ -252,8 +282,12 @@ impl Validator {
                 return reject(Reason::MalformedToken, format!("{name} is not a string"));
             }
         }
-        if !claims.contains_key("sub") && !claims.contains_key("sid") {
-            return reject(Reason::MissingSubAndSid, "neither sub nor sid is present");
+        let named = |name: &str| claims.get(name).and_then(Value::as_str).is_some_and(|v| !v.is_empty());
+        if !named("sub") && !named("sid") {
+            return reject(
+                Reason::MissingSubAndSid,
+                "neither sub nor sid is present (an empty string counts as absent)",
+            );
         }
 
         // §2.6 step 6: events.
@@ -412,6 +446,17 @@ fn check_times(
             ),
         );
     }
+    if let Some(nbf) = time_claim(claims, "nbf")?
+        && nbf > now.saturating_add(leeway)
+    {
+        return reject(
+            Reason::NotYetValid,
+            format!(
+                "nbf {nbf} is {}s in the future (leeway {leeway}s)",
+                nbf.saturating_sub(now)
+            ),
+        );
+    }
     let max_age = issuer.max_token_age_secs.saturating_add(leeway);
     if now.saturating_sub(iat) > max_age {
         return reject(
@@ -506,6 +551,23 @@ mod tests {
             Reason::MalformedToken
         );
         assert!(ok(json!({"iat": now as f64 + 0.5, "exp": now + 10})).is_ok());
+        assert!(
+            ok(json!({"iat": now, "nbf": now + 60, "exp": now + 120})).is_ok(),
+            "nbf within leeway"
+        );
+        assert_eq!(
+            code(json!({"iat": now, "nbf": now + 61, "exp": now + 120})),
+            Reason::NotYetValid
+        );
+        assert_eq!(
+            code(json!({"iat": now, "nbf": "later", "exp": now + 120})),
+            Reason::MalformedToken
+        );
+        assert_eq!(
+            code(json!({"iat": now + 61, "nbf": now + 61, "exp": now + 200})),
+            Reason::IssuedInFuture,
+            "iat is checked first"
+        );
     }
 
     #[test]
@@ -555,6 +617,15 @@ mod tests {
         let r = verdict.result.expect_err("no iss");
         assert_eq!(r.reason, Reason::UnknownIssuer, "{r}");
         assert!(r.reason.is_unverified() && r.detail.contains("iss"), "{r}");
+    }
+
+    #[test]
+    fn ed25519_is_eddsa() {
+        assert_eq!(jws_algorithm("Ed25519"), Some(Algorithm::EdDSA));
+        assert_eq!(jws_algorithm("EdDSA"), Some(Algorithm::EdDSA));
+        assert_eq!(jws_algorithm("RS256"), Some(Algorithm::RS256));
+        assert_eq!(jws_algorithm("ed25519"), None);
+        assert_eq!(jws_algorithm("Ed448"), None);
     }
 
     #[test]

@@ -26,6 +26,8 @@ pub enum Reason {
     Expired,
     /// `iat` lies in the future (beyond the leeway).
     IssuedInFuture,
+    /// `nbf` lies in the future (beyond the leeway): the token is not valid yet.
+    NotYetValid,
     /// `iat` is older than the configured maximum token age.
     TooOld,
     /// A required claim is absent (`iss`, `aud`, `iat`, `exp`, `jti`, `events`).
@@ -34,7 +36,7 @@ pub enum Reason {
     BadEvents,
     /// A `nonce` claim is present, which a logout token must never carry.
     NoncePresent,
-    /// Neither `sub` nor `sid` is present.
+    /// Neither `sub` nor `sid` is present (an empty string counts as absent).
     MissingSubAndSid,
     /// Another token with this `(iss, jti)` was already accepted.
     Replay,
@@ -46,7 +48,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in rule order, for documentation and tests.
-    pub const ALL: [Reason; 18] = [
+    pub const ALL: [Reason; 19] = [
         Reason::MalformedRequest,
         Reason::MalformedToken,
         Reason::UnknownIssuer,
@@ -57,6 +59,7 @@ impl Reason {
         Reason::WrongAudience,
         Reason::Expired,
         Reason::IssuedInFuture,
+        Reason::NotYetValid,
         Reason::TooOld,
         Reason::MissingClaim,
         Reason::BadEvents,
@@ -80,6 +83,7 @@ impl Reason {
             Reason::WrongAudience => "wrong_audience",
             Reason::Expired => "expired",
             Reason::IssuedInFuture => "issued_in_future",
+            Reason::NotYetValid => "not_yet_valid",
             Reason::TooOld => "too_old",
             Reason::MissingClaim => "missing_claim",
             Reason::BadEvents => "bad_events",

@@ -9,6 +9,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value};
 
+use super::strict_json::StrictValue;
 use super::{Reason, Rejection};
 
 /// A compact JWS split into its parts, header and claims decoded but not trusted.
@@ -28,8 +29,13 @@ fn decode_object(part: &str, what: &str) -> Result<Map<String, Value>, Rejection
     let bytes = URL_SAFE_NO_PAD
         .decode(part.trim_end_matches('='))
         .map_err(|_| Rejection::new(Reason::MalformedToken, format!("{what} is not base64url")))?;
-    match serde_json::from_slice::<Value>(&bytes) {
-        Ok(Value::Object(map)) => Ok(map),
+    match serde_json::from_slice::<StrictValue>(&bytes) {
+        Ok(StrictValue(Value::Object(map))) => Ok(map),
+        // Only the duplicate-name check raises a data error (a repeated `alg` is ambiguous).
+        Err(e) if e.is_data() => Err(Rejection::new(
+            Reason::MalformedToken,
+            format!("{what} {e}"),
+        )),
         Ok(_) => Err(Rejection::new(
             Reason::MalformedToken,
             format!("{what} is not a JSON object"),
@@ -111,6 +117,8 @@ mod tests {
             &format!("{}.{}.s", b64("{}"), b64("\"str\"")),
             "!!.??.s",
             "a.b.c.d.e",
+            &format!("{}.{}.s", b64(r#"{"alg":"none","alg":"RS256"}"#), b64("{}")),
+            &format!("{}.{}.s", b64(r#"{"alg":"RS256"}"#), b64(r#"{"sub":"a","sub":"b"}"#)),
         ] {
             assert_eq!(
                 peek(bad).expect_err(bad).reason,
