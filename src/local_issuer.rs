@@ -48,6 +48,8 @@ struct SigningKey {
     material: Material,
     /// Whether the key set currently publishes it.
     published: bool,
+    /// The `key_ops` member the key set gives it, if any.
+    key_ops: Option<Vec<String>>,
 }
 
 fn b64(bytes: &[u8]) -> String {
@@ -76,10 +78,19 @@ impl SigningKey {
             kid: kid.to_owned(),
             material,
             published: true,
+            key_ops: None,
         })
     }
 
     fn jwk(&self) -> Value {
+        let mut jwk = self.bare_jwk();
+        if let (Some(ops), Value::Object(m)) = (&self.key_ops, &mut jwk) {
+            m.insert("key_ops".into(), json!(ops));
+        }
+        jwk
+    }
+
+    fn bare_jwk(&self) -> Value {
         match &self.material {
             Material::Rsa(k) => {
                 let p = k.public_key();
@@ -308,6 +319,22 @@ impl LocalIssuer {
         Ok(())
     }
 
+    /// Publishes key `kid` with this `key_ops` list (or none), to test keys not meant for
+    /// verification.
+    pub fn set_key_ops(&self, kid: &str, ops: Option<&[&str]>) -> Result<(), LocalIssuerError> {
+        let mut keys = self
+            .shared
+            .keys
+            .write()
+            .map_err(|_| LocalIssuerError::NoKey(kid.into()))?;
+        let key = keys
+            .iter_mut()
+            .find(|k| k.kid == kid)
+            .ok_or_else(|| LocalIssuerError::NoKey(kid.into()))?;
+        key.key_ops = ops.map(|o| o.iter().map(|s| (*s).to_owned()).collect());
+        Ok(())
+    }
+
     /// The published key set, as served.
     pub fn jwks(&self) -> Value {
         let keys: Vec<Value> = self
@@ -374,6 +401,27 @@ impl LocalIssuer {
     ) -> Result<String, LocalIssuerError> {
         let input = signing_input(header, claims);
         let alg = header.get("alg").and_then(Value::as_str).unwrap_or("RS256");
+        self.sign_input(kid, alg, input)
+    }
+
+    /// Signs a header and claims given as raw JSON text (which may repeat a member name, as
+    /// a `Value` cannot) with key `kid`; `alg` picks the RSA padding.
+    pub fn sign_raw_json(
+        &self,
+        kid: &str,
+        alg: &str,
+        header_json: &str,
+        claims_json: &str,
+    ) -> Result<String, LocalIssuerError> {
+        let input = format!(
+            "{}.{}",
+            b64(header_json.as_bytes()),
+            b64(claims_json.as_bytes())
+        );
+        self.sign_input(kid, alg, input)
+    }
+
+    fn sign_input(&self, kid: &str, alg: &str, input: String) -> Result<String, LocalIssuerError> {
         let keys = self
             .shared
             .keys

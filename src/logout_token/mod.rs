@@ -216,10 +216,7 @@ impl Validator {
             {
                 return reject(
                     Reason::MalformedToken,
-                    format!(
-                        "{name} is {} bytes, longer than {MAX_FIELD_CHARS}",
-                        v.len()
-                    ),
+                    format!("{name} is {} bytes, longer than {MAX_FIELD_CHARS}", v.len()),
                 );
             }
         }
@@ -282,7 +279,12 @@ impl Validator {
                 return reject(Reason::MalformedToken, format!("{name} is not a string"));
             }
         }
-        let named = |name: &str| claims.get(name).and_then(Value::as_str).is_some_and(|v| !v.is_empty());
+        let named = |name: &str| {
+            claims
+                .get(name)
+                .and_then(Value::as_str)
+                .is_some_and(|v| !v.is_empty())
+        };
         if !named("sub") && !named("sid") {
             return reject(
                 Reason::MissingSubAndSid,

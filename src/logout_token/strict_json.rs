@@ -101,7 +101,10 @@ mod tests {
             r#"{"a":[{"x":1,"x":1}]}"#,
         ] {
             let e = parse(bad).expect_err(bad);
-            assert!(e.is_data() && e.to_string().contains("repeats"), "{bad}: {e}");
+            assert!(
+                e.is_data() && e.to_string().contains("repeats"),
+                "{bad}: {e}"
+            );
         }
         assert!(parse(r#"{"a":{"a":1}}"#).is_ok(), "same name at two depths");
     }

@@ -118,7 +118,11 @@ mod tests {
             "!!.??.s",
             "a.b.c.d.e",
             &format!("{}.{}.s", b64(r#"{"alg":"none","alg":"RS256"}"#), b64("{}")),
-            &format!("{}.{}.s", b64(r#"{"alg":"RS256"}"#), b64(r#"{"sub":"a","sub":"b"}"#)),
+            &format!(
+                "{}.{}.s",
+                b64(r#"{"alg":"RS256"}"#),
+                b64(r#"{"sub":"a","sub":"b"}"#)
+            ),
         ] {
             assert_eq!(
                 peek(bad).expect_err(bad).reason,

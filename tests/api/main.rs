@@ -22,4 +22,5 @@ mod replicas;
 mod request;
 mod store;
 mod store_outage;
+mod strict_claims;
 mod unverified;
