@@ -85,11 +85,10 @@ fn parse_key(v: &Value) -> Option<Result<VerificationKey, String>> {
     // RFC 7517 §4.3: a key whose listed operations leave out `verify` is not for us.
     match v.get("key_ops") {
         None => {}
-        Some(Value::Array(ops)) => {
-            if !ops.iter().any(|op| op.as_str() == Some("verify")) {
-                return None;
-            }
+        Some(Value::Array(ops)) if !ops.iter().any(|op| op.as_str() == Some("verify")) => {
+            return None;
         }
+        Some(Value::Array(_)) => {}
         Some(_) => return Some(Err("key_ops is not an array".into())),
     }
     let kid = str_field(v, "kid").map(str::to_owned);
