@@ -191,6 +191,28 @@ async fn issued_in_future_beyond_the_leeway() {
     assert_rejected(&app, &token, "issued_in_future").await;
 }
 
+both_backends!(not_yet_valid_beyond_the_leeway_and_after_issued_in_future);
+async fn not_yet_valid_beyond_the_leeway_and_after_issued_in_future() {
+    let app = spawn_app().await;
+    let t = now();
+    let token = with(&app, |c| {
+        c.insert("nbf".into(), json!(t + 120));
+    });
+    assert_rejected(&app, &token, "not_yet_valid").await;
+    // Rule order: iat in the future is named first, and nbf before an old iat.
+    let token = with(&app, |c| {
+        c.insert("iat".into(), json!(t + 120));
+        c.insert("nbf".into(), json!(t + 120));
+        c.insert("exp".into(), json!(t + 240));
+    });
+    assert_rejected(&app, &token, "issued_in_future").await;
+    let token = with(&app, |c| {
+        c.insert("iat".into(), json!(t - 400));
+        c.insert("nbf".into(), json!(t + 120));
+    });
+    assert_rejected(&app, &token, "not_yet_valid").await;
+}
+
 both_backends!(too_old_beyond_max_age_and_leeway);
 async fn too_old_beyond_max_age_and_leeway() {
     let app = spawn_app().await;
