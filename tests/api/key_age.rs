@@ -124,7 +124,12 @@ async fn a_stale_set_is_refetched_by_the_token_that_needs_it() {
 
 both_backends!(a_reachable_issuer_s_set_never_ages_out);
 async fn a_reachable_issuer_s_set_never_ages_out() {
-    let app = spawn_app_with(|s| s.keys.max_key_age = MAX_AGE).await;
+    let app = spawn_app_with(|s| {
+        s.keys.max_key_age = MAX_AGE;
+        // The cooldown must stay under half the max age (else a refresh waits for it).
+        s.keys.refresh_cooldown = Duration::from_millis(500);
+    })
+    .await;
     // Longer than the max age: refreshes scheduled by half of it keep the set young.
     tokio::time::sleep(MAX_AGE + Duration::from_millis(700)).await;
     let a = app.post_token(&app.valid_token()).await;
