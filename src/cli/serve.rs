@@ -68,6 +68,10 @@ pub(super) struct ServeArgs {
     /// Shortest time between two key-set fetches of one issuer, in seconds [default: 30].
     #[arg(long, env = "LOGOUT_LEDGER_JWKS_REFRESH_COOLDOWN")]
     jwks_refresh_cooldown: Option<u64>,
+    /// Longest a key set is trusted after its last successful fetch, e.g. 3600, 30m, 24h
+    /// [default: 24h]; past it tokens get 503 keys_unavailable and /readyz is 503.
+    #[arg(long, env = "LOGOUT_LEDGER_MAX_KEY_AGE")]
+    max_key_age: Option<String>,
     /// Ed25519 key (PKCS#8 PEM, from `keygen`) that signs checkpoints; none: no checkpoints.
     #[arg(long, env = "LOGOUT_LEDGER_SIGNING_KEY_FILE")]
     signing_key_file: Option<PathBuf>,
@@ -308,6 +312,17 @@ impl ServeArgs {
                 "must be at least 1 second",
             ));
         }
+        let max_key_age = match self.max_key_age.or(f.and_then(|f| f.max_key_age.clone())) {
+            Some(raw) => parse_interval(&raw).map_err(|e| ConfigError::new("--max-key-age", e))?,
+            None => KeyFetchSettings::default().max_key_age,
+        };
+        if Duration::from_secs(cooldown) * 2 >= max_key_age {
+            // A reachable issuer's set is refreshed at half the max age; the cooldown must allow it.
+            return Err(ConfigError::new(
+                "--max-key-age",
+                format!("must be more than twice --jwks-refresh-cooldown ({cooldown} s)"),
+            ));
+        }
         let store_timeout = self
             .store_timeout
             .or(f.and_then(|f| f.store_timeout))
@@ -405,6 +420,7 @@ impl ServeArgs {
             keys: KeyFetchSettings {
                 refresh_cooldown: Duration::from_secs(cooldown),
                 allow_insecure_http: allow_http,
+                max_key_age,
                 ..KeyFetchSettings::default()
             },
             store_timeout: Duration::from_secs(store_timeout),

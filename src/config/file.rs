@@ -25,6 +25,8 @@ pub struct FileConfig {
     pub max_token_age: Option<i64>,
     /// Seconds between key-set fetches of one issuer.
     pub jwks_refresh_cooldown: Option<u64>,
+    /// Longest a key set is trusted after its last successful fetch, e.g. `24h`.
+    pub max_key_age: Option<String>,
     /// Seconds a store write may take before the request answers 503.
     pub store_timeout: Option<u64>,
     /// Ed25519 checkpoint signing key (PKCS#8 PEM).

@@ -105,6 +105,8 @@ pub struct KeyFetchSettings {
     pub max_bytes: usize,
     /// Whether `http://` issuer and key-set URLs are allowed (development and tests only).
     pub allow_insecure_http: bool,
+    /// Longest a key set is trusted after its last successful fetch; past it tokens get 503.
+    pub max_key_age: Duration,
 }
 
 impl Default for KeyFetchSettings {
@@ -115,6 +117,7 @@ impl Default for KeyFetchSettings {
             timeout: Duration::from_secs(5),
             max_bytes: 256 * 1024,
             allow_insecure_http: false,
+            max_key_age: Duration::from_secs(24 * 3600),
         }
     }
 }

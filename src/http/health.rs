@@ -11,9 +11,9 @@ pub(super) async fn healthz() -> impl IntoResponse {
     (StatusCode::OK, "ok\n")
 }
 
-/// Ready: every issuer has a key set and the store answers.
+/// Ready: every issuer has a key set younger than the max key age and the store answers.
 pub(super) async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    let keys = state.keys.all_loaded();
+    let keys = state.keys.all_usable();
     let store = state.store.ping().await;
     let status = if keys && store {
         StatusCode::OK

@@ -228,6 +228,23 @@ pub(super) async fn render(State(state): State<MetricsState>) -> impl IntoRespon
         "logout_ledger_jwks_fetches_total {}",
         state.keys.fetch_count()
     );
+    // --- key-set age ---
+    let _ = writeln!(out, "# TYPE logout_ledger_key_set_age_seconds gauge");
+    for (issuer, age) in state.keys.key_set_ages() {
+        if let Some(age) = age {
+            // Text-format label escaping: backslash, quote, newline.
+            let label = issuer
+                .replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n");
+            let _ = writeln!(
+                out,
+                "logout_ledger_key_set_age_seconds{{issuer=\"{label}\"}} {:.3}",
+                age.as_secs_f64()
+            );
+        }
+    }
+    // --- end key-set age ---
     let _ = writeln!(out, "# TYPE logout_ledger_session_checks_total counter");
     for (i, logged_out) in ["false", "true"].iter().enumerate() {
         let _ = writeln!(

@@ -71,7 +71,8 @@ struct RefreshState {
 pub struct IssuerKeys {
     issuer: String,
     configured_jwks_uri: Option<Url>,
-    current: RwLock<Option<Arc<KeySet>>>,
+    /// The set and when it was last fetched successfully (its age bounds how long it is trusted).
+    current: RwLock<Option<(Arc<KeySet>, Instant)>>,
     generation: AtomicU64,
     fetches: AtomicU64,
     refresh: Mutex<RefreshState>,
@@ -132,7 +133,7 @@ impl KeyRegistry {
             };
             keys.refresh.get_mut().last_attempt = Some(Instant::now());
             if let (Some(set), Ok(current)) = (sets.remove(iss), keys.current.get_mut()) {
-                *current = Some(Arc::new(set));
+                *current = Some((Arc::new(set), Instant::now()));
                 keys.generation.fetch_add(1, Ordering::Release);
             }
         }
@@ -155,6 +156,24 @@ impl KeyRegistry {
         self.issuers.values().all(|k| k.current().is_some())
     }
 
+    /// Whether every issuer has a key set younger than the max key age (readiness).
+    pub fn all_usable(&self) -> bool {
+        let max_age = self.settings.max_key_age;
+        self.issuers.values().all(|k| k.usable(max_age).is_some())
+    }
+
+    /// Each issuer's key-set age since its last successful fetch (`None`: never fetched),
+    /// sorted by issuer, for the age gauge.
+    pub fn key_set_ages(&self) -> Vec<(&str, Option<Duration>)> {
+        let mut ages: Vec<_> = self
+            .issuers
+            .values()
+            .map(|k| (k.issuer.as_str(), k.age()))
+            .collect();
+        ages.sort_by(|a, b| a.0.cmp(b.0));
+        ages
+    }
+
     /// Total key-set fetch attempts, for metrics.
     pub fn fetch_count(&self) -> u64 {
         self.issuers
@@ -171,8 +190,9 @@ impl KeyRegistry {
         kid: Option<&str>,
         alg: Algorithm,
     ) -> Result<Vec<DecodingKey>, KeyLookupError> {
+        let max_age = self.settings.max_key_age;
         let seen_generation = keys.generation.load(Ordering::Acquire);
-        if let Some(found) = keys.try_select(kid, alg)? {
+        if let Some(found) = keys.try_select(kid, alg, max_age)? {
             return Ok(found);
         }
         let mut state = keys.refresh.lock().await;
@@ -184,25 +204,30 @@ impl KeyRegistry {
         };
         if keys.generation.load(Ordering::Acquire) != seen_generation {
             // A fetch finished while we waited: its answer is fresh enough.
-            return keys.try_select(kid, alg)?.ok_or_else(miss);
+            return keys.try_select(kid, alg, max_age)?.ok_or_else(miss);
         }
+        let stale = keys.stale_note(max_age);
         let cooldown = self.settings.refresh_cooldown;
         if state.last_attempt.is_some_and(|t| t.elapsed() < cooldown) {
             let last = match &state.last_error {
                 Some(e) => format!("; last fetch failed: {e}"),
                 None => String::new(),
             };
-            return Err(KeyLookupError::Unavailable(format!(
-                "key {:?} is not cached and the key set was fetched less than {}s ago{last}",
-                kid.unwrap_or("(none)"),
-                cooldown.as_secs()
-            )));
+            return Err(KeyLookupError::Unavailable(match stale {
+                Some(stale) => format!("{stale}{last}"),
+                None => format!(
+                    "key {:?} is not cached and the key set was fetched less than {}s ago{last}",
+                    kid.unwrap_or("(none)"),
+                    cooldown.as_secs()
+                ),
+            }));
         }
         match self.fetch_locked(keys, &mut state).await {
-            Ok(()) => keys.try_select(kid, alg)?.ok_or_else(miss),
-            Err(e) => Err(KeyLookupError::Unavailable(format!(
-                "key set unavailable: {e}"
-            ))),
+            Ok(()) => keys.try_select(kid, alg, max_age)?.ok_or_else(miss),
+            Err(e) => Err(KeyLookupError::Unavailable(match stale {
+                Some(stale) => format!("{stale}; refetch failed: {e}"),
+                None => format!("key set unavailable: {e}"),
+            })),
         }
     }
 
@@ -271,9 +296,13 @@ impl KeyRegistry {
         if changed {
             tracing::info!(issuer = %keys.issuer, keys = set.keys.len(), digest = %set.digest_hex(), "key set loaded");
         }
-        state.expires_at = Some(Instant::now() + fetched.ttl);
+        // Refetch by half the max key age at the latest, so a reachable issuer's set never
+        // ages out between two scheduled refreshes.
+        let ttl = fetched.ttl.min(self.settings.max_key_age / 2);
+        let now = Instant::now();
+        state.expires_at = Some(now + ttl);
         if let Ok(mut cur) = keys.current.write() {
-            *cur = Some(Arc::new(set));
+            *cur = Some((Arc::new(set), now));
         }
         keys.generation.fetch_add(1, Ordering::Release);
         Ok(())
@@ -322,7 +351,37 @@ impl KeyRegistry {
 impl IssuerKeys {
     /// The cached set, if any.
     pub fn current(&self) -> Option<Arc<KeySet>> {
-        self.current.read().ok().and_then(|g| g.clone())
+        self.current
+            .read()
+            .ok()
+            .and_then(|g| g.as_ref().map(|(set, _)| Arc::clone(set)))
+    }
+
+    /// Time since the last successful fetch; `None` before the first.
+    pub fn age(&self) -> Option<Duration> {
+        self.current
+            .read()
+            .ok()
+            .and_then(|g| g.as_ref().map(|(_, at)| at.elapsed()))
+    }
+
+    /// The cached set if it is younger than `max_age`: an older one is no longer trusted.
+    pub fn usable(&self, max_age: Duration) -> Option<Arc<KeySet>> {
+        let guard = self.current.read().ok()?;
+        let (set, at) = guard.as_ref()?;
+        (at.elapsed() < max_age).then(|| Arc::clone(set))
+    }
+
+    /// Why the cached set is refused, when it exists but has outlived `max_age`.
+    fn stale_note(&self, max_age: Duration) -> Option<String> {
+        let age = self.age()?;
+        (age >= max_age).then(|| {
+            format!(
+                "the key set was last fetched {}s ago, beyond the {}s max key age",
+                age.as_secs(),
+                max_age.as_secs()
+            )
+        })
     }
 
     /// Fetch attempts so far.
@@ -334,8 +393,9 @@ impl IssuerKeys {
         &self,
         kid: Option<&str>,
         alg: Algorithm,
+        max_age: Duration,
     ) -> Result<Option<Vec<DecodingKey>>, KeyLookupError> {
-        let Some(set) = self.current() else {
+        let Some(set) = self.usable(max_age) else {
             return Ok(None);
         };
         match set.select(kid, alg) {

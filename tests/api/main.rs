@@ -7,6 +7,7 @@ mod admission;
 mod conformance;
 mod edge;
 mod fetch;
+mod key_age;
 mod keys;
 mod ledger;
 mod lifecycle;
