@@ -21,5 +21,6 @@ mod replay;
 mod replicas;
 mod request;
 mod store;
+mod private_files;
 mod store_outage;
 mod unverified;
