@@ -136,11 +136,24 @@ async fn serve_export_and_checkpoints_write_owner_only_files_under_umask_022() {
         ("checkpoint parent", 0o700),
         ("checkpoint copy", 0o600),
     ];
-    assert_eq!(modes, expected, "{modes:o?}");
+    let octal = |m: &[(&str, u32)]| {
+        m.iter()
+            .map(|(n, m)| format!("{n} {m:o}"))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(octal(&modes), octal(&expected));
 
     let export = dir.0.join("out.ndjson");
     let export_arg = export.display().to_string();
-    let out = run(&["export", "--database", &url, "--output", &export_arg]);
+    let out = run(&[
+        "export",
+        "--format",
+        "ndjson",
+        "--database",
+        &url,
+        "--output",
+        &export_arg,
+    ]);
     assert!(out.status.success(), "{out:?}");
     assert_eq!(mode(&export), 0o600, "export file");
 }
@@ -174,7 +187,10 @@ fn serve_refuses_a_signing_key_others_can_read() {
         stderr.contains(&key_arg) && stderr.contains(&format!("chmod 600 {key_arg}")),
         "{stderr}"
     );
-    assert!(!dir.0.join("l.db").exists(), "refused before opening the store");
+    assert!(
+        !dir.0.join("l.db").exists(),
+        "refused before opening the store"
+    );
 }
 
 both_backends!(a_503_names_its_code_only_while_the_record_keeps_the_detail);
@@ -184,7 +200,12 @@ async fn a_503_names_its_code_only_while_the_record_keeps_the_detail() {
     app.op.rotate_rsa("rsa-2", false).await.expect("rotate");
     let token = app.op.sign("rsa-2", "RS256", &app.claims()).expect("sign");
     let a = app.post_token(&token).await;
-    assert_eq!((a.status, a.code()), (503, "keys_unavailable"), "{:?}", a.body);
+    assert_eq!(
+        (a.status, a.code()),
+        (503, "keys_unavailable"),
+        "{:?}",
+        a.body
+    );
     let body = a.body.to_string();
     let host = app.op.addr().to_string();
     assert!(
@@ -193,7 +214,10 @@ async fn a_503_names_its_code_only_while_the_record_keeps_the_detail() {
     );
     assert!(body.contains("retry"), "{body}");
     let detail = app.last_record().await.reason_detail.unwrap_or_default();
-    assert!(detail.contains(&host), "the record keeps the detail: {detail}");
+    assert!(
+        detail.contains(&host),
+        "the record keeps the detail: {detail}"
+    );
 }
 
 both_backends!(an_access_record_names_the_account_not_user);
