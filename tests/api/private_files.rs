@@ -242,19 +242,26 @@ async fn an_access_record_names_the_account_not_user() {
         .expect("who")
         .to_owned();
     assert_ne!(who, "mallory");
+    let expected = os_account();
+    assert_eq!(who, expected);
+}
+
+/// The account of this process's real user id, read independently of the binary's code:
+/// its `/etc/passwd` name, else `uid:N`.
+pub(crate) fn os_account() -> String {
     let status = std::fs::read_to_string("/proc/self/status").expect("status");
     let uid = status
         .lines()
         .find_map(|l| l.strip_prefix("Uid:"))
         .and_then(|l| l.split_whitespace().next())
-        .expect("uid");
+        .expect("uid")
+        .to_owned();
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-    let expected = passwd
+    passwd
         .lines()
         .find_map(|l| {
             let f: Vec<&str> = l.split(':').collect();
             (f.len() > 2 && f[2] == uid).then(|| f[0].to_owned())
         })
-        .unwrap_or_else(|| format!("uid:{uid}"));
-    assert_eq!(who, expected);
+        .unwrap_or_else(|| format!("uid:{uid}"))
 }
