@@ -89,8 +89,7 @@ pub(super) async fn run(args: ExportArgs) -> anyhow::Result<()> {
     .await?;
     let sink: Box<dyn Write> = match &args.output {
         Some(path) => Box::new(
-            std::fs::File::create(path)
-                .with_context(|| format!("cannot create {}", path.display()))?,
+            create_private(path).with_context(|| format!("cannot create {}", path.display()))?,
         ),
         None => Box::new(std::io::stdout().lock()),
     };
@@ -112,4 +111,21 @@ pub(super) async fn run(args: ExportArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot write to {target}"))?;
     progress.show(true);
     Ok(())
+}
+
+/// Creates (or truncates) the export file readable by its owner only (0600, whatever the
+/// umask; an existing file is narrowed too): an export is audit data.
+fn create_private(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        opts.mode(0o600);
+        let file = opts.open(path)?;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        Ok(file)
+    }
+    #[cfg(not(unix))]
+    opts.open(path)
 }

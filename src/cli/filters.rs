@@ -80,15 +80,10 @@ impl FilterArgs {
     }
 }
 
-/// The operating-system user running this command: `USER` or `LOGNAME`, else the name of the
-/// process's user id in `/etc/passwd` (or `uid N`), else `unknown`.
+/// The operating-system account running this command, from the process's real user id (not
+/// `USER` or `LOGNAME`, which anyone can set): its name in `/etc/passwd`, else `uid:N`, else
+/// `unknown`.
 fn who() -> String {
-    if let Some(name) = ["USER", "LOGNAME"]
-        .iter()
-        .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
-    {
-        return name;
-    }
     let uid = std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -101,13 +96,18 @@ fn who() -> String {
     };
     std::fs::read_to_string("/etc/passwd")
         .ok()
-        .and_then(|p| {
-            p.lines().find_map(|l| {
-                let f: Vec<&str> = l.split(':').collect();
-                (f.len() > 2 && f[2] == uid).then(|| f[0].to_owned())
-            })
-        })
-        .unwrap_or_else(|| format!("uid {uid}"))
+        .and_then(|p| account_of(&p, &uid))
+        .unwrap_or_else(|| format!("uid:{uid}"))
+}
+
+/// The account name of `uid` in a passwd file's text.
+fn account_of(passwd: &str, uid: &str) -> Option<String> {
+    passwd.lines().find_map(|l| {
+        let mut f = l.split(':');
+        let name = f.next()?;
+        let id = f.nth(1)?;
+        (id == uid && !name.is_empty()).then(|| name.to_owned())
+    })
 }
 
 /// Chains the `access` record of a read into the store; the read's output waits for it, so
@@ -134,4 +134,17 @@ pub(super) async fn record_access(
     .await
     .context("cannot record this read in the audit store (an access record is required)")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::account_of;
+
+    #[test]
+    fn an_account_is_found_by_its_uid_field() {
+        let passwd = "root:x:0:0:root:/root:/bin/sh\nbob:x:1000:1000::/home/bob:/bin/sh\n";
+        assert_eq!(account_of(passwd, "1000").as_deref(), Some("bob"));
+        assert_eq!(account_of(passwd, "0").as_deref(), Some("root"));
+        assert_eq!(account_of(passwd, "1001"), None);
+    }
 }

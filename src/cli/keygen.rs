@@ -38,12 +38,20 @@ fn create(path: &PathBuf, force: bool, private: bool) -> anyhow::Result<std::fs:
     }
     #[cfg(not(unix))]
     let _ = private;
-    opts.open(path).with_context(|| {
+    let file = opts.open(path).with_context(|| {
         format!(
             "cannot create {} (use --force to replace it)",
             path.display()
         )
-    })
+    })?;
+    // The mode above applies only to a new file: a replaced key is narrowed to 0600 too.
+    #[cfg(unix)]
+    if private {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("cannot make {} private", path.display()))?;
+    }
+    Ok(file)
 }
 
 /// Writes FILE (private, mode 0600), FILE.pub (note verifier key) and FILE.pub.pem (SPKI), and

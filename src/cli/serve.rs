@@ -342,6 +342,7 @@ impl ServeArgs {
                 let origin = self
                     .checkpoint_origin
                     .or(f.and_then(|f| f.checkpoint_origin.clone()));
+                check_key_private(&path)?;
                 let signer = load_signer(&path, origin.as_deref())?;
                 let interval_raw = self
                     .checkpoint_interval
@@ -426,6 +427,33 @@ impl ServeArgs {
             store_timeout: Duration::from_secs(store_timeout),
         })
     }
+}
+
+/// Refuses a signing key that group or others may read (as ssh refuses such a private key):
+/// whoever reads it can sign checkpoints in our name.
+fn check_key_private(path: &std::path::Path) -> Result<(), ConfigError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // Unreadable files fall through: loading the key names that error.
+        if let Ok(meta) = std::fs::metadata(path) {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                return Err(ConfigError::new(
+                    "--signing-key-file",
+                    format!(
+                        "{} is accessible by group or others (mode {mode:03o}); \
+                         the key must be private: chmod 600 {}",
+                        path.display(),
+                        path.display()
+                    ),
+                ));
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
 }
 
 /// Runs the receiver until SIGINT or SIGTERM.

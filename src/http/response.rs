@@ -11,6 +11,15 @@ use crate::logout_token::Rejection;
 /// Seconds a 503 asks the issuer to wait.
 pub(super) const RETRY_AFTER_SECS: u64 = 5;
 
+/// What an anonymous caller learns of a 503: the code and that it may retry. The rejection's
+/// detail (a key-set URL, an HTTP client's error) stays in the log and the record.
+pub(super) fn unavailable_description(r: &Rejection) -> String {
+    format!(
+        "{}: temporarily unavailable; retry after {RETRY_AFTER_SECS} seconds",
+        r.reason.code()
+    )
+}
+
 /// What the endpoint answers.
 #[derive(Debug)]
 pub(super) enum LogoutResponse {
@@ -34,7 +43,7 @@ impl IntoResponse for LogoutResponse {
             LogoutResponse::Unavailable(r) => {
                 let mut resp = (
                     StatusCode::SERVICE_UNAVAILABLE,
-                    Json(json!({"error": "temporarily_unavailable", "error_description": r.to_string()})),
+                    Json(json!({"error": "temporarily_unavailable", "error_description": unavailable_description(&r)})),
                 )
                     .into_response();
                 resp.headers_mut()

@@ -78,9 +78,41 @@ fn write_copy(dir: &Path, c: &StoredCheckpoint) -> Result<(), CheckpointError> {
         path: path.clone(),
         source,
     };
-    std::fs::create_dir_all(dir).map_err(io)?;
-    std::fs::write(&tmp, &c.note).map_err(io)?;
+    private_dir(dir).map_err(io)?;
+    private_file(&tmp, c.note.as_bytes()).map_err(io)?;
     std::fs::rename(&tmp, &path).map_err(io)
+}
+
+/// Creates the copies' directory (and missing parents) owner-only (0700, whatever the umask).
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        b.mode(0o700);
+    }
+    b.create(dir)
+}
+
+/// Writes a copy readable by its owner only (0600, whatever the umask; a leftover temporary
+/// file is narrowed too).
+fn private_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut file = opts.open(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    file.write_all(bytes)
 }
 
 /// Writes one checkpoint now (stored, then copied to the directory).

@@ -70,12 +70,31 @@ fn options(path: &Path) -> SqliteConnectOptions {
 /// How often the checkpointer copies committed WAL frames into the database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(50);
 
+/// Creates the database file, if missing, readable by its owner only (0600, whatever the
+/// umask): SQLite gives the `-wal` and `-shm` files it creates the main file's mode, so the
+/// audit data never lands in a file others can read.
+fn create_private(path: &Path) -> Result<(), StoreError> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    match opts.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StoreError::Database(sqlx::Error::Io(e))),
+    }
+}
+
 /// Creates (if missing) and migrates the store, opens the writer's handle and a reader pool,
 /// and starts the checkpointer.
 pub(super) async fn open(
     path: &Path,
     write_timeout: Duration,
 ) -> Result<(Writer, Reader), StoreError> {
+    create_private(path)?;
     let mut conn = SqliteConnection::connect_with(
         &options(path)
             .create_if_missing(true)

@@ -11,7 +11,8 @@ use crate::query_api::{access_records, logout};
 
 const BIN: &str = env!("CARGO_BIN_EXE_logout-ledger");
 
-/// Runs the binary on the app's store as user `tester`; stdout and stderr.
+/// Runs the binary on the app's store with `USER=tester` (which the access record ignores);
+/// stdout and stderr.
 fn run(app: &TestApp, args: &[&str]) -> (String, String) {
     let out = Command::new(BIN)
         .args(args)
@@ -87,7 +88,11 @@ async fn query_pages_with_a_cursor_and_takes_the_api_filters() {
             access[0]["via"].as_str(),
             access[0]["rows"].as_i64()
         ),
-        (Some("tester"), Some("cli"), Some(2))
+        (
+            Some(crate::private_files::os_account().as_str()),
+            Some("cli"),
+            Some(2)
+        )
     );
     assert_eq!(access[2]["filters"]["meta.org_id"], "acme");
     assert_eq!(access[2]["action"], "query");
