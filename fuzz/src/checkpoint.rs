@@ -13,7 +13,7 @@
 use std::sync::OnceLock;
 
 use aws_lc_rs::signature::Ed25519KeyPair;
-use logout_ledger::tlog::{Checkpoint, NoteSigner, NoteVerifier};
+use logout_ledger::tlog::{Checkpoint, NoteError, NoteSigner, NoteVerifier};
 
 /// The fixed checkpoint key's name.
 pub const KEY_NAME: &str = "fuzz.example/log";
@@ -63,8 +63,11 @@ fn check_parsers(text: &str) {
             "verified without the fixed key's own signature line"
         );
         match verifier.verify_checkpoint(text) {
-            Ok(cp) => assert_eq!(cp.body(), body),
-            Err(_) => assert!(Checkpoint::parse(&body).is_err()),
+            Ok(cp) => assert_eq!((cp.body(), cp.origin.as_str()), (body, verifier.name())),
+            Err(_) => assert!(
+                Checkpoint::parse(&body).is_err()
+                    || Checkpoint::parse(&body).is_ok_and(|cp| cp.origin != verifier.name())
+            ),
         }
     } else {
         assert!(verifier.verify_checkpoint(text).is_err());
@@ -84,6 +87,8 @@ fn check_signing(text: &str) {
     match (verifier.verify_checkpoint(&note), Checkpoint::parse(text)) {
         (Ok(a), Ok(b)) => assert_eq!(a, b),
         (Err(_), Err(_)) => {}
+        // The key signs for its own log only: another origin is refused.
+        (Err(NoteError::WrongOrigin { .. }), Ok(b)) => assert_ne!(b.origin, verifier.name()),
         (a, b) => panic!("verify_checkpoint {a:?} but parse {b:?}"),
     }
     // Another key's verifier never accepts it.

@@ -56,6 +56,14 @@ pub enum NoteError {
     /// The PEM text is missing its armour, has the wrong label or bad base64.
     #[error("malformed PEM: {0}")]
     MalformedPem(&'static str),
+    /// A checkpoint signed by the right key names another log in its origin line.
+    #[error("checkpoint origin {found:?} is not this log's name {expected:?}")]
+    WrongOrigin {
+        /// The log's name (the key's name).
+        expected: String,
+        /// The origin line of the checkpoint.
+        found: String,
+    },
 }
 
 /// A transparency-log tree head, the body of a signed checkpoint note.
@@ -360,7 +368,15 @@ impl NoteVerifier {
 
     /// Verifies a signed note and parses its text as a checkpoint.
     pub fn verify_checkpoint(&self, note: &str) -> Result<Checkpoint, NoteError> {
-        Checkpoint::parse(&self.verify(note)?)
+        let checkpoint = Checkpoint::parse(&self.verify(note)?)?;
+        // The key signs for one log: a tree head of another log it signed is not this log's.
+        if checkpoint.origin != self.name {
+            return Err(NoteError::WrongOrigin {
+                expected: self.name.clone(),
+                found: checkpoint.origin,
+            });
+        }
+        Ok(checkpoint)
     }
 
     fn label(&self) -> String {
@@ -619,6 +635,21 @@ mod tests {
         let note = signer.sign(&cp.body()).expect("sign");
         assert_eq!(verifier.verify(&note), Ok(cp.body()));
         assert_eq!(verifier.verify_checkpoint(&note), Ok(cp));
+    }
+
+    #[test]
+    fn a_checkpoint_of_another_log_is_refused_though_the_key_signed_it() {
+        let signer = fresh_signer("example.com/audit-log");
+        let other_log = Checkpoint::new("example.com/other-log", 5, [7; 32]);
+        let note = signer.sign(&other_log.body()).expect("sign");
+        assert_eq!(signer.verifier().verify(&note), Ok(other_log.body()));
+        assert_eq!(
+            signer.verifier().verify_checkpoint(&note),
+            Err(NoteError::WrongOrigin {
+                expected: "example.com/audit-log".into(),
+                found: "example.com/other-log".into(),
+            })
+        );
     }
 
     #[test]
