@@ -123,12 +123,16 @@ pub(super) async fn backchannel_logout(
             token_text = Some(token);
         }
     }
+    // Hashed at most once: for the record, or to tell a re-delivery from junk.
+    let mut token_sha256 = None;
     if let Err(r) = &record.verdict
         && r.reason.is_unverified()
         && !(may_be_a_redelivery(r.reason)
-            && token_text
-                .as_deref()
-                .is_some_and(|t| state.admission.recently_accepted(&sha256(t))))
+            && token_text.as_deref().is_some_and(|t| {
+                state
+                    .admission
+                    .recently_accepted(token_sha256.insert(sha256(t)))
+            }))
         && state
             .admission
             .admit(client, r.reason, body_bytes, received_at)
@@ -140,7 +144,7 @@ pub(super) async fn backchannel_logout(
         state.metrics.reason(r.reason);
         return rejection_answer(r.clone());
     }
-    record.token_sha256 = token_text.as_deref().map(sha256);
+    record.token_sha256 = token_sha256.or_else(|| token_text.as_deref().map(sha256));
     // Only an accepted record keeps the token: the queue holds nothing else of it.
     record.token = token_text.filter(|_| record.verdict.is_ok());
     let verdict = record.verdict.clone();

@@ -162,15 +162,7 @@ async fn beyond_the_burst_answers_stay_the_same_and_only_counts_are_stored() {
     }
     assert_eq!(sent[0].3.status, 400);
     assert_eq!(sent[2].3.status, 413);
-    let metrics = app
-        .client
-        .get(app.api_url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = app.metrics().await;
     let (db, _dir) = stop(app).await;
 
     let all = all_records_in(&db.url).await;

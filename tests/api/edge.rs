@@ -96,14 +96,7 @@ const GET_HEALTHZ: &str = "GET /healthz HTTP/1.1\r\nHost: edge\r\n\r\n";
 
 /// `/metrics` from the query API's listener.
 async fn metrics_text(app: &TestApp) -> String {
-    app.client
-        .get(app.api_url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text")
+    app.metrics().await
 }
 
 fn counter(metrics: &str, series: &str) -> u64 {

@@ -254,6 +254,18 @@ impl TestApp {
         }
     }
 
+    /// `/metrics` from the API listener (it needs no token there).
+    pub(crate) async fn metrics(&self) -> String {
+        self.client
+            .get(self.api_url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
     /// `GET` on the query API with [`API_TOKEN`]: status and the body as text.
     pub(crate) async fn api_text(&self, path: &str) -> (u16, String) {
         let r = self

@@ -27,15 +27,7 @@ async fn readyz(app: &TestApp) -> (u16, String) {
 
 /// The key-set age gauge of the test issuer, in seconds (`None`: no line for it).
 async fn key_set_age(app: &TestApp) -> Option<f64> {
-    let text = app
-        .client
-        .get(app.api_url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let text = app.metrics().await;
     let prefix = format!(
         "logout_ledger_key_set_age_seconds{{issuer=\"{}\"}} ",
         app.op.issuer()

@@ -175,13 +175,7 @@ async fn health_and_readiness() {
         .await
         .expect("readyz");
     assert_eq!(r.status(), 200);
-    let m = app
-        .client
-        .get(app.api_url("/metrics"))
-        .send()
-        .await
-        .expect("metrics");
-    let text = m.text().await.expect("text");
+    let text = app.metrics().await;
     assert!(
         text.contains("logout_ledger_jwks_fetches_total 1"),
         "{text}"

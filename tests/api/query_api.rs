@@ -83,15 +83,7 @@ async fn requests_without_a_configured_bearer_token_get_401_and_no_data() {
     assert_eq!(app.api_get("/api/v1/events").await.status, 200);
     let doc = app.api_get_as("/api/v1/openapi.json", None).await;
     assert_eq!(doc.status, 200, "the document needs no token");
-    let metrics = app
-        .client
-        .get(app.api_url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("logout_ledger_api_unauthorized_total 4"),
         "{metrics}"
@@ -426,15 +418,7 @@ async fn every_read_but_the_session_check_leaves_an_access_record() {
     }
     assert_eq!(access[0]["filters"]["meta.org_id"], "acme");
     assert_eq!(access[2]["filters"]["sub"], "auth0|alice");
-    let metrics = app
-        .client
-        .get(app.api_url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("logout_ledger_session_checks_total{logged_out=\"true\"} 1"),
         "{metrics}"

@@ -89,15 +89,7 @@ async fn a_subject_logout_without_sid_ends_every_session_that_began_before_it() 
         .await["logged_out"],
         false
     );
-    let metrics = app
-        .client
-        .get(app.api_url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("logout_ledger_session_checks_total{logged_out=\"false\"} 4"),
         "{metrics}"

@@ -59,13 +59,7 @@ async fn strict_nbf_is_honoured_with_the_leeway() {
         c.insert("nbf".into(), json!("soon"));
     });
     assert_code(&app, &mistyped, "malformed_token").await;
-    let metrics = app
-        .client
-        .get(app.api_url("/metrics"))
-        .send()
-        .await
-        .expect("metrics");
-    let text = metrics.text().await.expect("text");
+    let text = app.metrics().await;
     assert!(
         text.lines()
             .any(|l| l == r#"logout_ledger_rejections_total{reason="not_yet_valid"} 1"#),
