@@ -26,10 +26,13 @@ impl StoreError {
         match self {
             StoreError::Database(e) => classify_sqlx(e),
             StoreError::Sqlite(e) => classify_sqlite(e),
-            StoreError::Timeout(_) | StoreError::Unavailable => Failure::Connection,
+            StoreError::Timeout(_) | StoreError::Unavailable | StoreError::Tls { .. } => {
+                Failure::Connection
+            }
             StoreError::NotCommitted(cause) => cause.failure(),
             StoreError::Sign(_) => Failure::Record,
             StoreError::UnsupportedUrl(_)
+            | StoreError::InsecureDatabase(_)
             | StoreError::Migrate(_)
             | StoreError::BatchFailed(_)
             | StoreError::WriterStart(_)

@@ -10,6 +10,7 @@ mod failure;
 mod filter;
 mod health;
 mod location;
+mod pg_tls;
 mod postgres;
 mod reader;
 mod record;
@@ -41,7 +42,7 @@ use self::location::Location;
 use self::reader::Reader;
 use crate::keys::{FetchedKeySet, KeyArchive};
 
-pub use location::{PASSWORD_ENV, check_url};
+pub use location::{PASSWORD_ENV, check_url, with_tls_settings};
 
 /// Why the store could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +52,17 @@ pub enum StoreError {
         "unsupported database URL {0:?} (expected sqlite://PATH or postgres://USER@HOST:PORT/DB)"
     )]
     UnsupportedUrl(String),
+    /// The URL would send records in clear text to another machine, or names an unusable CA file.
+    #[error("refusing the database URL: {0}")]
+    InsecureDatabase(String),
+    /// The TLS handshake with PostgreSQL failed; `detail` says what to change.
+    #[error("TLS to PostgreSQL at {target} failed: {detail}")]
+    Tls {
+        /// Host, port and sslmode.
+        target: String,
+        /// What went wrong, in words an operator can act on.
+        detail: String,
+    },
     /// Opening, migrating or querying failed.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
