@@ -61,12 +61,17 @@ impl TlsCluster {
         format!("postgres://postgres@{host}:{}/postgres{query}", self.port)
     }
 
+    /// A URL on this cluster with `sslmode` and a CA file from the cluster's `tls` directory.
+    fn checked(&self, host: &str, mode: &str, ca: &str) -> String {
+        self.url(
+            host,
+            &format!("?sslmode={mode}&sslrootcert={}", self.ca(ca)),
+        )
+    }
+
     /// The URL that checks everything: the right name, the right CA.
     fn verify_full(&self) -> String {
-        self.url(
-            "localhost",
-            &format!("?sslmode=verify-full&sslrootcert={}", self.ca("ca.pem")),
-        )
+        self.checked("localhost", "verify-full", "ca.pem")
     }
 }
 
@@ -153,10 +158,7 @@ async fn a_wrong_host_name_is_refused_with_a_clear_message() {
         return;
     };
     // The certificate names `localhost` only.
-    let url = cluster.url(
-        "127.0.0.1",
-        &format!("?sslmode=verify-full&sslrootcert={}", cluster.ca("ca.pem")),
-    );
+    let url = cluster.checked("127.0.0.1", "verify-full", "ca.pem");
     let e = startup_error(url).await;
     assert!(e.contains("does not name the host 127.0.0.1"), "{e}");
     assert!(e.contains("sslmode=verify-full"), "{e}");
@@ -166,10 +168,7 @@ async fn a_wrong_host_name_is_refused_with_a_clear_message() {
     );
 
     // verify-ca checks the CA alone, so the same address connects.
-    let url = cluster.url(
-        "127.0.0.1",
-        &format!("?sslmode=verify-ca&sslrootcert={}", cluster.ca("ca.pem")),
-    );
+    let url = cluster.checked("127.0.0.1", "verify-ca", "ca.pem");
     let mut conn = sqlx::PgConnection::connect(&url).await.expect("verify-ca");
     let _ = sqlx::query("SELECT 1")
         .execute(&mut conn)
@@ -182,13 +181,7 @@ async fn an_unknown_ca_is_refused_with_a_clear_message() {
     let Some(cluster) = TlsCluster::start() else {
         return;
     };
-    let url = cluster.url(
-        "localhost",
-        &format!(
-            "?sslmode=verify-full&sslrootcert={}",
-            cluster.ca("other-ca.pem")
-        ),
-    );
+    let url = cluster.checked("localhost", "verify-full", "other-ca.pem");
     let e = startup_error(url).await;
     assert!(e.contains("not signed by a CA this service trusts"), "{e}");
     assert!(e.contains("sslrootcert"), "{e}");
