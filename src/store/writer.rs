@@ -431,7 +431,13 @@ async fn write_jobs<C: ChainOps>(
     for job in jobs {
         match job {
             Job::Logout(record, reply) => {
-                reply.stage(chain_logout(record, &mut known, &mut pending, head, &mut scratch));
+                reply.stage(chain_logout(
+                    record,
+                    &mut known,
+                    &mut pending,
+                    head,
+                    &mut scratch,
+                ));
             }
             Job::Note(note, reply) => {
                 let id = head.next_id;

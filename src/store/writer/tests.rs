@@ -191,10 +191,7 @@ impl ChainOps for FakeConn {
         Ok(())
     }
 
-    async fn insert_pairs(
-        &mut self,
-        _pairs: &[(String, String, i64)],
-    ) -> Result<(), StoreError> {
+    async fn insert_pairs(&mut self, _pairs: &[(String, String, i64)]) -> Result<(), StoreError> {
         Ok(())
     }
 
@@ -451,7 +448,11 @@ async fn the_head_is_kept_across_a_failed_batch() {
     );
     let rows = db.with(|s| s.committed.clone());
     let (b, c) = (&rows[1], &rows[2]);
-    assert_eq!(c.1, c.0.entry_hash(&b.1, &mut Vec::new()), "chained after b");
+    assert_eq!(
+        c.1,
+        c.0.entry_hash(&b.1, &mut Vec::new()),
+        "chained after b"
+    );
     drop(tx);
     task.await.expect("writer ends");
 }
