@@ -28,6 +28,7 @@ pub use reader::{NdjsonPage, SessionLogout, StoreReader};
 pub use record::StoredRecord;
 pub use report::{GroupBy, MAX_GROUP_BY, MAX_GROUPS, Summary, SummaryGroup};
 pub use writer::CheckpointRequest;
+use writer::Reply;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -79,15 +80,9 @@ pub enum StoreError {
     /// The batch this write belonged to was not committed; the cause is shared by its jobs.
     #[error("the audit batch was not committed: {0}")]
     NotCommitted(Arc<StoreError>),
-    /// The batch this write belonged to failed.
-    #[error("the audit batch was not committed: {0}")]
-    BatchFailed(String),
     /// A checkpoint could not be signed.
     #[error("cannot sign the checkpoint: {0}")]
     Sign(crate::tlog::NoteError),
-    /// The writer's answer did not fit its job (a bug).
-    #[error("internal: the writer's result does not fit its job")]
-    WrongResult,
     /// The writer's thread or runtime could not be started.
     #[error("cannot start the audit writer: {0}")]
     WriterStart(std::io::Error),
@@ -105,37 +100,17 @@ pub enum StoreError {
     /// Reading the chain through the verifier's own SQLite handle failed.
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// A file the store needs could not be created or read.
+    #[error("store file error: {0}")]
+    Io(#[from] std::io::Error),
 }
 
-/// One unit of work for the writer, with where to send its answer.
+/// One unit of work for the writer, each with a reply of its own result type.
 enum Job {
-    Logout(
-        Box<NewRecord>,
-        oneshot::Sender<Result<Committed, StoreError>>,
-    ),
-    Note(Note, oneshot::Sender<Result<i64, StoreError>>),
-    KeySet(
-        FetchedKeySet,
-        i64,
-        oneshot::Sender<Result<Option<i64>, StoreError>>,
-    ),
-    Checkpoint(
-        CheckpointRequest,
-        oneshot::Sender<Result<StoredCheckpoint, StoreError>>,
-    ),
-}
-
-impl Job {
-    /// Whether the one waiting for this job's answer has given up (its deadline passed): the
-    /// request was answered 503, so its record must not be written now.
-    fn is_abandoned(&self) -> bool {
-        match self {
-            Job::Logout(_, tx) => tx.is_closed(),
-            Job::Note(_, tx) => tx.is_closed(),
-            Job::KeySet(_, _, tx) => tx.is_closed(),
-            Job::Checkpoint(_, tx) => tx.is_closed(),
-        }
-    }
+    Logout(Box<NewRecord>, Reply<Committed>),
+    Note(Note, Reply<i64>),
+    KeySet(FetchedKeySet, i64, Reply<Option<i64>>),
+    Checkpoint(CheckpointRequest, Reply<StoredCheckpoint>),
 }
 
 impl std::fmt::Debug for Job {
@@ -280,13 +255,13 @@ impl AuditStore {
     /// while the store is known to be down, and within the store timeout otherwise (waiting for
     /// room in the queue included).
     pub async fn append(&self, record: NewRecord) -> Result<Committed, StoreError> {
-        let (reply, rx) = oneshot::channel();
+        let (reply, rx) = Reply::new();
         self.submit(Job::Logout(Box::new(record), reply), rx).await
     }
 
     /// Records an access or system event; returns its sequence number once committed.
     pub async fn note(&self, note: Note) -> Result<i64, StoreError> {
-        let (reply, rx) = oneshot::channel();
+        let (reply, rx) = Reply::new();
         self.submit(Job::Note(note, reply), rx).await
     }
 
@@ -297,7 +272,7 @@ impl AuditStore {
         set: FetchedKeySet,
         seen_at: i64,
     ) -> Result<Option<i64>, StoreError> {
-        let (reply, rx) = oneshot::channel();
+        let (reply, rx) = Reply::new();
         self.submit(Job::KeySet(set, seen_at, reply), rx).await
     }
 
@@ -307,7 +282,7 @@ impl AuditStore {
         &self,
         request: CheckpointRequest,
     ) -> Result<StoredCheckpoint, StoreError> {
-        let (reply, rx) = oneshot::channel();
+        let (reply, rx) = Reply::new();
         self.submit(Job::Checkpoint(request, reply), rx).await
     }
 
@@ -527,12 +502,12 @@ mod tests {
     async fn a_full_queue_is_waited_on_no_longer_than_the_store_timeout() {
         // Nobody drains the queue: its one place is taken, so the job waits for room.
         let (writer, _queue) = mpsc::channel(1);
-        let (blocker, _) = oneshot::channel();
+        let (blocker, _) = Reply::new();
         writer
             .try_send(Job::Note(note(), blocker))
             .expect("room for one");
         let timeout = Duration::from_millis(200);
-        let (reply, rx) = oneshot::channel();
+        let (reply, rx) = Reply::new();
         let started = Instant::now();
         let r = submit(
             &writer,
@@ -551,7 +526,7 @@ mod tests {
     async fn an_unanswered_job_is_waited_on_no_longer_than_the_store_timeout() {
         let (writer, _queue) = mpsc::channel(4);
         let timeout = Duration::from_millis(200);
-        let (reply, rx) = oneshot::channel();
+        let (reply, rx) = Reply::new();
         let started = Instant::now();
         let r = submit(
             &writer,
@@ -570,7 +545,7 @@ mod tests {
         let (writer, mut queue) = mpsc::channel(4);
         let health = Health::default();
         health.mark_down();
-        let (reply, rx) = oneshot::channel();
+        let (reply, rx) = Reply::new();
         let started = Instant::now();
         let r = submit(
             &writer,
