@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::keys::jwks::hex;
+use crate::util::hex;
 use crate::store::{StoreError, StoreReader};
 use crate::tlog::merkle::{self, leaf_hash};
 use crate::tlog::{Checkpoint, NoteVerifier};

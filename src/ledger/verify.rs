@@ -8,9 +8,9 @@ use std::fmt;
 use jsonwebtoken::Algorithm;
 use serde::Serialize;
 
-use crate::keys::jwks::hex;
+use crate::util::hex;
 use crate::keys::{KeyMatch, KeySet};
-use crate::store::chain::{EventRow, GENESIS, finish};
+use crate::tlog::entry::{EventRow, GENESIS, finish};
 use crate::store::{ChainDigest, ChainRow, StoreError, StoreReader};
 use crate::tlog::merkle::{Accumulator, leaf_hash};
 use crate::tlog::{Checkpoint, NoteVerifier};

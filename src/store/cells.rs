@@ -6,7 +6,7 @@ use sqlx::Row;
 use sqlx::postgres::PgRow;
 use sqlx::sqlite::SqliteRow;
 
-use super::chain::{COLUMNS, Cell, ColumnType, EventRow, LAYOUT, content_digest, encode_cell};
+use crate::tlog::entry::{COLUMNS, Cell, ColumnType, EventRow, LAYOUT, content_digest, encode_cell};
 use super::{ChainDigest, ChainRow, StoreError, StoredCheckpoint};
 
 /// A column by position or by name.

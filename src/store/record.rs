@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use super::StoreError;
 use super::cells::Cells;
 use crate::clock::format_millis;
-use crate::keys::jwks::hex;
+use crate::util::hex;
 use crate::logout_token::Reason;
 
 /// The columns read for a [`StoredRecord`], in order.

@@ -23,7 +23,7 @@ use super::entry::{Committed, Note, NoteKind, Outcome, logout_row, note_row, res
 use super::health::{Health, PROBE_INTERVAL};
 use super::{Job, StoreError, StoredCheckpoint};
 use crate::keys::FetchedKeySet;
-use crate::keys::jwks::hex;
+use crate::util::hex;
 use crate::tlog::merkle::{Accumulator, leaf_hash};
 use crate::tlog::{Checkpoint, NoteSigner};
 
@@ -292,7 +292,7 @@ async fn sync_head<C: ChainOps>(tx: &mut C, cached: Option<Head>) -> Result<Head
         Some(h) if h.next_id - 1 < last_id => h,
         _ => Head {
             next_id: 1,
-            prev_hash: crate::store::chain::GENESIS,
+            prev_hash: crate::tlog::entry::GENESIS,
             tree: Accumulator::new(),
         },
     };
@@ -540,7 +540,7 @@ mod tests {
     use super::*;
     use crate::logout_token::TokenFacts;
     use crate::store::backend::{AcceptedToken, ArchivedKeySet};
-    use crate::store::chain::GENESIS;
+    use crate::tlog::entry::GENESIS;
     use crate::store::{NewRecord, PurgePlan};
 
     /// How the scripted database behaves.

@@ -14,7 +14,7 @@ use crate::store::backend::{
     AcceptedToken, ArchivedKeySet, ChainOps, WriteDb, older_through, parse_kids, purge_plan,
 };
 use crate::store::cells::{self, hash32};
-use crate::store::chain::{COLUMNS, ColumnType, EventRow, GENESIS, LAYOUT};
+use crate::tlog::entry::{COLUMNS, ColumnType, EventRow, GENESIS, LAYOUT};
 use crate::store::{PurgePlan, StoreError};
 
 /// The writer's pool: a batch takes one connection; a broken one is replaced on the next
