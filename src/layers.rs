@@ -221,15 +221,17 @@ fn references(code: &str, depth: usize) -> Vec<(usize, String)> {
                     inline_mods.pop();
                 }
             }
-            Token::Ident(kw) if kw == "mod" => {
-                if matches!(toks.get(i + 2), Some((_, Token::Punct('{')))) {
-                    inline_mods.push(braces);
-                }
+            Token::Ident(kw)
+                if kw == "mod" && matches!(toks.get(i + 2), Some((_, Token::Punct('{')))) =>
+            {
+                inline_mods.push(braces);
             }
-            Token::Ident(kw) if kw == "crate" && !after_sep => {
-                if toks.get(i + 1).map(|t| &t.1) == Some(&Token::PathSep) {
-                    out.extend(first_segments(&toks, i + 2));
-                }
+            Token::Ident(kw)
+                if kw == "crate"
+                    && !after_sep
+                    && toks.get(i + 1).map(|t| &t.1) == Some(&Token::PathSep) =>
+            {
+                out.extend(first_segments(&toks, i + 2));
             }
             Token::Ident(kw) if kw == "super" && !after_sep => {
                 let mut k = 0;
@@ -401,7 +403,11 @@ mod tests {
     #[test]
     fn every_import_in_the_library_points_down() {
         let (_, refs) = library();
-        assert!(refs.len() > 50, "the scan found only {} references", refs.len());
+        assert!(
+            refs.len() > 50,
+            "the scan found only {} references",
+            refs.len()
+        );
         let up = upward(&refs, ORDER);
         assert!(up.is_empty(), "imports that point up:\n{}", up.join("\n"));
     }
@@ -409,7 +415,9 @@ mod tests {
     #[test]
     fn the_module_graph_has_no_cycle() {
         let (_, refs) = library();
-        assert_eq!(cycle(&refs), None);
+        if let Some(found) = cycle(&refs) {
+            panic!("the module graph has a cycle: {found}");
+        }
     }
 
     #[test]
@@ -421,7 +429,10 @@ mod tests {
         assert_eq!(listed, declared, "ORDER and lib.rs disagree");
         for (rel, _) in library_files(&src_dir()) {
             let (m, _) = module_of(&rel);
-            assert!(listed.contains(&m) || m == "layers", "src/{rel} is in no listed module");
+            assert!(
+                listed.contains(&m) || m == "layers",
+                "src/{rel} is in no listed module"
+            );
         }
     }
 
@@ -433,9 +444,13 @@ mod tests {
                     pub(crate) fn h() {}\n";
         let found = references(&strip(code), 1);
         let expect = [(2, "a"), (3, "b"), (5, "c"), (8, "d")];
-        let expect: Vec<(usize, String)> = expect.iter().map(|(l, m)| (*l, m.to_string())).collect();
+        let expect: Vec<(usize, String)> =
+            expect.iter().map(|(l, m)| (*l, m.to_string())).collect();
         assert_eq!(found, expect);
-        assert!(references("use super::e::f;", 2).is_empty(), "a sibling, not the root");
+        assert!(
+            references("use super::e::f;", 2).is_empty(),
+            "a sibling, not the root"
+        );
         assert_eq!(references("use super::e::f;", 1), vec![(1, "e".to_owned())]);
     }
 
@@ -450,14 +465,19 @@ mod tests {
     #[test]
     fn an_upward_import_is_named_by_file_and_line() {
         let src = files(&[
-            ("store/location.rs", "//! doc\n\nuse crate::startup::redact_url;\n"),
+            (
+                "store/location.rs",
+                "//! doc\n\nuse crate::startup::redact_url;\n",
+            ),
             ("startup.rs", "use crate::store::AuditStore;\n"),
         ]);
         let refs = graph(&src, &modules(&["store", "startup"]));
         let up = upward(&refs, &["store", "startup"]);
         assert_eq!(
             up,
-            vec!["src/store/location.rs:3: `store` uses `startup`, which is above it in the layer order"]
+            vec![
+                "src/store/location.rs:3: `store` uses `startup`, which is above it in the layer order"
+            ]
         );
         let missing = upward(&refs, &["store"]);
         assert_eq!(missing.len(), 2, "{missing:?}");

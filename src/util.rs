@@ -77,7 +77,10 @@ mod tests {
             "postgres://app:redacted@db:99999/audit",
             "a URL the parser refuses is redacted by hand"
         );
-        assert_eq!(redact_url("sqlite:///var/audit.db"), "sqlite:///var/audit.db");
+        assert_eq!(
+            redact_url("sqlite:///var/audit.db"),
+            "sqlite:///var/audit.db"
+        );
         assert_eq!(redact_url("audit.db"), "audit.db");
     }
 

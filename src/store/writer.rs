@@ -23,9 +23,9 @@ use super::entry::{Committed, Note, NoteKind, Outcome, logout_row, note_row, res
 use super::health::{Health, PROBE_INTERVAL};
 use super::{Job, StoreError, StoredCheckpoint};
 use crate::keys::FetchedKeySet;
-use crate::util::hex;
 use crate::tlog::merkle::{Accumulator, leaf_hash};
 use crate::tlog::{Checkpoint, NoteSigner};
+use crate::util::hex;
 
 /// Most jobs committed in one transaction.
 pub(super) const MAX_BATCH: usize = 256;
@@ -540,8 +540,8 @@ mod tests {
     use super::*;
     use crate::logout_token::TokenFacts;
     use crate::store::backend::{AcceptedToken, ArchivedKeySet};
-    use crate::tlog::entry::GENESIS;
     use crate::store::{NewRecord, PurgePlan};
+    use crate::tlog::entry::GENESIS;
 
     /// How the scripted database behaves.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]

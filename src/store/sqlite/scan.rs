@@ -12,8 +12,8 @@ use std::time::Duration;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, Row};
 
-use crate::tlog::entry::{COLUMNS, Cell, ColumnType, LAYOUT, content_digest, encode_cell};
 use crate::store::{ChainDigest, StoreError};
+use crate::tlog::entry::{COLUMNS, Cell, ColumnType, LAYOUT, content_digest, encode_cell};
 
 /// Ids per chunk: the unit of work a reading thread takes at a time.
 const CHUNK: u32 = 1024;
