@@ -3,10 +3,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::keys::jwks::hex;
 use crate::store::{StoreError, StoreReader};
 use crate::tlog::merkle::{self, leaf_hash};
 use crate::tlog::{Checkpoint, NoteVerifier};
+use crate::util::hex;
 
 /// Leaves read per query.
 const PAGE: u32 = 50_000;

@@ -6,7 +6,7 @@ use std::str::FromStr;
 use sqlx::postgres::PgConnectOptions;
 
 use super::{StoreError, pg_tls, sqlite};
-use crate::startup::redact_url;
+use crate::util::redact_url;
 
 /// The environment variable holding the PostgreSQL password (read instead of the URL's).
 pub const PASSWORD_ENV: &str = "LOGOUT_LEDGER_DATABASE_PASSWORD";

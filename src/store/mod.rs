@@ -4,7 +4,6 @@
 
 mod backend;
 mod cells;
-pub mod chain;
 mod entry;
 mod failure;
 mod filter;
@@ -18,6 +17,9 @@ mod report;
 mod sqlite;
 mod writer;
 
+/// The canonical encoding and entry hash, now in [`crate::tlog::entry`]; kept under this path
+/// for callers of the former one.
+pub use crate::tlog::entry as chain;
 pub use entry::{Committed, NewRecord, Note, NoteKind, Outcome, resolve};
 pub use failure::Failure;
 pub use filter::{
@@ -471,7 +473,7 @@ async fn purge_in<C: ChainOps>(
             "removed_from": plan.first_id,
             "removed_through": through,
             "removed_records": removed,
-            "anchor_entry_hash": crate::keys::jwks::hex(&anchor),
+            "anchor_entry_hash": crate::util::hex(&anchor),
         }),
         at,
     };

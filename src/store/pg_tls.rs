@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
 
 use super::StoreError;
-use crate::startup::redact_url;
+use crate::util::redact_url;
 
 /// The `sslmode` and `sslrootcert` a URL (or libpq's `PGSSLMODE` / `PGSSLROOTCERT`) writes out.
 #[derive(Debug, Default, PartialEq, Eq)]

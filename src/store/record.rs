@@ -8,8 +8,8 @@ use serde_json::{Map, Value};
 use super::StoreError;
 use super::cells::Cells;
 use crate::clock::format_millis;
-use crate::keys::jwks::hex;
 use crate::logout_token::Reason;
+use crate::util::hex;
 
 /// The columns read for a [`StoredRecord`], in order.
 pub(super) const SELECT_COLUMNS: &str = "e.id, e.kind, e.action, e.details, e.received_at, e.outcome, e.http_status, e.reason, e.reason_detail, e.iss, e.sub, e.sid, \

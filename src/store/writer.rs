@@ -23,9 +23,9 @@ use super::entry::{Committed, Note, NoteKind, Outcome, logout_row, note_row, res
 use super::health::{Health, PROBE_INTERVAL};
 use super::{Job, NewRecord, StoreError, StoredCheckpoint};
 use crate::keys::FetchedKeySet;
-use crate::keys::jwks::hex;
 use crate::tlog::merkle::{Accumulator, leaf_hash};
 use crate::tlog::{Checkpoint, NoteSigner};
+use crate::util::hex;
 
 /// Most jobs committed in one transaction.
 pub(super) const MAX_BATCH: usize = 256;
@@ -320,7 +320,7 @@ async fn sync_head<C: ChainOps>(tx: &mut C, cached: Option<Head>) -> Result<Head
         Some(h) if h.next_id - 1 < last_id => h,
         _ => Head {
             next_id: 1,
-            prev_hash: crate::store::chain::GENESIS,
+            prev_hash: crate::tlog::entry::GENESIS,
             tree: Accumulator::new(),
         },
     };

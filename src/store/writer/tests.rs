@@ -9,7 +9,7 @@ use crate::logout_token::TokenFacts;
 use crate::store::Failure;
 use crate::store::PurgePlan;
 use crate::store::backend::{AcceptedToken, ArchivedKeySet};
-use crate::store::chain::GENESIS;
+use crate::tlog::entry::GENESIS;
 
 /// How the scripted database behaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
