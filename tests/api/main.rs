@@ -13,6 +13,7 @@ mod ledger;
 mod lifecycle;
 mod metadata;
 mod private_files;
+mod proof_record;
 mod query_api;
 mod query_cli;
 mod query_export;
