@@ -54,6 +54,8 @@ fn query(l: &Ledger) -> Vec<Value> {
             "1000",
             "--format",
             "json",
+            "--kind",
+            "all",
         ],
         None,
     );
