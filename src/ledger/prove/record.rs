@@ -123,7 +123,7 @@ impl ProofRecord {
 
 /// Decodes hex digits (either case) to bytes; `None` for anything else.
 pub(super) fn hex_bytes(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     s.as_bytes()
