@@ -14,6 +14,7 @@ mod lifecycle;
 mod metadata;
 mod pg_tls;
 mod private_files;
+mod proof_record;
 mod query_api;
 mod query_cli;
 mod query_export;
