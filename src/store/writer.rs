@@ -187,6 +187,7 @@ async fn process<W: WriteDb>(
 ) {
     let error = match commit(db, head, batch, timeout).await {
         Ok(done) => {
+            log_commit(batch);
             for (job, done) in batch.drain(..).zip(done) {
                 answer(job, Ok(done));
             }
@@ -212,7 +213,10 @@ async fn process<W: WriteDb>(
         let result = commit(db, head, &one, timeout).await;
         let [job] = one;
         match result {
-            Ok(done) => answer(job, done.into_iter().next().ok_or(StoreError::WrongResult)),
+            Ok(done) => {
+                log_commit(&[&job]);
+                answer(job, done.into_iter().next().ok_or(StoreError::WrongResult));
+            }
             Err(e) if e.is_record() => {
                 tracing::error!("audit record not committed: {e}");
                 answer(job, Err(StoreError::NotCommitted(Arc::new(e))));
@@ -224,6 +228,20 @@ async fn process<W: WriteDb>(
                 return;
             }
         }
+    }
+}
+
+/// Names the requests whose records a batch committed, so one logout can be followed from its
+/// handler's log lines (its span's `request_id`) to the commit.
+fn log_commit<J: std::borrow::Borrow<Job>>(jobs: &[J]) {
+    let ids: Vec<String> = (jobs.iter())
+        .filter_map(|j| match j.borrow() {
+            Job::Logout(r, _) => r.request_id.map(|id| id.to_string()),
+            _ => None,
+        })
+        .collect();
+    if !ids.is_empty() {
+        tracing::info!(records = jobs.len(), request_ids = %ids.join(","), "audit batch committed");
     }
 }
 
@@ -786,6 +804,7 @@ mod tests {
             token_bytes: Some(8),
             source_ip: None,
             user_agent: None,
+            request_id: None,
         };
         let (tx, rx) = oneshot::channel();
         (Job::Logout(Box::new(record), tx), rx)
