@@ -345,147 +345,148 @@ mod tests {
         format!("{input}.{}", URL_SAFE_NO_PAD.encode(tag.as_ref()))
     }
 
-    #[tokio::test]
-    async fn every_rule_names_its_step_of_section_2_6() {
-        const SECRET: &[u8] = b"a-client-secret-for-the-step-test";
-        let mut i = issuer();
-        i.algorithms = vec![Algorithm::HS256];
-        i.client_secret = Some(crate::config::Secret::new(SECRET.to_vec()));
-        let issuers = vec![i];
-        let none: [(String, crate::keys::KeySet); 0] = [];
-        let settings = crate::config::KeyFetchSettings::default();
-        let keys = KeyRegistry::preloaded(&issuers, settings, none).expect("registry");
-        let validator = Validator::new(Arc::new(issuers), Arc::new(keys));
-        let now = 1_000_000;
-        let hs = json!({"alg": "HS256"});
-        let good = json!({"iss": "https://op.example/", "aud": "app", "iat": now,
-            "exp": now + 120, "jti": "j-1", "sub": "s", "sid": "x",
-            "events": {BACKCHANNEL_LOGOUT_EVENT: {}}});
-        let with = |k: &str, v: Value| {
-            let mut c = good.clone();
-            c[k] = v;
-            c
-        };
-        let without = |k: &str| {
-            let mut c = good.clone();
-            c.as_object_mut().map(|m| m.remove(k));
-            c
-        };
-        let sign = |h: &Value, c: &Value| hs256(SECRET, h, c);
-        let forged = hs256(b"another-secret", &hs, &good);
-        let mut no_subject = with("sub", json!(""));
-        no_subject.as_object_mut().map(|m| m.remove("sid"));
-        let cases: Vec<(String, Reason, Step)> = vec![
-            ("a.b".into(), Reason::MalformedToken, Step::Decrypt),
-            ("a.b.c.d.e".into(), Reason::MalformedToken, Step::Decrypt),
-            (
-                sign(&json!({"alg": "HS256", "crit": ["x"]}), &good),
-                Reason::MalformedToken,
-                Step::Signature,
-            ),
-            (
-                sign(&json!({}), &good),
-                Reason::MalformedToken,
-                Step::Algorithm,
-            ),
-            (
-                sign(&hs, &without("iss")),
-                Reason::UnknownIssuer,
-                Step::Claims,
-            ),
-            (
-                sign(&hs, &with("iss", json!("https://other.example/"))),
-                Reason::UnknownIssuer,
-                Step::Claims,
-            ),
-            (
-                sign(&hs, &with("jti", json!("j".repeat(2000)))),
-                Reason::MalformedToken,
-                Step::Jti,
-            ),
-            (
-                sign(&hs, &with("sid", json!("s".repeat(2000)))),
-                Reason::MalformedToken,
-                Step::SubjectOrSession,
-            ),
-            (
-                sign(&json!({"alg": "none"}), &good),
-                Reason::UnsupportedAlg,
-                Step::Algorithm,
-            ),
-            (
-                sign(&json!({"alg": "RS256"}), &good),
-                Reason::UnsupportedAlg,
-                Step::Algorithm,
-            ),
-            (
-                sign(&json!({"alg": "HS256", "typ": "at+jwt"}), &good),
-                Reason::BadTyp,
-                Step::Algorithm,
-            ),
-            (
-                sign(&json!({"alg": "HS256", "kid": 7}), &good),
-                Reason::MalformedToken,
-                Step::Signature,
-            ),
-            (forged, Reason::BadSignature, Step::Signature),
-            (
-                sign(&hs, &with("aud", json!("nope"))),
-                Reason::WrongAudience,
-                Step::Claims,
-            ),
-            (
-                sign(&hs, &with("exp", json!(now - 600))),
-                Reason::Expired,
-                Step::Claims,
-            ),
-            (
-                sign(&hs, &without("iat")),
-                Reason::MissingClaim,
-                Step::Claims,
-            ),
-            (
-                sign(&hs, &with("sub", json!(1))),
-                Reason::MalformedToken,
-                Step::SubjectOrSession,
-            ),
-            (
-                sign(&hs, &no_subject),
-                Reason::MissingSubAndSid,
-                Step::SubjectOrSession,
-            ),
-            (
-                sign(&hs, &without("events")),
-                Reason::MissingClaim,
-                Step::Events,
-            ),
-            (
-                sign(&hs, &with("events", json!({"x": {}}))),
-                Reason::BadEvents,
-                Step::Events,
-            ),
-            (
-                sign(&hs, &with("nonce", json!("n"))),
-                Reason::NoncePresent,
-                Step::Nonce,
-            ),
-            (sign(&hs, &without("jti")), Reason::MissingClaim, Step::Jti),
-            (
-                sign(&hs, &with("jti", json!(""))),
-                Reason::MissingClaim,
-                Step::Jti,
-            ),
-        ];
-        for (token, reason, step) in cases {
-            let r = validator
-                .validate(&token, now)
-                .await
-                .result
-                .expect_err("refused");
-            assert_eq!((r.reason, r.step), (reason, Some(step)), "{r}");
+    /// A validator for one HS256 issuer, and what it says of tokens built from a valid one.
+    struct Steps(Validator);
+
+    impl Steps {
+        const SECRET: &[u8] = b"a-client-secret-for-the-step-tests";
+        const NOW: i64 = 1_000_000;
+
+        fn new() -> Self {
+            let mut i = issuer();
+            i.algorithms = vec![Algorithm::HS256];
+            i.client_secret = Some(crate::config::Secret::new(Self::SECRET.to_vec()));
+            let issuers = vec![i];
+            let none: [(String, crate::keys::KeySet); 0] = [];
+            let settings = crate::config::KeyFetchSettings::default();
+            let keys = KeyRegistry::preloaded(&issuers, settings, none).expect("registry");
+            Self(Validator::new(Arc::new(issuers), Arc::new(keys)))
         }
-        let ok = validator.validate(&sign(&hs, &good), now).await;
-        assert!(ok.result.is_ok(), "{:?}", ok.result);
+
+        /// The reason and step refusing `token` (`None` for an accepted one).
+        async fn of(&self, token: &str) -> Option<(Reason, Step)> {
+            let r = self.0.validate(token, Self::NOW).await.result.err()?;
+            Some((r.reason, r.step.expect("every rule names its step")))
+        }
+
+        /// [`Steps::of`] a token with `header`: the valid claims with each `(name, value)` set,
+        /// or removed where the value is `None`; signed with the issuer's secret.
+        async fn with(
+            &self,
+            header: Value,
+            edits: &[(&str, Option<Value>)],
+        ) -> Option<(Reason, Step)> {
+            self.of(&Self::token(Self::SECRET, &header, edits)).await
+        }
+
+        /// The token [`Steps::with`] judges, signed with `secret`.
+        fn token(secret: &[u8], header: &Value, edits: &[(&str, Option<Value>)]) -> String {
+            let mut claims = json!({"iss": "https://op.example/", "aud": "app",
+                "iat": Self::NOW, "exp": Self::NOW + 120, "jti": "j-1", "sub": "s", "sid": "x",
+                "events": {BACKCHANNEL_LOGOUT_EVENT: {}}});
+            for (name, value) in edits {
+                match value {
+                    Some(v) => claims[*name] = v.clone(),
+                    None => {
+                        if let Some(m) = claims.as_object_mut() {
+                            m.remove(*name);
+                        }
+                    }
+                }
+            }
+            hs256(secret, header, &claims)
+        }
+
+        /// [`Steps::with`] the header `{"alg": "HS256"}`.
+        async fn claims(&self, edits: &[(&str, Option<Value>)]) -> Option<(Reason, Step)> {
+            self.with(json!({"alg": "HS256"}), edits).await
+        }
+    }
+
+    #[tokio::test]
+    async fn header_rules_name_steps_1_to_3() {
+        use {Reason::*, Step::*};
+        let s = Steps::new();
+        assert_eq!(s.of("a.b").await, Some((MalformedToken, Decrypt)));
+        assert_eq!(s.of("a.b.c.d.e").await, Some((MalformedToken, Decrypt)));
+        let crit = json!({"alg": "HS256", "crit": ["x"]});
+        assert_eq!(s.with(crit, &[]).await, Some((MalformedToken, Signature)));
+        assert_eq!(
+            s.with(json!({}), &[]).await,
+            Some((MalformedToken, Algorithm))
+        );
+        let none = json!({"alg": "none"});
+        assert_eq!(s.with(none, &[]).await, Some((UnsupportedAlg, Algorithm)));
+        let rs = json!({"alg": "RS256"});
+        assert_eq!(s.with(rs, &[]).await, Some((UnsupportedAlg, Algorithm)));
+        let typ = json!({"alg": "HS256", "typ": "at+jwt"});
+        assert_eq!(s.with(typ, &[]).await, Some((BadTyp, Algorithm)));
+        let kid = json!({"alg": "HS256", "kid": 7});
+        assert_eq!(s.with(kid, &[]).await, Some((MalformedToken, Signature)));
+        let forged = Steps::token(b"another-secret", &json!({"alg": "HS256"}), &[]);
+        assert_eq!(s.of(&forged).await, Some((BadSignature, Signature)));
+        assert_eq!(s.claims(&[]).await, None, "the valid token passes");
+    }
+
+    #[tokio::test]
+    async fn claim_rules_name_steps_4_to_8() {
+        use {Reason::*, Step::*};
+        let s = Steps::new();
+        let set = |name, v: Value| [(name, Some(v))];
+        let other = json!("https://other.example/");
+        assert_eq!(
+            s.claims(&set("iss", other)).await,
+            Some((UnknownIssuer, Claims))
+        );
+        assert_eq!(
+            s.claims(&[("iss", None)]).await,
+            Some((UnknownIssuer, Claims))
+        );
+        let long = json!("x".repeat(2000));
+        assert_eq!(
+            s.claims(&set("jti", long.clone())).await,
+            Some((MalformedToken, Jti))
+        );
+        let sid = set("sid", long);
+        assert_eq!(
+            s.claims(&sid).await,
+            Some((MalformedToken, SubjectOrSession))
+        );
+        assert_eq!(
+            s.claims(&set("aud", json!("nope"))).await,
+            Some((WrongAudience, Claims))
+        );
+        let old = set("exp", json!(Steps::NOW - 600));
+        assert_eq!(s.claims(&old).await, Some((Expired, Claims)));
+        assert_eq!(
+            s.claims(&[("iat", None)]).await,
+            Some((MissingClaim, Claims))
+        );
+        let sub = set("sub", json!(1));
+        assert_eq!(
+            s.claims(&sub).await,
+            Some((MalformedToken, SubjectOrSession))
+        );
+        let nobody = [("sub", Some(json!(""))), ("sid", None)];
+        assert_eq!(
+            s.claims(&nobody).await,
+            Some((MissingSubAndSid, SubjectOrSession))
+        );
+        assert_eq!(
+            s.claims(&[("events", None)]).await,
+            Some((MissingClaim, Events))
+        );
+        let events = set("events", json!({"x": {}}));
+        assert_eq!(s.claims(&events).await, Some((BadEvents, Events)));
+        assert_eq!(
+            s.claims(&set("nonce", json!("n"))).await,
+            Some((NoncePresent, Nonce))
+        );
+        assert_eq!(s.claims(&[("jti", None)]).await, Some((MissingClaim, Jti)));
+        assert_eq!(
+            s.claims(&set("jti", json!(""))).await,
+            Some((MissingClaim, Jti))
+        );
     }
 
     #[test]

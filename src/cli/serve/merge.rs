@@ -397,3 +397,102 @@ fn check_key_private(path: &Path) -> Result<(), ConfigError> {
     let _ = path;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    /// `serve`'s flags alone, as the binary parses them.
+    #[derive(Parser)]
+    struct Serve {
+        #[command(flatten)]
+        args: ServeArgs,
+    }
+
+    /// A TOML file removed when dropped.
+    struct File(std::path::PathBuf);
+
+    impl File {
+        fn new(name: &str, text: &str) -> Self {
+            let path = std::env::temp_dir().join(format!(
+                "logout-ledger-merge-{}-{name}.toml",
+                std::process::id()
+            ));
+            std::fs::write(&path, text).expect("write the file");
+            Self(path)
+        }
+    }
+
+    impl Drop for File {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    /// The settings for these flags, after `--config` with `file`.
+    fn settings(file: &File, flags: &[&str]) -> Result<Settings, ConfigError> {
+        let config = file.0.display().to_string();
+        let argv = ["serve", "--config", &config]
+            .into_iter()
+            .chain(flags.iter().copied());
+        Serve::try_parse_from(argv)
+            .expect("flags parse")
+            .args
+            .settings()
+    }
+
+    const ISSUERS: &str = "[[issuers]]\nissuer = \"https://op.example/\"\naudiences = [\"a\"]\n";
+
+    #[test]
+    fn a_flag_beats_the_file_and_the_file_beats_the_default() {
+        let file = File::new(
+            "layers",
+            &format!(
+                "listen = \"127.0.0.1:9001\"\nstore_timeout = 7\nmax_connections = 99\n\
+                 rejected_records_burst = 5\nmax_key_age = \"2h\"\n{ISSUERS}"
+            ),
+        );
+        let s = settings(
+            &file,
+            &["--listen", "127.0.0.1:9002", "--max-connections", "12"],
+        )
+        .expect("valid");
+        assert_eq!(s.listen.port(), 9002, "flag over file");
+        assert_eq!(s.edge.connections.max_connections, 12, "flag over file");
+        assert_eq!(s.store_timeout, Duration::from_secs(7), "file over default");
+        assert_eq!(s.edge.admission.per_source_burst, 5, "file over default");
+        assert_eq!(
+            s.keys.max_key_age,
+            Duration::from_secs(7200),
+            "file over default"
+        );
+        assert_eq!(s.database, "sqlite://logout-ledger.db", "default");
+        assert_eq!(s.edge.connections.request_timeout, Duration::from_secs(30));
+        assert_eq!(s.keys.refresh_cooldown, Duration::from_secs(30));
+        assert_eq!(s.issuers[0].issuer, "https://op.example/");
+    }
+
+    #[test]
+    fn lists_from_flags_and_file_are_joined() {
+        let file = File::new(
+            "lists",
+            &format!("trusted_proxies = [\"10.0.0.0/8\"]\n{ISSUERS}"),
+        );
+        let s = settings(&file, &["--trusted-proxies", "192.0.2.1/32"]).expect("valid");
+        assert_eq!(s.edge.trusted_proxies.len(), 2);
+    }
+
+    #[test]
+    fn errors_name_the_flag_whichever_layer_the_value_came_from() {
+        let file = File::new("bad", &format!("idle_timeout = 0\n{ISSUERS}"));
+        let e = settings(&file, &[]).expect_err("zero refused");
+        assert_eq!(e.setting, "--idle-timeout");
+        let e = settings(&file, &["--issuer", "https://op.example/"]).expect_err("both");
+        assert_eq!(
+            e.setting, "--issuer",
+            "the file's issuers exclude the flags"
+        );
+    }
+}
