@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use logout_ledger::config::{
     AdmissionLimits, ApiSettings, ConfigError, ConnectionLimits, DEFAULT_API_LISTEN,
-    DEFAULT_STORE_TIMEOUT_SECS, EdgeSettings, FileConfig, IssuerSettings, KeyFetchSettings,
-    RawIssuer, Secret, Settings, parse_api_tokens, parse_trusted_proxies, read_secret_file,
-    seconds_in, validate_issuers,
+    DEFAULT_STORE_TIMEOUT_SECS, EdgeSettings, FileConfig, IssuerFile, IssuerSettings,
+    KeyFetchSettings, RawIssuer, Secret, Settings, parse_api_tokens, parse_trusted_proxies,
+    read_secret_file, seconds_in, validate_issuers,
 };
 use logout_ledger::ledger::checkpoint::{CheckpointSettings, load_signer, parse_interval};
 
@@ -130,21 +130,15 @@ impl ServeArgs {
             Some(p) => Some(read_secret_file("--client-secret-file", p)?),
             None => secret_from_env()?,
         };
-        Ok(RawIssuer {
-            prefix: String::new(),
-            issuer: self.issuer.clone(),
+        let flags = IssuerFile {
+            issuer: self.issuer.clone().unwrap_or_default(),
             audiences: self.audiences.clone(),
-            algorithms: if self.algorithms.is_empty() {
-                vec!["RS256".into()]
-            } else {
-                self.algorithms.clone()
-            },
+            algorithms: self.algorithms.clone(),
             jwks_uri: self.jwks_uri.clone(),
-            client_secret,
-            require_exp: self.require_exp.unwrap_or(true),
-            leeway_secs: leeway,
-            max_token_age_secs: max_age,
-        })
+            require_exp: self.require_exp,
+            ..IssuerFile::default()
+        };
+        Ok(flags.raw(String::new(), client_secret, leeway, max_age))
     }
 
     /// How key sets are fetched: the cooldown between fetches and how long a set is trusted.
