@@ -16,12 +16,13 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow, PgSslMode};
 use sqlx::{ConnectOptions, Row};
 
 use super::backend::{ChainOps, embedded_migrator};
 use super::cells;
 use super::chain::COLUMNS;
+use super::pg_tls;
 use super::{ChainDigest, ChainRow, StoreError, StoredCheckpoint};
 
 /// How long a reader waits for a connection: `/readyz` must answer quickly when the
@@ -80,9 +81,16 @@ pub(super) async fn open(
     options: PgConnectOptions,
     write_timeout: Duration,
 ) -> Result<(Writer, Reader), StoreError> {
+    if matches!(options.get_ssl_mode(), PgSslMode::Disable) && !pg_tls::is_local(&options) {
+        tracing::warn!(
+            host = options.get_host(),
+            "sslmode=disable: audit records travel to the database in clear text"
+        );
+    }
     let mut conn = bounded(options.clone(), MIGRATE_STATEMENT_TIMEOUT)
         .connect()
-        .await?;
+        .await
+        .map_err(pg_tls::explained(&options))?;
     migrator().run(&mut conn).await?;
     drop(conn);
     let wait = super::health::wait_budget(write_timeout);
@@ -124,8 +132,9 @@ impl Reader {
             .max_connections(4)
             .min_connections(0)
             .acquire_timeout(READ_ACQUIRE_TIMEOUT)
-            .connect_with(bounded(options, READ_STATEMENT_TIMEOUT))
-            .await?;
+            .connect_with(bounded(options.clone(), READ_STATEMENT_TIMEOUT))
+            .await
+            .map_err(pg_tls::explained(&options))?;
         Ok(Self { pool })
     }
 

@@ -12,6 +12,7 @@ mod keys;
 mod ledger;
 mod lifecycle;
 mod metadata;
+mod pg_tls;
 mod private_files;
 mod query_api;
 mod query_cli;

@@ -65,13 +65,7 @@ impl ServeArgs {
             "--listen",
             &layer(&self.listen, &f.listen, "127.0.0.1:8080".into()),
         )?;
-        let database = layer(
-            &self.database,
-            &f.database,
-            "sqlite://logout-ledger.db".into(),
-        );
-        logout_ledger::store::check_url(&database)
-            .map_err(|e| ConfigError::new("--database", e.to_string()))?;
+        let database = self.database(f)?;
         let keys = self.keys(f, allow_http)?;
         let store_timeout = self.store_timeout(f)?;
         let checkpoints = self.checkpoints(f)?;
@@ -139,6 +133,24 @@ impl ServeArgs {
             ..IssuerFile::default()
         };
         Ok(flags.raw(String::new(), client_secret, leeway, max_age))
+    }
+
+    /// The store URL, with the file's PostgreSQL TLS settings where the URL says none.
+    fn database(&self, f: &FileConfig) -> Result<String, ConfigError> {
+        let database = layer(
+            &self.database,
+            &f.database,
+            "sqlite://logout-ledger.db".into(),
+        );
+        let database = logout_ledger::store::with_tls_settings(
+            &database,
+            f.database_sslmode.as_deref(),
+            f.database_sslrootcert.as_deref().and_then(|p| p.to_str()),
+        )
+        .map_err(|e| ConfigError::new("database_sslmode", e.to_string()))?;
+        logout_ledger::store::check_url(&database)
+            .map_err(|e| ConfigError::new("--database", e.to_string()))?;
+        Ok(database)
     }
 
     /// How key sets are fetched: the cooldown between fetches and how long a set is trusted.

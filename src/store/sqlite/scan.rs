@@ -245,7 +245,7 @@ mod tests {
             std::process::id(),
             crate::local_issuer::random_id()
         ));
-        std::fs::create_dir_all(&dir).map_err(|e| StoreError::BatchFailed(e.to_string()))?;
+        std::fs::create_dir_all(&dir)?;
         let path = dir.join("audit.db");
         let (_writer, reader) = super::super::open(&path, Duration::from_secs(5)).await?;
         let mut conn = {
