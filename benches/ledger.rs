@@ -69,6 +69,7 @@ fn record(i: u64, now: i64) -> NewRecord {
         token_bytes: None,
         source_ip: Some("203.0.113.9".into()),
         user_agent: Some("Auth0/1.0".into()),
+        request_id: None,
     }
 }
 

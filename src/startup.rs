@@ -164,99 +164,32 @@ impl Application {
             state,
             store,
             writer,
-            checkpoints: checkpoint_settings,
+            checkpoints,
             retention,
             database,
         } = self;
         let clock = Arc::clone(&state.clock);
-        let admission = Arc::clone(&state.admission);
-        let flusher = Flusher::spawn(admission, store.clone(), Arc::clone(&clock), FLUSH_EVERY);
-        let maintainer = tokio::spawn(Arc::clone(&state.keys).maintain());
-        let retention = retention
-            .map(|keep| tokio::spawn(run_retention(database.clone(), keep, Arc::clone(&clock))));
-        let checkpoints = checkpoint_settings.clone().map(|c| {
-            tokio::spawn(crate::ledger::checkpoint::run_periodically(
-                store.clone(),
-                c,
-                Arc::clone(&clock),
-            ))
-        });
-        let metrics = Arc::clone(&state.metrics);
-        let trusted_proxies: Arc<[_]> = edge.trusted_proxies.into();
-        let options = |kind| ServeOptions {
-            kind,
-            limits: edge.connections,
-            trusted_proxies: Arc::clone(&trusted_proxies),
-            metrics: Arc::clone(&metrics),
-        };
-        let metrics_state = MetricsState {
-            metrics: Arc::clone(&state.metrics),
-            keys: Arc::clone(&state.keys),
-        };
-        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+        let background =
+            Background::spawn(&state, &store, checkpoints.clone(), retention, database);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let public = serve(
-            listener,
-            router(state),
-            options(ListenerKind::Public),
-            stop_rx.clone(),
-        );
-        let api_server = optional(api.map(|(listener, state)| {
-            let app = api::router(state, metrics_router(metrics_state.clone()));
-            serve(listener, app, options(ListenerKind::Api), stop_rx.clone())
-        }));
-        let metrics_server = optional(metrics_listener.map(|listener| {
-            let app = metrics_router(metrics_state);
-            serve(listener, app, options(ListenerKind::Metrics), stop_rx)
-        }));
-        let signal = async move {
-            shutdown.await;
-            tracing::info!("shutting down: no new connections, finishing requests in flight");
-            let _ = stop_tx.send(true);
-            let _ = stopping_tx.send(());
-            // Kept until the servers are done, so no receiver sees the channel closed early.
-            std::future::pending::<()>().await;
+        let listeners = Listeners {
+            public: listener,
+            api,
+            metrics: metrics_listener,
         };
-        let server = async {
-            let (a, b, c) = tokio::join!(public, api_server, metrics_server);
-            a.and(b).and(c)
-        };
-        let server = async {
-            tokio::select! {
-                r = server => r,
-                () = signal => Ok(()),
-            }
-        };
-        let deadline = async {
-            if stopping_rx.await.is_ok() {
-                tokio::time::sleep(SHUTDOWN_GRACE).await;
-            } else {
-                std::future::pending::<()>().await;
-            }
-        };
-        let result = tokio::select! {
-            r = server => r,
-            () = deadline => {
-                tracing::warn!("requests still running after {SHUTDOWN_GRACE:?}; stopping anyway");
-                Ok(())
-            }
-        };
-        maintainer.abort();
-        // Requests are done: the last suppressed counts go in before the stop record.
-        flusher.finish().await;
+        let servers = listeners.serve(edge, state, stop_rx);
+        let result = until_drained(servers, shutdown, stop_tx).await;
+        let maintainer = background.stop().await;
         let stop = Note {
             kind: NoteKind::System,
             action: "stop".into(),
             details: serde_json::json!({ "clean": result.is_ok() }),
             at: clock.now_millis(),
         };
-        for task in [checkpoints, retention].into_iter().flatten() {
-            task.abort();
-        }
         if let Err(e) = store.note(stop).await {
             tracing::error!("stop not recorded: {e}");
         }
-        if let Some(c) = &checkpoint_settings
+        if let Some(c) = &checkpoints
             && let Err(e) = crate::ledger::checkpoint::write_one(&store, c, &clock).await
         {
             tracing::error!("final checkpoint not written: {e}");
@@ -271,6 +204,143 @@ impl Application {
             tracing::error!("audit writer did not finish in time");
         }
         result
+    }
+}
+
+/// The bound listeners: the public one, and the API's and the metrics' when configured.
+#[derive(Debug)]
+struct Listeners {
+    public: TcpListener,
+    api: Option<(TcpListener, ApiState)>,
+    metrics: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Serves every listener until `stop` turns true and their connections have ended.
+    fn serve(
+        self,
+        edge: EdgeSettings,
+        state: AppState,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> impl Future<Output = std::io::Result<()>> {
+        let metrics = Arc::clone(&state.metrics);
+        let trusted_proxies: Arc<[_]> = edge.trusted_proxies.into();
+        let options = |kind| ServeOptions {
+            kind,
+            limits: edge.connections,
+            trusted_proxies: Arc::clone(&trusted_proxies),
+            metrics: Arc::clone(&metrics),
+        };
+        let metrics_state = MetricsState {
+            metrics: Arc::clone(&state.metrics),
+            keys: Arc::clone(&state.keys),
+        };
+        let public = serve(
+            self.public,
+            router(state),
+            options(ListenerKind::Public),
+            stop.clone(),
+        );
+        let api_server = optional(self.api.map(|(listener, state)| {
+            let app = api::router(state, metrics_router(metrics_state.clone()));
+            serve(listener, app, options(ListenerKind::Api), stop.clone())
+        }));
+        let metrics_server = optional(self.metrics.map(|listener| {
+            let app = metrics_router(metrics_state);
+            serve(listener, app, options(ListenerKind::Metrics), stop)
+        }));
+        async {
+            let (a, b, c) = tokio::join!(public, api_server, metrics_server);
+            a.and(b).and(c)
+        }
+    }
+}
+
+/// Runs `servers` until `shutdown` resolves, then tells them to stop accepting (`stop`) and
+/// waits for requests in flight, [`SHUTDOWN_GRACE`] at most.
+async fn until_drained(
+    servers: impl Future<Output = std::io::Result<()>>,
+    shutdown: impl Future<Output = ()>,
+    stop: tokio::sync::watch::Sender<bool>,
+) -> std::io::Result<()> {
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let signal = async move {
+        shutdown.await;
+        tracing::info!("shutting down: no new connections, finishing requests in flight");
+        let _ = stop.send(true);
+        let _ = stopping_tx.send(());
+        // Kept until the servers are done, so no receiver sees the channel closed early.
+        std::future::pending::<()>().await;
+    };
+    let server = async {
+        tokio::select! {
+            r = servers => r,
+            () = signal => Ok(()),
+        }
+    };
+    let deadline = async {
+        if stopping_rx.await.is_ok() {
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        r = server => r,
+        () = deadline => {
+            tracing::warn!("requests still running after {SHUTDOWN_GRACE:?}; stopping anyway");
+            Ok(())
+        }
+    }
+}
+
+/// The tasks beside the listeners: key-set maintenance, the suppressed-rejection flusher, and
+/// the periodic checkpoints and retention runs when configured.
+struct Background {
+    flusher: Flusher,
+    maintainer: tokio::task::JoinHandle<()>,
+    periodic: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Background {
+    /// Starts them.
+    fn spawn(
+        state: &AppState,
+        store: &AuditStore,
+        checkpoints: Option<crate::ledger::checkpoint::CheckpointSettings>,
+        retention: Option<Duration>,
+        database: String,
+    ) -> Self {
+        let clock = &state.clock;
+        let admission = Arc::clone(&state.admission);
+        let flusher = Flusher::spawn(admission, store.clone(), Arc::clone(clock), FLUSH_EVERY);
+        let maintainer = tokio::spawn(Arc::clone(&state.keys).maintain());
+        let retention =
+            retention.map(|keep| tokio::spawn(run_retention(database, keep, Arc::clone(clock))));
+        let checkpoints = checkpoints.map(|c| {
+            tokio::spawn(crate::ledger::checkpoint::run_periodically(
+                store.clone(),
+                c,
+                Arc::clone(clock),
+            ))
+        });
+        Self {
+            flusher,
+            maintainer,
+            periodic: [checkpoints, retention].into_iter().flatten().collect(),
+        }
+    }
+
+    /// Once requests are done: stops key maintenance, writes the last suppressed counts (before
+    /// the stop record) and ends the periodic tasks. The key maintainer is returned aborted,
+    /// to be awaited once the last store handle is dropped.
+    async fn stop(self) -> tokio::task::JoinHandle<()> {
+        self.maintainer.abort();
+        self.flusher.finish().await;
+        for task in self.periodic {
+            task.abort();
+        }
+        self.maintainer
     }
 }
 

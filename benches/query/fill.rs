@@ -181,6 +181,7 @@ pub(crate) fn record(i: u64, n: u64, end: i64) -> NewRecord {
         token_bytes: None,
         source_ip: Some(format!("34.76.{}.{}", mix(i) % 4, 10 + mix(i ^ 9) % 20)),
         user_agent: Some("Auth0/backchannel-logout".into()),
+        request_id: None,
     }
 }
 

@@ -5,7 +5,7 @@ use axum::Json;
 use serde_json::{Map, Value, json};
 
 use super::params::{DEFAULT_PAGE, MAX_PAGE};
-use super::routes::{Answer, In, Param, ROUTES, Schema};
+use super::routes::{Answer, In, Param, ROUTES, Route, Schema};
 use crate::export::csv::FIELDS;
 
 fn schema(s: Schema) -> Value {
@@ -95,48 +95,121 @@ fn record_schema() -> Value {
     json!({"type": "object", "properties": properties, "required": FIELDS})
 }
 
+/// The answers one route may give.
+fn responses(r: &Route) -> Map<String, Value> {
+    let mut responses = Map::new();
+    responses.insert("200".into(), ok_response(r.answer));
+    if !r.params.is_empty() {
+        responses.insert("400".into(), error_response("A parameter is invalid."));
+    }
+    if r.authenticated {
+        responses.insert(
+            "401".into(),
+            error_response("No valid bearer token (`WWW-Authenticate: Bearer`)."),
+        );
+        responses.insert(
+            "503".into(),
+            error_response("The store could not be read, or the read not recorded."),
+        );
+    }
+    if r.path.ends_with("{id}") {
+        responses.insert("404".into(), error_response("No such record."));
+    }
+    responses
+}
+
+/// One route's `get` operation.
+fn operation(r: &Route) -> Value {
+    let description = if r.audited {
+        format!(
+            "{} Leaves an `access` audit record naming the token's label.",
+            r.summary
+        )
+    } else {
+        r.summary.to_owned()
+    };
+    let mut op = json!({
+        "operationId": format!("{:?}", r.op),
+        "summary": r.summary,
+        "description": description,
+        "parameters": r.params().map(parameter).collect::<Vec<_>>(),
+        "responses": responses(r),
+    });
+    if !r.authenticated {
+        op["security"] = json!([]);
+    }
+    op
+}
+
+/// The schemas the operations refer to.
+fn components() -> Value {
+    json!({
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        "schemas": {
+            "Record": record_schema(),
+            "RecordWithToken": {
+                "allOf": [reference("Record"), {
+                    "type": "object",
+                    "properties": {
+                        "token": {"type": ["string", "null"]},
+                        "token_header": {"type": ["object", "null"]},
+                        "token_claims": {"type": ["object", "null"]},
+                    },
+                }],
+            },
+            "Page": {
+                "type": "object",
+                "required": ["events", "next_cursor"],
+                "properties": {
+                    "events": {"type": "array", "items": reference("Record")},
+                    "next_cursor": {"type": ["string", "null"]},
+                },
+            },
+            "SessionStatus": {
+                "type": "object",
+                "required": ["sid", "iss", "logged_out", "logged_out_at", "event_id"],
+                "properties": {
+                    "sid": {"type": "string"},
+                    "iss": {"type": "string"},
+                    "logged_out": {"type": "boolean"},
+                    "logged_out_at": {"type": ["string", "null"], "format": "date-time"},
+                    "event_id": {"type": ["integer", "null"]},
+                },
+            },
+            "Summary": {
+                "type": "object",
+                "required": ["groups", "total", "truncated"],
+                "properties": {
+                    "groups": {"type": "array", "items": {
+                        "type": "object",
+                        "properties": {
+                            "key": {"type": "object", "additionalProperties": {"type": ["string", "null"]}},
+                            "count": {"type": "integer"},
+                        },
+                    }},
+                    "total": {"type": "integer"},
+                    "truncated": {"type": "boolean"},
+                },
+            },
+            "Error": {
+                "type": "object",
+                "required": ["error"],
+                "properties": {
+                    "error": {"type": "string", "enum": ["invalid_parameter", "unauthorized", "not_found", "store_unavailable"]},
+                    "parameter": {"type": "string"},
+                    "message": {"type": "string"},
+                },
+            },
+        },
+    })
+}
+
 /// The whole document.
 pub(crate) fn document() -> Value {
-    let mut paths = Map::new();
-    for r in ROUTES {
-        let mut responses = Map::new();
-        responses.insert("200".into(), ok_response(r.answer));
-        if !r.params.is_empty() {
-            responses.insert("400".into(), error_response("A parameter is invalid."));
-        }
-        if r.authenticated {
-            responses.insert(
-                "401".into(),
-                error_response("No valid bearer token (`WWW-Authenticate: Bearer`)."),
-            );
-            responses.insert(
-                "503".into(),
-                error_response("The store could not be read, or the read not recorded."),
-            );
-        }
-        if r.path.ends_with("{id}") {
-            responses.insert("404".into(), error_response("No such record."));
-        }
-        let description = if r.audited {
-            format!(
-                "{} Leaves an `access` audit record naming the token's label.",
-                r.summary
-            )
-        } else {
-            r.summary.to_owned()
-        };
-        let mut op = json!({
-            "operationId": format!("{:?}", r.op),
-            "summary": r.summary,
-            "description": description,
-            "parameters": r.params().map(parameter).collect::<Vec<_>>(),
-            "responses": responses,
-        });
-        if !r.authenticated {
-            op["security"] = json!([]);
-        }
-        paths.insert(r.path.to_owned(), json!({ "get": op }));
-    }
+    let paths: Map<String, Value> = ROUTES
+        .iter()
+        .map(|r| (r.path.to_owned(), json!({ "get": operation(r) })))
+        .collect();
     json!({
         "openapi": "3.1.0",
         "info": {
@@ -146,65 +219,7 @@ pub(crate) fn document() -> Value {
         },
         "security": [{"bearer": []}],
         "paths": paths,
-        "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {
-                "Record": record_schema(),
-                "RecordWithToken": {
-                    "allOf": [reference("Record"), {
-                        "type": "object",
-                        "properties": {
-                            "token": {"type": ["string", "null"]},
-                            "token_header": {"type": ["object", "null"]},
-                            "token_claims": {"type": ["object", "null"]},
-                        },
-                    }],
-                },
-                "Page": {
-                    "type": "object",
-                    "required": ["events", "next_cursor"],
-                    "properties": {
-                        "events": {"type": "array", "items": reference("Record")},
-                        "next_cursor": {"type": ["string", "null"]},
-                    },
-                },
-                "SessionStatus": {
-                    "type": "object",
-                    "required": ["sid", "iss", "logged_out", "logged_out_at", "event_id"],
-                    "properties": {
-                        "sid": {"type": "string"},
-                        "iss": {"type": "string"},
-                        "logged_out": {"type": "boolean"},
-                        "logged_out_at": {"type": ["string", "null"], "format": "date-time"},
-                        "event_id": {"type": ["integer", "null"]},
-                    },
-                },
-                "Summary": {
-                    "type": "object",
-                    "required": ["groups", "total", "truncated"],
-                    "properties": {
-                        "groups": {"type": "array", "items": {
-                            "type": "object",
-                            "properties": {
-                                "key": {"type": "object", "additionalProperties": {"type": ["string", "null"]}},
-                                "count": {"type": "integer"},
-                            },
-                        }},
-                        "total": {"type": "integer"},
-                        "truncated": {"type": "boolean"},
-                    },
-                },
-                "Error": {
-                    "type": "object",
-                    "required": ["error"],
-                    "properties": {
-                        "error": {"type": "string", "enum": ["invalid_parameter", "unauthorized", "not_found", "store_unavailable"]},
-                        "parameter": {"type": "string"},
-                        "message": {"type": "string"},
-                    },
-                },
-            },
-        },
+        "components": components(),
     })
 }
 

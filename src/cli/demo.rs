@@ -117,22 +117,11 @@ async fn wait_ready(client: &reqwest::Client, addr: SocketAddr) -> anyhow::Resul
     bail!("the receiver did not become ready")
 }
 
-/// Runs the demo.
-pub(super) async fn run(args: DemoArgs) -> anyhow::Result<()> {
-    telemetry::init(LogFormat::Text, "warn");
-    let database = match args.database {
-        Some(d) => d,
-        None => {
-            let path: PathBuf =
-                std::env::temp_dir().join(format!("logout-ledger-demo-{}.db", std::process::id()));
-            format!("sqlite://{}", path.display())
-        }
-    };
-    println!("Starting an in-process OpenID Provider with freshly generated keys...");
-    let op = LocalIssuer::start().await.context("local issuer")?;
-    let settings = Settings {
+/// The receiver's settings: `op` as the one issuer, a checkpoint key made for the run.
+fn demo_settings(op: &LocalIssuer, database: &str) -> anyhow::Result<Settings> {
+    Ok(Settings {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        database: database.clone(),
+        database: database.to_owned(),
         log_format: LogFormat::Text,
         issuers: vec![IssuerSettings {
             issuer: op.issuer().to_owned(),
@@ -160,7 +149,23 @@ pub(super) async fn run(args: DemoArgs) -> anyhow::Result<()> {
             interval: Duration::from_secs(3600),
             dir: None,
         }),
+    })
+}
+
+/// Runs the demo.
+pub(super) async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    telemetry::init(LogFormat::Text, "warn");
+    let database = match args.database {
+        Some(d) => d,
+        None => {
+            let path: PathBuf =
+                std::env::temp_dir().join(format!("logout-ledger-demo-{}.db", std::process::id()));
+            format!("sqlite://{}", path.display())
+        }
     };
+    println!("Starting an in-process OpenID Provider with freshly generated keys...");
+    let op = LocalIssuer::start().await.context("local issuer")?;
+    let settings = demo_settings(&op, &database)?;
     let app = Application::build(settings, Arc::new(SystemClock))
         .await
         .context("cannot start the receiver")?;

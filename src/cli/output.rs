@@ -61,6 +61,48 @@ fn encoded(
 /// Widest table cell before the last column.
 const MAX_CELL: usize = 48;
 
+/// One record's cells in the table, in the order of its head.
+fn row(r: &StoredRecord) -> [String; 8] {
+    let meta = match (
+        &r.session_metadata,
+        r.metadata_status.as_deref().unwrap_or(""),
+    ) {
+        // A logout refused before its signature verified: what it claimed, as JSON
+        // (escaped, so a forger's control characters never reach the terminal).
+        _ if r.unverified.is_some() => r
+            .unverified
+            .as_ref()
+            .map(|u| format!("unverified {u}"))
+            .unwrap_or_default(),
+        // Access and system records: what they record, in the last column.
+        (None, "") => r.details.as_ref().map(Value::to_string).unwrap_or_default(),
+        (Some(Value::Object(m)), "ok") => m
+            .iter()
+            .map(|(k, v)| format!("{k}={}", cell(v)))
+            .collect::<Vec<_>>()
+            .join(" "),
+        (_, status) => status.to_owned(),
+    };
+    let reason = match (&r.reason, r.duplicate_of) {
+        (_, Some(orig)) => format!("of #{orig}"),
+        (Some(code), _) => code.clone(),
+        (None, None) => String::new(),
+    };
+    [
+        r.id.to_string(),
+        r.received_at.clone(),
+        r.outcome
+            .clone()
+            .or_else(|| r.action.as_ref().map(|a| format!("{}:{a}", r.kind)))
+            .unwrap_or_default(),
+        reason,
+        r.sub.clone().unwrap_or_default(),
+        r.sid.clone().unwrap_or_default(),
+        r.jti.clone().unwrap_or_default(),
+        meta,
+    ]
+}
+
 fn table(out: &mut impl Write, records: &[StoredRecord]) -> std::io::Result<()> {
     let head = [
         "id",
@@ -72,49 +114,7 @@ fn table(out: &mut impl Write, records: &[StoredRecord]) -> std::io::Result<()> 
         "jti",
         "metadata",
     ];
-    let rows: Vec<[String; 8]> = records
-        .iter()
-        .map(|r| {
-            let meta = match (
-                &r.session_metadata,
-                r.metadata_status.as_deref().unwrap_or(""),
-            ) {
-                // A logout refused before its signature verified: what it claimed, as JSON
-                // (escaped, so a forger's control characters never reach the terminal).
-                _ if r.unverified.is_some() => r
-                    .unverified
-                    .as_ref()
-                    .map(|u| format!("unverified {u}"))
-                    .unwrap_or_default(),
-                // Access and system records: what they record, in the last column.
-                (None, "") => r.details.as_ref().map(Value::to_string).unwrap_or_default(),
-                (Some(Value::Object(m)), "ok") => m
-                    .iter()
-                    .map(|(k, v)| format!("{k}={}", cell(v)))
-                    .collect::<Vec<_>>()
-                    .join(" "),
-                (_, status) => status.to_owned(),
-            };
-            let reason = match (&r.reason, r.duplicate_of) {
-                (_, Some(orig)) => format!("of #{orig}"),
-                (Some(code), _) => code.clone(),
-                (None, None) => String::new(),
-            };
-            [
-                r.id.to_string(),
-                r.received_at.clone(),
-                r.outcome
-                    .clone()
-                    .or_else(|| r.action.as_ref().map(|a| format!("{}:{a}", r.kind)))
-                    .unwrap_or_default(),
-                reason,
-                r.sub.clone().unwrap_or_default(),
-                r.sid.clone().unwrap_or_default(),
-                r.jti.clone().unwrap_or_default(),
-                meta,
-            ]
-        })
-        .collect();
+    let rows: Vec<[String; 8]> = records.iter().map(row).collect();
     let mut widths = head.map(str::len);
     for row in &rows {
         for (w, c) in widths.iter_mut().zip(row) {

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::{ConfigError, RawIssuer};
+use super::{ConfigError, RawIssuer, Secret};
 use crate::telemetry::LogFormat;
 
 /// The whole file. Unknown keys are refused so a typo cannot silently weaken a rule.
@@ -120,23 +120,39 @@ impl FileConfig {
                     .as_deref()
                     .map(|p| super::read_secret_file(&format!("{prefix}client_secret_file"), p))
                     .transpose()?;
-                Ok(RawIssuer {
-                    prefix,
-                    issuer: Some(f.issuer.clone()),
-                    audiences: f.audiences.clone(),
-                    algorithms: if f.algorithms.is_empty() {
-                        vec!["RS256".into()]
-                    } else {
-                        f.algorithms.clone()
-                    },
-                    jwks_uri: f.jwks_uri.clone(),
-                    client_secret,
-                    require_exp: f.require_exp.unwrap_or(true),
-                    leeway_secs: f.leeway.unwrap_or(leeway),
-                    max_token_age_secs: f.max_token_age.unwrap_or(max_age),
-                })
+                Ok(f.raw(prefix, client_secret, leeway, max_age))
             })
             .collect()
+    }
+}
+
+impl IssuerFile {
+    /// This issuer as a raw description, whether it came from the file or from the flags:
+    /// RS256 unless algorithms are named, `exp` required unless said otherwise, and the
+    /// global leeway and maximum age unless it sets its own.
+    pub fn raw(
+        &self,
+        prefix: String,
+        client_secret: Option<Secret>,
+        leeway: i64,
+        max_age: i64,
+    ) -> RawIssuer {
+        RawIssuer {
+            prefix,
+            // Empty means absent: validation asks for an issuer URL either way.
+            issuer: Some(self.issuer.clone()).filter(|i| !i.is_empty()),
+            audiences: self.audiences.clone(),
+            algorithms: if self.algorithms.is_empty() {
+                vec!["RS256".into()]
+            } else {
+                self.algorithms.clone()
+            },
+            jwks_uri: self.jwks_uri.clone(),
+            client_secret,
+            require_exp: self.require_exp.unwrap_or(true),
+            leeway_secs: self.leeway.unwrap_or(leeway),
+            max_token_age_secs: self.max_token_age.unwrap_or(max_age),
+        }
     }
 }
 

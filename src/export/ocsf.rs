@@ -49,21 +49,19 @@ pub fn event(r: &StoredRecord) -> Result<Value, ExportError> {
     }
     let time = parse_rfc3339_millis(&r.received_at)
         .map_err(|message| ExportError::Encode { id: r.id, message })?;
-    let success = r.outcome.as_deref() != Some("rejected");
-    let (status_id, status, severity_id, severity) = if success {
-        (1, "Success", 1, "Informational")
-    } else {
-        (2, "Failure", 2, "Low")
-    };
-    let message = match (r.outcome.as_deref(), &r.reason) {
-        (Some("duplicate"), _) => "Back-Channel Logout re-delivered (duplicate)".to_owned(),
-        (_, Some(reason)) => format!("Back-Channel Logout rejected: {reason}"),
-        _ => "Back-Channel Logout accepted".to_owned(),
-    };
-    let service = match r.aud.as_deref() {
-        Some([one]) => object(&[("uid", json!(one)), ("name", json!(one))]),
-        _ => Value::Null,
-    };
+    let mut e = class();
+    e.insert("time".into(), json!(time));
+    status(&mut e, r);
+    e.insert("auth_protocol_id".into(), json!(4));
+    e.insert("auth_protocol".into(), json!("OpenID"));
+    parties(&mut e, r);
+    e.insert("metadata".into(), metadata(r));
+    e.insert("unmapped".into(), unmapped(r));
+    Ok(Value::Object(e))
+}
+
+/// What every event is: an Authentication Logoff.
+fn class() -> Map<String, Value> {
     let mut e = Map::new();
     e.insert("activity_id".into(), json!(2));
     e.insert("activity_name".into(), json!("Logoff"));
@@ -76,24 +74,45 @@ pub fn event(r: &StoredRecord) -> Result<Value, ExportError> {
     e.insert("class_name".into(), json!("Authentication"));
     e.insert("type_uid".into(), json!(300_202));
     e.insert("type_name".into(), json!("Authentication: Logoff"));
-    e.insert("time".into(), json!(time));
+    e
+}
+
+/// Success or failure, its severity, the rejection and a one-line message.
+fn status(e: &mut Map<String, Value>, r: &StoredRecord) {
+    let success = r.outcome.as_deref() != Some("rejected");
+    let (status_id, status, severity_id, severity) = if success {
+        (1, "Success", 1, "Informational")
+    } else {
+        (2, "Failure", 2, "Low")
+    };
+    let message = match (r.outcome.as_deref(), &r.reason) {
+        (Some("duplicate"), _) => "Back-Channel Logout re-delivered (duplicate)".to_owned(),
+        (_, Some(reason)) => format!("Back-Channel Logout rejected: {reason}"),
+        _ => "Back-Channel Logout accepted".to_owned(),
+    };
     e.insert("severity_id".into(), json!(severity_id));
     e.insert("severity".into(), json!(severity));
     e.insert("status_id".into(), json!(status_id));
     e.insert("status".into(), json!(status));
-    put(&mut e, "status_code", json!(r.reason));
-    put(&mut e, "status_detail", json!(r.reason_detail));
+    put(e, "status_code", json!(r.reason));
+    put(e, "status_detail", json!(r.reason_detail));
     e.insert("message".into(), json!(message));
-    e.insert("auth_protocol_id".into(), json!(4));
-    e.insert("auth_protocol".into(), json!("OpenID"));
+}
+
+/// Who logged out of what (verified claims only), and who sent the request.
+fn parties(e: &mut Map<String, Value>, r: &StoredRecord) {
+    let service = match r.aud.as_deref() {
+        Some([one]) => object(&[("uid", json!(one)), ("name", json!(one))]),
+        _ => Value::Null,
+    };
     e.insert("user".into(), object(&[("uid", json!(r.sub))]));
     e.insert(
         "session".into(),
         object(&[("uid", json!(r.sid)), ("issuer", json!(r.iss))]),
     );
-    put(&mut e, "service", service);
+    put(e, "service", service);
     put(
-        &mut e,
+        e,
         "src_endpoint",
         r.source_ip
             .as_ref()
@@ -107,45 +126,46 @@ pub fn event(r: &StoredRecord) -> Result<Value, ExportError> {
             ("user_agent", json!(r.user_agent)),
         ]),
     );
-    e.insert(
-        "metadata".into(),
-        object(&[
-            ("version", json!(OCSF_VERSION)),
-            (
-                "product",
-                json!({
-                    "name": "logout-ledger",
-                    "vendor_name": "logout-ledger",
-                    "version": env!("CARGO_PKG_VERSION"),
-                }),
-            ),
-            ("uid", json!(r.id.to_string())),
-            ("log_name", json!("audit_events")),
-            ("original_time", json!(r.received_at)),
-            ("correlation_uid", json!(r.jti)),
-        ]),
-    );
-    e.insert(
-        "unmapped".into(),
-        object(&[
-            ("outcome", json!(r.outcome)),
-            ("http_status", json!(r.http_status)),
-            ("session_metadata", json!(r.session_metadata)),
-            ("metadata_status", json!(r.metadata_status)),
-            ("metadata_error", json!(r.metadata_error)),
-            ("jti", json!(r.jti)),
-            ("aud", json!(r.aud)),
-            ("iat", json!(r.iat)),
-            ("exp", json!(r.exp)),
-            ("alg", json!(r.alg)),
-            ("kid", json!(r.kid)),
-            ("typ", json!(r.typ)),
-            ("token_sha256", json!(r.token_sha256)),
-            ("token_bytes", json!(r.token_bytes)),
-            ("duplicate_of", json!(r.duplicate_of)),
-            ("claims_verified", json!(r.claims_verified)),
-            ("unverified", json!(r.unverified)),
-        ]),
-    );
-    Ok(Value::Object(e))
+}
+
+/// The event's own metadata: schema version, product, record id, the token's `jti`.
+fn metadata(r: &StoredRecord) -> Value {
+    object(&[
+        ("version", json!(OCSF_VERSION)),
+        (
+            "product",
+            json!({
+                "name": "logout-ledger",
+                "vendor_name": "logout-ledger",
+                "version": env!("CARGO_PKG_VERSION"),
+            }),
+        ),
+        ("uid", json!(r.id.to_string())),
+        ("log_name", json!("audit_events")),
+        ("original_time", json!(r.received_at)),
+        ("correlation_uid", json!(r.jti)),
+    ])
+}
+
+/// Everything OCSF has no attribute for, under the CLI's field names.
+fn unmapped(r: &StoredRecord) -> Value {
+    object(&[
+        ("outcome", json!(r.outcome)),
+        ("http_status", json!(r.http_status)),
+        ("session_metadata", json!(r.session_metadata)),
+        ("metadata_status", json!(r.metadata_status)),
+        ("metadata_error", json!(r.metadata_error)),
+        ("jti", json!(r.jti)),
+        ("aud", json!(r.aud)),
+        ("iat", json!(r.iat)),
+        ("exp", json!(r.exp)),
+        ("alg", json!(r.alg)),
+        ("kid", json!(r.kid)),
+        ("typ", json!(r.typ)),
+        ("token_sha256", json!(r.token_sha256)),
+        ("token_bytes", json!(r.token_bytes)),
+        ("duplicate_of", json!(r.duplicate_of)),
+        ("claims_verified", json!(r.claims_verified)),
+        ("unverified", json!(r.unverified)),
+    ])
 }

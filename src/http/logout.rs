@@ -1,20 +1,22 @@
 //! `POST /backchannel-logout`: read the form, validate the token, record the request, answer.
 //! The answer is decided by the committed record, so a 200 never precedes durability.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, header};
+use tracing::Instrument;
 
 use super::AppState;
 use super::admission::Decision;
 use super::form;
 use super::response::LogoutResponse;
 use crate::config::MAX_BODY_BYTES;
-use crate::logout_token::{Reason, Rejection, TokenFacts};
+use crate::logout_token::{Reason, Rejection, Step, TokenFacts};
 use crate::store::{Committed, NewRecord, Outcome, StoreError};
+use crate::telemetry::RequestId;
 
 /// Longest `User-Agent` kept (characters).
 const MAX_USER_AGENT: usize = 128;
@@ -83,12 +85,27 @@ fn sha256(token: &str) -> [u8; 32] {
     out
 }
 
-/// The handler.
+/// The handler: everything it does, validation and the store's commit included, runs in a
+/// `logout` span whose `request_id` the writer's commit line names too.
 pub(super) async fn backchannel_logout(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Body,
+) -> LogoutResponse {
+    let request_id = RequestId::new();
+    let span = tracing::info_span!("logout", request_id = %request_id);
+    handle(state, peer, headers, body, request_id)
+        .instrument(span)
+        .await
+}
+
+async fn handle(
+    state: AppState,
+    peer: SocketAddr,
+    headers: HeaderMap,
+    body: Body,
+    request_id: RequestId,
 ) -> LogoutResponse {
     let received_at = state.clock.now_millis();
     let user_agent = headers.get(header::USER_AGENT).map(|v| {
@@ -107,6 +124,7 @@ pub(super) async fn backchannel_logout(
         token_bytes: None,
         source_ip: Some(client.to_string()),
         user_agent,
+        request_id: Some(request_id),
     };
     let (token, body_bytes) = read_token(&headers, body).await;
     let mut token_text = None;
@@ -123,30 +141,53 @@ pub(super) async fn backchannel_logout(
             token_text = Some(token);
         }
     }
-    // Hashed at most once: for the record, or to tell a re-delivery from junk.
+    let token_sha256 = match admit(&state, &record, token_text.as_deref(), client, body_bytes) {
+        Ok(hashed) => hashed,
+        Err(counted) => return counted,
+    };
+    record.token_sha256 = token_sha256.or_else(|| token_text.as_deref().map(sha256));
+    // Only an accepted record keeps the token: the queue holds nothing else of it.
+    record.token = token_text.filter(|_| record.verdict.is_ok());
+    store(&state, record).await
+}
+
+/// Admission of a rejection found before the signature verified: `Err` with the answer when
+/// its record is only counted, else the token's hash when telling a re-delivery from junk
+/// needed it (hashed at most once: for the record, or for that).
+fn admit(
+    state: &AppState,
+    record: &NewRecord,
+    token: Option<&str>,
+    client: IpAddr,
+    body_bytes: u64,
+) -> Result<Option<[u8; 32]>, LogoutResponse> {
     let mut token_sha256 = None;
     if let Err(r) = &record.verdict
         && r.reason.is_unverified()
         && !(may_be_a_redelivery(r.reason)
-            && token_text.as_deref().is_some_and(|t| {
+            && token.is_some_and(|t| {
                 state
                     .admission
                     .recently_accepted(token_sha256.insert(sha256(t)))
             }))
         && state
             .admission
-            .admit(client, r.reason, body_bytes, received_at)
+            .admit(client, r.reason, body_bytes, record.received_at)
             == Decision::Count
     {
         // Answered exactly as if stored; counted into the window's suppressed record. The
         // token is not even hashed.
         state.metrics.suppressed(r.reason);
         state.metrics.reason(r.reason);
-        return rejection_answer(r.clone());
+        tracing::debug!(reason = %r.reason, "logout rejection counted, not recorded");
+        return Err(rejection_answer(r.clone()));
     }
-    record.token_sha256 = token_sha256.or_else(|| token_text.as_deref().map(sha256));
-    // Only an accepted record keeps the token: the queue holds nothing else of it.
-    record.token = token_text.filter(|_| record.verdict.is_ok());
+    Ok(token_sha256)
+}
+
+/// Sends the record to the writer and answers from the committed record, or from the
+/// verdict when the store fails.
+async fn store(state: &AppState, record: NewRecord) -> LogoutResponse {
     let verdict = record.verdict.clone();
     let token_sha256 = record.token_sha256;
     match state.store.append(record).await {
@@ -156,7 +197,7 @@ pub(super) async fn backchannel_logout(
             {
                 state.admission.accepted(h);
             }
-            answer(&state, committed)
+            answer(state, committed)
         }
         Err(e) => {
             state.metrics.store_failure();
@@ -184,7 +225,17 @@ pub(super) async fn backchannel_logout(
     }
 }
 
+/// The answer from a committed record, logged with the record's id and, for a rejection, the
+/// rule and its step of §2.6.
 fn answer(state: &AppState, committed: Committed) -> LogoutResponse {
+    let rejection = committed.rejection.as_ref();
+    tracing::info!(
+        record = committed.id,
+        outcome = committed.outcome.code(),
+        reason = rejection.map(|r| r.reason.code()),
+        step = rejection.and_then(|r| r.step).map(Step::number),
+        "logout recorded"
+    );
     state.metrics.outcome(committed.outcome);
     match (committed.outcome, committed.rejection) {
         (Outcome::Accepted | Outcome::Duplicate, _) => LogoutResponse::Ok,

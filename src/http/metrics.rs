@@ -228,23 +228,7 @@ pub(super) async fn render(State(state): State<MetricsState>) -> impl IntoRespon
         "logout_ledger_jwks_fetches_total {}",
         state.keys.fetch_count()
     );
-    // --- key-set age ---
-    let _ = writeln!(out, "# TYPE logout_ledger_key_set_age_seconds gauge");
-    for (issuer, age) in state.keys.key_set_ages() {
-        if let Some(age) = age {
-            // Text-format label escaping: backslash, quote, newline.
-            let label = issuer
-                .replace('\\', "\\\\")
-                .replace('"', "\\\"")
-                .replace('\n', "\\n");
-            let _ = writeln!(
-                out,
-                "logout_ledger_key_set_age_seconds{{issuer=\"{label}\"}} {:.3}",
-                age.as_secs_f64()
-            );
-        }
-    }
-    // --- end key-set age ---
+    key_set_age_lines(&mut out, &state.keys);
     let _ = writeln!(out, "# TYPE logout_ledger_session_checks_total counter");
     for (i, logged_out) in ["false", "true"].iter().enumerate() {
         let _ = writeln!(
@@ -260,7 +244,31 @@ pub(super) async fn render(State(state): State<MetricsState>) -> impl IntoRespon
         m.api_unauthorized.load(Ordering::Relaxed)
     );
     connection_lines(&mut out, m);
-    // --- admission of rejection records ---
+    suppressed_lines(&mut out, m);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+}
+
+/// Each issuer's key-set age, for alerting well before `--max-key-age`.
+fn key_set_age_lines(out: &mut String, keys: &KeyRegistry) {
+    let _ = writeln!(out, "# TYPE logout_ledger_key_set_age_seconds gauge");
+    for (issuer, age) in keys.key_set_ages() {
+        if let Some(age) = age {
+            // Text-format label escaping: backslash, quote, newline.
+            let label = issuer
+                .replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n");
+            let _ = writeln!(
+                out,
+                "logout_ledger_key_set_age_seconds{{issuer=\"{label}\"}} {:.3}",
+                age.as_secs_f64()
+            );
+        }
+    }
+}
+
+/// Rejection records counted instead of stored, per unverified reason.
+fn suppressed_lines(out: &mut String, m: &Metrics) {
     let _ = writeln!(
         out,
         "# TYPE logout_ledger_rejections_suppressed_total counter"
@@ -277,8 +285,6 @@ pub(super) async fn render(State(state): State<MetricsState>) -> impl IntoRespon
             m.suppressed[i].load(Ordering::Relaxed)
         );
     }
-    // --- end admission ---
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }
 
 fn connection_lines(out: &mut String, m: &Metrics) {

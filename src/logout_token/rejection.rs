@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use super::Step;
+
 /// Why a logout request was not accepted. The `code()` is what the audit row and the
 /// `error_description` carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -137,6 +139,9 @@ pub struct Rejection {
     pub detail: String,
     /// The body was larger than the endpoint reads (answered 413, not 400).
     pub body_too_large: bool,
+    /// The step of §2.6 whose rule refused the token; `None` for the request's own faults and
+    /// for what the store decides.
+    pub step: Option<Step>,
 }
 
 impl Rejection {
@@ -146,6 +151,15 @@ impl Rejection {
             reason,
             detail: detail.into(),
             body_too_large: false,
+            step: None,
+        }
+    }
+
+    /// This rejection, as found by a rule of `step`.
+    pub fn at(self, step: Step) -> Self {
+        Self {
+            step: Some(step),
+            ..self
         }
     }
 

@@ -53,6 +53,8 @@ pub struct NewRecord {
     pub source_ip: Option<String>,
     /// `User-Agent` header (bounded).
     pub user_agent: Option<String>,
+    /// The request that brought it, named in the writer's commit line; never stored.
+    pub request_id: Option<crate::telemetry::RequestId>,
 }
 
 /// The kind of a non-logout record.
@@ -323,6 +325,7 @@ mod tests {
             token_bytes: Some(1),
             source_ip: None,
             user_agent: None,
+            request_id: None,
         }
     }
 
@@ -417,6 +420,7 @@ mod tests {
             token_bytes: Some(usize::MAX),
             source_ip: Some("f".repeat(100)),
             user_agent: Some("\u{FFFD}".repeat(128)),
+            request_id: None,
         };
         let c = Committed {
             id: 1,

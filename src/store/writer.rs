@@ -254,6 +254,7 @@ async fn process<W: WriteDb>(
 ) {
     let error = match commit(db, head, batch, timeout).await {
         Ok(()) => {
+            log_commit(batch);
             batch.drain(..).for_each(Job::committed);
             return;
         }
@@ -277,7 +278,10 @@ async fn process<W: WriteDb>(
         let result = commit(db, head, &mut one, timeout).await;
         let [job] = one;
         match result {
-            Ok(()) => job.committed(),
+            Ok(()) => {
+                log_commit(std::slice::from_ref(&job));
+                job.committed();
+            }
             Err(e) if e.is_record() => {
                 tracing::error!("audit record not committed: {e}");
                 job.fail(StoreError::NotCommitted(Arc::new(e)));
@@ -289,6 +293,20 @@ async fn process<W: WriteDb>(
                 return;
             }
         }
+    }
+}
+
+/// Names the requests whose records a batch committed, so one logout can be followed from its
+/// handler's log lines (its span's `request_id`) to the commit.
+fn log_commit(jobs: &[Job]) {
+    let ids: Vec<String> = (jobs.iter())
+        .filter_map(|j| match j {
+            Job::Logout(r, _) => r.request_id.map(|id| id.to_string()),
+            _ => None,
+        })
+        .collect();
+    if !ids.is_empty() {
+        tracing::info!(records = jobs.len(), request_ids = %ids.join(","), "audit batch committed");
     }
 }
 

@@ -684,21 +684,34 @@ pub(crate) struct Replica {
 
 /// Starts a `serve` process on `database` for `op`'s issuer and waits until it is ready.
 pub(crate) async fn spawn_replica(op: &LocalIssuer, database: &str, extra: &[&str]) -> Replica {
+    spawn_replica_with(op, database, extra, |c| {
+        c.env("RUST_LOG", "error");
+    })
+    .await
+}
+
+/// [`spawn_replica`], the command changed by `change` (its log filter, its stderr) first.
+pub(crate) async fn spawn_replica_with(
+    op: &LocalIssuer,
+    database: &str,
+    extra: &[&str],
+    change: impl FnOnce(&mut tokio::process::Command),
+) -> Replica {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .expect("port")
         .local_addr()
         .expect("addr")
         .port();
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_logout-ledger"))
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_logout-ledger"));
+    command
         .args(["serve", "--issuer", op.issuer(), "--audience", AUDIENCE])
         .args(["--allow-insecure-http", "--database", database])
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(extra)
-        .env("RUST_LOG", "error")
         .stdout(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn serve");
+        .kill_on_drop(true);
+    change(&mut command);
+    let child = command.spawn().expect("spawn serve");
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
     for _ in 0..400 {

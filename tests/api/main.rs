@@ -24,6 +24,8 @@ mod rejections;
 mod replay;
 mod replicas;
 mod request;
+mod request_ids;
+mod settings;
 mod store;
 mod store_outage;
 mod strict_claims;

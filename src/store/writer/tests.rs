@@ -262,6 +262,7 @@ fn logout(jti: &str) -> (Job, Answer) {
         token_bytes: Some(8),
         source_ip: None,
         user_agent: None,
+        request_id: None,
     };
     let (reply, rx) = Reply::new();
     (Job::Logout(Box::new(record), reply), rx)
