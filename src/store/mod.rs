@@ -5,15 +5,19 @@
 mod backend;
 mod cells;
 pub mod chain;
+mod dialect;
 mod entry;
 mod failure;
 mod filter;
 mod health;
+mod layout;
 mod location;
 mod postgres;
+mod read;
 mod reader;
 mod record;
 mod report;
+mod select;
 mod sqlite;
 mod writer;
 
@@ -38,7 +42,6 @@ use tokio::sync::{mpsc, oneshot};
 use self::backend::{ChainOps, append_after_last};
 use self::health::Health;
 use self::location::Location;
-use self::reader::Reader;
 use crate::keys::{FetchedKeySet, KeyArchive};
 
 pub use location::{PASSWORD_ENV, check_url};
@@ -237,12 +240,12 @@ impl AuditStore {
             Location::Sqlite(path) => {
                 let (db, reader) = sqlite::open(&path, write_timeout).await?;
                 let task = spawn_writer(db, rx, write_timeout, Arc::clone(&health)).await?;
-                (StoreReader(Reader::Sqlite(reader)), task)
+                (StoreReader::new(reader), task)
             }
             Location::Postgres(options) => {
                 let (db, reader) = postgres::open(*options, write_timeout).await?;
                 let task = spawn_writer(db, rx, write_timeout, Arc::clone(&health)).await?;
-                (StoreReader(Reader::Postgres(reader)), task)
+                (StoreReader::new(reader), task)
             }
         };
         let store = Self {
@@ -256,12 +259,12 @@ impl AuditStore {
 
     /// Opens an existing store for reading only (CLI queries).
     pub async fn open_reader(url: &str) -> Result<StoreReader, StoreError> {
-        Ok(StoreReader(match Location::parse(url)? {
-            Location::Sqlite(path) => Reader::Sqlite(sqlite::Reader::open_existing(&path).await?),
+        Ok(match Location::parse(url)? {
+            Location::Sqlite(path) => StoreReader::new(sqlite::Reader::open_existing(&path).await?),
             Location::Postgres(options) => {
-                Reader::Postgres(postgres::Reader::open_existing(*options).await?)
+                StoreReader::new(postgres::Reader::open_existing(*options).await?)
             }
-        }))
+        })
     }
 
     /// Records one logout request and returns its final outcome once committed. Fails at once

@@ -203,7 +203,7 @@ pub(super) fn chain_digests(path: &Path, after: i64, limit: u32) -> rusqlite::Re
 }
 
 /// [`chain_digests`] on a blocking thread: the async side only waits for the finished page.
-pub(super) async fn chain_digests_blocking(
+pub(in crate::store) async fn chain_digests_blocking(
     path: PathBuf,
     after: i64,
     limit: u32,
@@ -225,6 +225,7 @@ pub(super) async fn chain_digests_blocking(
 mod tests {
     use super::*;
     use crate::store::chain::{GENESIS, finish};
+    use crate::store::reader::ReadDb;
     use sqlx::sqlite::SqliteRow;
 
     /// What the sqlx read path gives for a row (the reference the scan must reproduce).
