@@ -65,3 +65,36 @@ impl Layout {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use sqlx::{Postgres, Sqlite};
+
+    use super::*;
+
+    #[test]
+    fn every_chained_column_is_read_in_order_with_times_in_ms_and_flags_as_integers() {
+        let pg = Layout::new::<Postgres>();
+        let columns: Vec<&str> = pg.chain.split(", ").collect();
+        assert_eq!(columns.len(), LAYOUT.len() + 1);
+        assert_eq!(columns[2], "ll_ms(e.received_at) AS received_at");
+        assert_eq!(
+            columns[27],
+            "e.claims_verified::int4::int8 AS claims_verified"
+        );
+        assert_eq!(columns[LAYOUT.len()], "e.entry_hash");
+        let sqlite = Layout::new::<Sqlite>();
+        assert!(
+            sqlite
+                .chain
+                .starts_with("e.id, e.kind, e.received_at AS received_at, e.outcome")
+        );
+        for name in NOT_PRESENTED {
+            assert!(!sqlite.record.contains(&format!("e.{name}")), "{name}");
+        }
+        assert_eq!(
+            sqlite.record.split(", ").count(),
+            LAYOUT.len() - NOT_PRESENTED.len()
+        );
+    }
+}
