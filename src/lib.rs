@@ -15,6 +15,7 @@
 //! - [`clock`]: the current time as an input, so time rules are testable.
 //! - [`telemetry`]: log set-up (text or JSON).
 //! - [`tlog`]: RFC 6962 Merkle trees and C2SP signed checkpoints (transparency-log primitives).
+//! - [`util`]: leaf helpers (hex, URL redaction, random ids) that import nothing from the crate.
 //!
 //! The command-line interface lives in the binary (`src/cli/`), one file per subcommand.
 
@@ -24,6 +25,8 @@ pub mod config;
 pub mod export;
 pub mod http;
 pub mod keys;
+#[cfg(test)]
+mod layers;
 pub mod ledger;
 pub mod local_issuer;
 pub mod logout_token;
@@ -31,3 +34,4 @@ pub mod startup;
 pub mod store;
 pub mod telemetry;
 pub mod tlog;
+pub mod util;

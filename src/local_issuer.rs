@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::KeySize;
 use aws_lc_rs::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair, RsaKeyPair};
 use axum::extract::State;
@@ -453,19 +453,5 @@ pub fn sign_hs256(secret: &[u8], header: &Value, claims: &Map<String, Value>) ->
     format!("{input}.{}", b64(tag.as_ref()))
 }
 
-/// A random 128-bit identifier in UUID form.
-pub fn random_id() -> String {
-    let mut b = [0u8; 16];
-    let _ = SystemRandom::new().fill(&mut b);
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h = crate::keys::jwks::hex(&b);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
-}
+/// A random 128-bit identifier in UUID form (kept here for callers of the former path).
+pub use crate::util::random_id;

@@ -51,7 +51,7 @@ pub struct Application {
     state: AppState,
     store: AuditStore,
     writer: WriterTask,
-    checkpoints: Option<crate::ledger::checkpoint::CheckpointSettings>,
+    checkpoints: Option<crate::config::CheckpointSettings>,
     retention: Option<Duration>,
     database: String,
 }
@@ -373,30 +373,8 @@ fn edge_summary(edge: &EdgeSettings) -> serde_json::Value {
     })
 }
 
-/// A database URL without its password.
-pub fn redact_url(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("redacted"));
-            u.to_string()
-        }
-        Ok(_) => url.to_owned(),
-        // Not a URL the parser takes (a bad port, say): cut the userinfo's password by hand.
-        Err(_) => match url.split_once("://") {
-            Some((scheme, rest)) => {
-                let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-                match rest[..authority_end].rfind('@') {
-                    Some(at) => {
-                        let user = rest[..at].split(':').next().unwrap_or_default();
-                        format!("{scheme}://{user}:redacted{}", &rest[at..])
-                    }
-                    None => url.to_owned(),
-                }
-            }
-            None => url.to_owned(),
-        },
-    }
-}
+/// A database URL without its password (kept here for callers of the former path).
+pub use crate::util::redact_url;
 
 /// Resolves on SIGINT or SIGTERM.
 pub async fn shutdown_signal() {

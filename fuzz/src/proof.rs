@@ -1,19 +1,19 @@
 //! Target `proof`: what `logout-ledger verify-proof` reads, `ledger::prove::verify_proof_json`.
 //!
-//! A fixed log of 16 entries; the fixed checkpoint key (see [`crate::checkpoint`]) signs its
+//! A fixed log of 16 chained records; the fixed checkpoint key (see [`crate::checkpoint`]) signs its
 //! tree heads of every size. Input starting with `{`: the proof document itself. Otherwise a
 //! structured input: byte 1 picks the tree size, byte 2 the record, the rest are tampering
 //! operations applied to the real proof before it is written as JSON.
 //!
 //! What must hold: no panic; an accepted proof names a record of the fixed log with that
-//! record's own entry hash, in hex digits, against a tree head the key signed; a real proof
-//! always verifies and any tampering with it never does.
+//! record's own content, previous entry hash and entry hash, in hex digits, against a tree head
+//! the key signed; a real proof always verifies and any tampering with it never does.
 
 use std::sync::OnceLock;
 
-use aws_lc_rs::digest;
 use logout_ledger::keys::jwks::hex;
-use logout_ledger::ledger::prove::{InclusionProof, verify_proof_json};
+use logout_ledger::ledger::prove::{InclusionProof, ProofRecord, verify_proof_json};
+use logout_ledger::store::chain::{EventRow, GENESIS};
 use logout_ledger::tlog::merkle::{self, Hash, leaf_hash};
 
 use crate::checkpoint::{KEY_NAME, signer};
@@ -22,6 +22,8 @@ use crate::checkpoint::{KEY_NAME, signer};
 pub const LOG_SIZE: usize = 16;
 
 struct Log {
+    records: Vec<ProofRecord>,
+    /// Entry hash of record i + 1, after GENESIS for record 1.
     entries: Vec<Hash>,
     leaves: Vec<Hash>,
     /// The signed checkpoint note of each size 1..=LOG_SIZE (index size - 1).
@@ -31,12 +33,26 @@ struct Log {
 fn log() -> &'static Log {
     static LOG: OnceLock<Log> = OnceLock::new();
     LOG.get_or_init(|| {
-        let entries: Vec<Hash> = (0..LOG_SIZE)
-            .map(|i| {
-                let d = digest::digest(&digest::SHA256, format!("entry {i}").as_bytes());
-                d.as_ref().try_into().expect("32 bytes")
+        let rows: Vec<EventRow> = (1..=LOG_SIZE as i64)
+            .map(|id| EventRow {
+                id,
+                kind: "logout".into(),
+                received_at: 1_764_201_600_000 + id,
+                outcome: Some("accepted".into()),
+                sub: Some(format!("user {id}")),
+                token_sha256: Some(vec![id as u8; 32]),
+                ..EventRow::default()
             })
             .collect();
+        let mut prev = GENESIS;
+        let entries: Vec<Hash> = rows
+            .iter()
+            .map(|r| {
+                prev = r.entry_hash(&prev, &mut Vec::new());
+                prev
+            })
+            .collect();
+        let records = rows.iter().map(ProofRecord::from_row).collect();
         let leaves: Vec<Hash> = entries.iter().map(|e| leaf_hash(e)).collect();
         let notes = (1..=LOG_SIZE)
             .map(|size| {
@@ -49,6 +65,7 @@ fn log() -> &'static Log {
             })
             .collect();
         Log {
+            records,
             entries,
             leaves,
             notes,
@@ -63,10 +80,17 @@ pub fn real_proof(id: usize, size: usize) -> InclusionProof {
     InclusionProof {
         id: id as i64,
         entry_hash: hex(&log.entries[id - 1]),
+        record: log.records[id - 1].clone(),
+        previous_entry_hash: hex(&previous(id)),
         tree_size: size as u64,
         inclusion_path: path.iter().map(|h| hex(h)).collect(),
         checkpoint: log.notes[size - 1].clone(),
     }
+}
+
+/// The entry hash before record `id` (1-based).
+fn previous(id: usize) -> Hash {
+    id.checked_sub(2).map_or(GENESIS, |i| log().entries[i])
 }
 
 fn check_document(text: &str) {
@@ -97,6 +121,15 @@ fn check_document(text: &str) {
         hex(&log.entries[index]),
         "accepted an entry hash that is not the record's own"
     );
+    assert_eq!(
+        proof.record, log.records[index],
+        "accepted a record that is not the logged one"
+    );
+    assert_eq!(
+        proof.previous_entry_hash.to_ascii_lowercase(),
+        hex(&previous(index + 1)),
+        "accepted a previous entry hash that is not the record's predecessor's"
+    );
 }
 
 fn check_tampering(data: &[u8]) {
@@ -107,7 +140,7 @@ fn check_tampering(data: &[u8]) {
     for op in data.get(2..).unwrap_or_default().chunks(2) {
         let (kind, arg) = (op[0], op.get(1).copied().unwrap_or(0));
         let arg_usize = usize::from(arg);
-        match kind % 6 {
+        match kind % 8 {
             0 if !proof.inclusion_path.is_empty() => {
                 let n = proof.inclusion_path.len();
                 let h = &mut proof.inclusion_path[arg_usize % n];
@@ -120,7 +153,9 @@ fn check_tampering(data: &[u8]) {
             2 => proof.inclusion_path.push(hex(&[arg; 32])),
             3 => proof.id = proof.id.wrapping_add(i64::from(arg as i8)),
             4 => proof.tree_size = proof.tree_size.wrapping_add(u64::from(arg)),
-            _ => flip_hex(&mut proof.entry_hash, arg_usize % 64),
+            5 => flip_hex(&mut proof.entry_hash, arg_usize % 64),
+            6 => flip_hex(&mut proof.previous_entry_hash, arg_usize % 64),
+            _ => proof.record = edited(&proof.record, arg),
         }
     }
     let text = serde_json::to_string(&proof).expect("json");
@@ -133,6 +168,16 @@ fn check_tampering(data: &[u8]) {
         assert!(result.is_err(), "a tampered proof verified: {text}");
     }
     check_document(&text);
+}
+
+/// The record with its `sub` (or, for odd `arg`, its whole content) replaced.
+fn edited(record: &ProofRecord, arg: u8) -> ProofRecord {
+    if arg % 2 == 1 {
+        return log().records[usize::from(arg / 2) % LOG_SIZE].clone();
+    }
+    let mut value = serde_json::to_value(record).expect("json");
+    value["sub"] = format!("user {}", arg / 2).into();
+    serde_json::from_value(value).expect("a record")
 }
 
 /// Replaces one hex digit with another (so the string stays well-formed hex).

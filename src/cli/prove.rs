@@ -1,5 +1,5 @@
-//! `logout-ledger prove` and `verify-proof`: an RFC 6962 inclusion proof of one record, and
-//! its offline check with the public key alone.
+//! `logout-ledger prove` and `verify-proof`: an RFC 6962 inclusion proof of one record, carrying
+//! the record itself, and its offline check with the public key alone.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -51,7 +51,8 @@ pub(crate) async fn run(args: ProveArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Checks a proof offline; exit status 0 only when it holds.
+/// Checks a proof offline (the record's entry hash recomputed, then the path); exit status 0
+/// only when it holds, and then prints what the record says.
 pub(crate) fn verify(args: VerifyProofArgs) -> anyhow::Result<()> {
     let key = read_key(&args.key)?;
     let text = if args.proof == "-" {
@@ -66,12 +67,16 @@ pub(crate) fn verify(args: VerifyProofArgs) -> anyhow::Result<()> {
     };
     let (proof, cp) = prove::verify_proof_json(&text, &key)?;
     println!(
-        "OK: record {} (entry hash {}) is in the tree of size {} signed by {} (origin {})",
+        "OK: record {} (entry hash {}, recomputed from the record) is in the tree of size {} signed by {} (origin {})",
         proof.id,
         proof.entry_hash,
         cp.size,
         key.name(),
         cp.origin
     );
+    println!("The record says:");
+    for (column, value) in proof.record.summary() {
+        println!("  {column}: {value}");
+    }
     Ok(())
 }

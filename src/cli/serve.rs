@@ -299,6 +299,13 @@ impl ServeArgs {
             .database
             .or(f.and_then(|f| f.database.clone()))
             .unwrap_or_else(|| "sqlite://logout-ledger.db".into());
+        let database = logout_ledger::store::with_tls_settings(
+            &database,
+            f.and_then(|f| f.database_sslmode.as_deref()),
+            f.and_then(|f| f.database_sslrootcert.as_deref())
+                .and_then(|p| p.to_str()),
+        )
+        .map_err(|e| ConfigError::new("database_sslmode", e.to_string()))?;
         logout_ledger::store::check_url(&database)
             .map_err(|e| ConfigError::new("--database", e.to_string()))?;
         let cooldown = self

@@ -10,7 +10,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use super::ConfigError;
-use crate::keys::jwks::hex;
+use crate::util::hex;
 
 /// Default address of the query API.
 pub const DEFAULT_API_LISTEN: &str = "127.0.0.1:8081";

@@ -15,6 +15,10 @@ pub struct FileConfig {
     pub listen: Option<String>,
     /// Store URL.
     pub database: Option<String>,
+    /// PostgreSQL `sslmode` where the store URL does not say one.
+    pub database_sslmode: Option<String>,
+    /// PostgreSQL CA file (PEM) where the store URL does not name one.
+    pub database_sslrootcert: Option<PathBuf>,
     /// Log format.
     pub log_format: Option<LogFormat>,
     /// Permit `http://` issuers (development only).

@@ -2,10 +2,12 @@
 //! passed to the rest of the program as plain, already-checked types.
 
 mod api;
+mod checkpoint;
 mod edge;
 mod file;
 
 pub use api::{ApiSettings, ApiToken, DEFAULT_API_LISTEN, TOKEN_PREFIX, parse_api_tokens};
+pub use checkpoint::CheckpointSettings;
 pub use edge::{
     AdmissionLimits, ConnectionLimits, EdgeSettings, IpNet, canonical, parse_trusted_proxies,
     seconds_in,
@@ -138,7 +140,7 @@ pub struct Settings {
     /// Upper bound on one store write (lock wait included) before the request answers 503.
     pub store_timeout: Duration,
     /// Signed checkpoints, when a signing key is configured.
-    pub checkpoints: Option<crate::ledger::checkpoint::CheckpointSettings>,
+    pub checkpoints: Option<CheckpointSettings>,
     /// Remove records older than this (whole checkpointed ranges); `None` keeps them forever.
     pub retention: Option<Duration>,
     /// The query API (`/api/v1/`); it starts only when a token is configured.

@@ -78,6 +78,15 @@ fn str_field<'a>(v: &'a Value, name: &str) -> Option<&'a str> {
     v.get(name).and_then(Value::as_str)
 }
 
+/// The algorithm a JWS `alg` name selects; `Ed25519` (RFC 9864) is the fully-specified
+/// name of what `EdDSA` means for an Ed25519 key, the only EdDSA curve accepted here.
+pub fn jws_algorithm(name: &str) -> Option<Algorithm> {
+    match name {
+        "Ed25519" => Some(Algorithm::EdDSA),
+        other => other.parse::<Algorithm>().ok(),
+    }
+}
+
 fn parse_key(v: &Value) -> Option<Result<VerificationKey, String>> {
     if str_field(v, "use").is_some_and(|u| u != "sig") {
         return None; // encryption keys never verify signatures
@@ -94,7 +103,7 @@ fn parse_key(v: &Value) -> Option<Result<VerificationKey, String>> {
     let kid = str_field(v, "kid").map(str::to_owned);
     let alg = match str_field(v, "alg") {
         None => None,
-        Some(name) => match crate::logout_token::jws_algorithm(name) {
+        Some(name) => match jws_algorithm(name) {
             Some(a) => Some(a),
             None => return Some(Err(format!("unknown alg {name:?}"))),
         },
@@ -201,16 +210,8 @@ impl KeySet {
     }
 }
 
-/// Lowercase hex of bytes.
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
-}
+/// Lowercase hex of bytes (kept here for callers of the former path).
+pub use crate::util::hex;
 
 #[cfg(test)]
 mod tests {

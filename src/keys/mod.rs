@@ -8,7 +8,7 @@ mod fetch;
 pub mod jwks;
 
 pub use fetch::FetchError;
-pub use jwks::{KeyKind, KeyMatch, KeySet, VerificationKey};
+pub use jwks::{KeyKind, KeyMatch, KeySet, VerificationKey, jws_algorithm};
 
 use std::collections::HashMap;
 use std::future::Future;

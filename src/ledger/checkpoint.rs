@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::clock::SharedClock;
+/// How and where checkpoints are written (owned by the configuration, which carries it).
+pub use crate::config::CheckpointSettings;
 use crate::config::ConfigError;
 use crate::store::{AuditStore, CheckpointRequest, StoreError, StoredCheckpoint};
 use crate::tlog::NoteSigner;
@@ -14,17 +16,6 @@ use crate::tlog::note::pem_decode;
 
 /// Default key name (checkpoint origin).
 pub const DEFAULT_ORIGIN: &str = "logout-ledger";
-
-/// How and where checkpoints are written.
-#[derive(Debug, Clone)]
-pub struct CheckpointSettings {
-    /// The Ed25519 signer; its name is the checkpoint origin.
-    pub signer: Arc<NoteSigner>,
-    /// Time between checkpoints.
-    pub interval: Duration,
-    /// Directory receiving one file per checkpoint.
-    pub dir: Option<PathBuf>,
-}
 
 /// Why a checkpoint was not written.
 #[derive(Debug, thiserror::Error)]

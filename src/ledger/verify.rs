@@ -8,12 +8,12 @@ use std::fmt;
 use jsonwebtoken::Algorithm;
 use serde::Serialize;
 
-use crate::keys::jwks::hex;
 use crate::keys::{KeyMatch, KeySet};
-use crate::store::chain::{EventRow, GENESIS, finish};
 use crate::store::{ChainDigest, ChainRow, StoreError, StoreReader};
+use crate::tlog::entry::{EventRow, GENESIS, finish};
 use crate::tlog::merkle::{Accumulator, leaf_hash};
 use crate::tlog::{Checkpoint, NoteVerifier};
+use crate::util::hex;
 
 /// Rows read per query.
 const PAGE: u32 = 20_000;

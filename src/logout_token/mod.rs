@@ -87,14 +87,9 @@ fn opt_nonempty(map: &Map<String, Value>, name: &str) -> Option<String> {
     opt_str(map, name).filter(|s| !s.is_empty())
 }
 
-/// The algorithm a JWS `alg` name selects; `Ed25519` (RFC 9864) is the fully-specified
-/// name of what `EdDSA` means for an Ed25519 key, the only EdDSA curve accepted here.
-pub fn jws_algorithm(name: &str) -> Option<Algorithm> {
-    match name {
-        "Ed25519" => Some(Algorithm::EdDSA),
-        other => other.parse::<Algorithm>().ok(),
-    }
-}
+/// The algorithm a JWS `alg` name selects (the key set's parser needs it too, so it lives
+/// with the keys).
+pub use crate::keys::jws_algorithm;
 
 fn numeric(v: &Value) -> Option<i64> {
     // NumericDate may carry a fraction; the whole seconds are what the rules compare.

@@ -10,8 +10,9 @@ use super::StoreError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failure {
     /// The database cannot be reached or does not answer in time (I/O error, pool timeout or
-    /// closed, server shutting down, a lost connection, a lock held beyond the timeout): the
-    /// whole batch fails at once and the store is marked down until a probe succeeds.
+    /// closed, server shutting down, a lost connection, a lock held beyond the timeout, a store
+    /// file that cannot be created): the whole batch fails at once and the store is marked down
+    /// until a probe succeeds.
     Connection,
     /// One record can cause it (a constraint violation, a value the database refuses): the
     /// batch is retried job by job so the others still commit.
@@ -26,15 +27,17 @@ impl StoreError {
         match self {
             StoreError::Database(e) => classify_sqlx(e),
             StoreError::Sqlite(e) => classify_sqlite(e),
-            StoreError::Timeout(_) | StoreError::Unavailable => Failure::Connection,
+            StoreError::Io(_)
+            | StoreError::Timeout(_)
+            | StoreError::Unavailable
+            | StoreError::Tls { .. } => Failure::Connection,
             StoreError::NotCommitted(cause) => cause.failure(),
             StoreError::Sign(_) => Failure::Record,
             StoreError::UnsupportedUrl(_)
+            | StoreError::InsecureDatabase(_)
             | StoreError::Migrate(_)
-            | StoreError::BatchFailed(_)
             | StoreError::WriterStart(_)
             | StoreError::WriterGone
-            | StoreError::WrongResult
             | StoreError::Corrupt { .. } => Failure::Other,
         }
     }
@@ -173,6 +176,7 @@ mod tests {
             StoreError::Database(sqlx::Error::PoolTimedOut),
             StoreError::Database(sqlx::Error::PoolClosed),
             StoreError::Timeout(Duration::from_secs(1)),
+            StoreError::Io(std::io::Error::from(std::io::ErrorKind::PermissionDenied)),
             pg("57P01"), // admin_shutdown: the server is stopping
             pg("57014"), // query_canceled: the statement timeout (a held chain lock)
             pg("08006"), // connection_failure

@@ -1,9 +1,9 @@
 //! The columns of `audit_events` as each database stores them, derived from the canonical
-//! layout (`chain::LAYOUT`): every SELECT of records or chained rows takes its column list from
+//! layout (`tlog::entry::LAYOUT`): every SELECT of records or chained rows takes its column list from
 //! here, so a new column is added to the layout once and read everywhere.
 
-use super::chain::LAYOUT;
 use super::dialect::Dialect;
+use crate::tlog::entry::LAYOUT;
 
 /// How a column is stored where that is more than its canonical type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,7 +4,6 @@
 
 mod backend;
 mod cells;
-pub mod chain;
 mod dialect;
 mod entry;
 mod failure;
@@ -12,6 +11,7 @@ mod filter;
 mod health;
 mod layout;
 mod location;
+mod pg_tls;
 mod postgres;
 mod read;
 mod reader;
@@ -21,6 +21,9 @@ mod select;
 mod sqlite;
 mod writer;
 
+/// The canonical encoding and entry hash, now in [`crate::tlog::entry`]; kept under this path
+/// for callers of the former one.
+pub use crate::tlog::entry as chain;
 pub use entry::{Committed, NewRecord, Note, NoteKind, Outcome, resolve};
 pub use failure::Failure;
 pub use filter::{
@@ -31,6 +34,7 @@ pub use reader::{NdjsonPage, SessionLogout, StoreReader};
 pub use record::StoredRecord;
 pub use report::{GroupBy, MAX_GROUP_BY, MAX_GROUPS, Summary, SummaryGroup};
 pub use writer::CheckpointRequest;
+use writer::Reply;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -44,7 +48,7 @@ use self::health::Health;
 use self::location::Location;
 use crate::keys::{FetchedKeySet, KeyArchive};
 
-pub use location::{PASSWORD_ENV, check_url};
+pub use location::{PASSWORD_ENV, check_url, with_tls_settings};
 
 /// Why the store could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +58,17 @@ pub enum StoreError {
         "unsupported database URL {0:?} (expected sqlite://PATH or postgres://USER@HOST:PORT/DB)"
     )]
     UnsupportedUrl(String),
+    /// The URL would send records in clear text to another machine, or names an unusable CA file.
+    #[error("refusing the database URL: {0}")]
+    InsecureDatabase(String),
+    /// The TLS handshake with PostgreSQL failed; `detail` says what to change.
+    #[error("TLS to PostgreSQL at {target} failed: {detail}")]
+    Tls {
+        /// Host, port and sslmode.
+        target: String,
+        /// What went wrong, in words an operator can act on.
+        detail: String,
+    },
     /// Opening, migrating or querying failed.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
@@ -70,15 +85,9 @@ pub enum StoreError {
     /// The batch this write belonged to was not committed; the cause is shared by its jobs.
     #[error("the audit batch was not committed: {0}")]
     NotCommitted(Arc<StoreError>),
-    /// The batch this write belonged to failed.
-    #[error("the audit batch was not committed: {0}")]
-    BatchFailed(String),
     /// A checkpoint could not be signed.
     #[error("cannot sign the checkpoint: {0}")]
     Sign(crate::tlog::NoteError),
-    /// The writer's answer did not fit its job (a bug).
-    #[error("internal: the writer's result does not fit its job")]
-    WrongResult,
     /// The writer's thread or runtime could not be started.
     #[error("cannot start the audit writer: {0}")]
     WriterStart(std::io::Error),
@@ -96,37 +105,17 @@ pub enum StoreError {
     /// Reading the chain through the verifier's own SQLite handle failed.
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// A file the store needs could not be created or read.
+    #[error("store file error: {0}")]
+    Io(#[from] std::io::Error),
 }
 
-/// One unit of work for the writer, with where to send its answer.
+/// One unit of work for the writer, each with a reply of its own result type.
 enum Job {
-    Logout(
-        Box<NewRecord>,
-        oneshot::Sender<Result<Committed, StoreError>>,
-    ),
-    Note(Note, oneshot::Sender<Result<i64, StoreError>>),
-    KeySet(
-        FetchedKeySet,
-        i64,
-        oneshot::Sender<Result<Option<i64>, StoreError>>,
-    ),
-    Checkpoint(
-        CheckpointRequest,
-        oneshot::Sender<Result<StoredCheckpoint, StoreError>>,
-    ),
-}
-
-impl Job {
-    /// Whether the one waiting for this job's answer has given up (its deadline passed): the
-    /// request was answered 503, so its record must not be written now.
-    fn is_abandoned(&self) -> bool {
-        match self {
-            Job::Logout(_, tx) => tx.is_closed(),
-            Job::Note(_, tx) => tx.is_closed(),
-            Job::KeySet(_, _, tx) => tx.is_closed(),
-            Job::Checkpoint(_, tx) => tx.is_closed(),
-        }
-    }
+    Logout(Box<NewRecord>, Reply<Committed>),
+    Note(Note, Reply<i64>),
+    KeySet(FetchedKeySet, i64, Reply<Option<i64>>),
+    Checkpoint(CheckpointRequest, Reply<StoredCheckpoint>),
 }
 
 impl std::fmt::Debug for Job {
@@ -271,13 +260,13 @@ impl AuditStore {
     /// while the store is known to be down, and within the store timeout otherwise (waiting for
     /// room in the queue included).
     pub async fn append(&self, record: NewRecord) -> Result<Committed, StoreError> {
-        let (reply, rx) = oneshot::channel();
+        let (reply, rx) = Reply::new();
         self.submit(Job::Logout(Box::new(record), reply), rx).await
     }
 
     /// Records an access or system event; returns its sequence number once committed.
     pub async fn note(&self, note: Note) -> Result<i64, StoreError> {
-        let (reply, rx) = oneshot::channel();
+        let (reply, rx) = Reply::new();
         self.submit(Job::Note(note, reply), rx).await
     }
 
@@ -288,7 +277,7 @@ impl AuditStore {
         set: FetchedKeySet,
         seen_at: i64,
     ) -> Result<Option<i64>, StoreError> {
-        let (reply, rx) = oneshot::channel();
+        let (reply, rx) = Reply::new();
         self.submit(Job::KeySet(set, seen_at, reply), rx).await
     }
 
@@ -298,7 +287,7 @@ impl AuditStore {
         &self,
         request: CheckpointRequest,
     ) -> Result<StoredCheckpoint, StoreError> {
-        let (reply, rx) = oneshot::channel();
+        let (reply, rx) = Reply::new();
         self.submit(Job::Checkpoint(request, reply), rx).await
     }
 
@@ -487,7 +476,7 @@ async fn purge_in<C: ChainOps>(
             "removed_from": plan.first_id,
             "removed_through": through,
             "removed_records": removed,
-            "anchor_entry_hash": crate::keys::jwks::hex(&anchor),
+            "anchor_entry_hash": crate::util::hex(&anchor),
         }),
         at,
     };
@@ -518,12 +507,12 @@ mod tests {
     async fn a_full_queue_is_waited_on_no_longer_than_the_store_timeout() {
         // Nobody drains the queue: its one place is taken, so the job waits for room.
         let (writer, _queue) = mpsc::channel(1);
-        let (blocker, _) = oneshot::channel();
+        let (blocker, _) = Reply::new();
         writer
             .try_send(Job::Note(note(), blocker))
             .expect("room for one");
         let timeout = Duration::from_millis(200);
-        let (reply, rx) = oneshot::channel();
+        let (reply, rx) = Reply::new();
         let started = Instant::now();
         let r = submit(
             &writer,
@@ -542,7 +531,7 @@ mod tests {
     async fn an_unanswered_job_is_waited_on_no_longer_than_the_store_timeout() {
         let (writer, _queue) = mpsc::channel(4);
         let timeout = Duration::from_millis(200);
-        let (reply, rx) = oneshot::channel();
+        let (reply, rx) = Reply::new();
         let started = Instant::now();
         let r = submit(
             &writer,
@@ -561,7 +550,7 @@ mod tests {
         let (writer, mut queue) = mpsc::channel(4);
         let health = Health::default();
         health.mark_down();
-        let (reply, rx) = oneshot::channel();
+        let (reply, rx) = Reply::new();
         let started = Instant::now();
         let r = submit(
             &writer,

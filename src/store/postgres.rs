@@ -14,11 +14,12 @@ pub(super) use write::{Writer, begin_locked, open_writer};
 use std::time::Duration;
 
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
 use sqlx::{ConnectOptions, Postgres};
 
 use super::StoreError;
 use super::backend::embedded_migrator;
+use super::pg_tls;
 use super::read::SqlReader;
 
 /// How long a reader waits for a connection: `/readyz` must answer quickly when the
@@ -77,9 +78,16 @@ pub(super) async fn open(
     options: PgConnectOptions,
     write_timeout: Duration,
 ) -> Result<(Writer, Reader), StoreError> {
+    if matches!(options.get_ssl_mode(), PgSslMode::Disable) && !pg_tls::is_local(&options) {
+        tracing::warn!(
+            host = options.get_host(),
+            "sslmode=disable: audit records travel to the database in clear text"
+        );
+    }
     let mut conn = bounded(options.clone(), MIGRATE_STATEMENT_TIMEOUT)
         .connect()
-        .await?;
+        .await
+        .map_err(pg_tls::explained(&options))?;
     migrator().run(&mut conn).await?;
     drop(conn);
     let wait = super::health::wait_budget(write_timeout);
@@ -104,8 +112,9 @@ impl Reader {
             .max_connections(4)
             .min_connections(0)
             .acquire_timeout(READ_ACQUIRE_TIMEOUT)
-            .connect_with(bounded(options, READ_STATEMENT_TIMEOUT))
-            .await?;
+            .connect_with(bounded(options.clone(), READ_STATEMENT_TIMEOUT))
+            .await
+            .map_err(pg_tls::explained(&options))?;
         Ok(Self { pool })
     }
 }

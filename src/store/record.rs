@@ -8,8 +8,8 @@ use serde_json::{Map, Value};
 use super::StoreError;
 use super::cells::Cells;
 use crate::clock::format_millis;
-use crate::keys::jwks::hex;
 use crate::logout_token::Reason;
+use crate::util::hex;
 
 /// The rejection codes of rules that fail before the signature verified, as an SQL list
 /// (`'malformed_request', ...`): constants of ours, never input.

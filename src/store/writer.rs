@@ -21,11 +21,11 @@ use super::backend::{ChainOps, WriteDb};
 use super::chain::EventRow;
 use super::entry::{Committed, Note, NoteKind, Outcome, logout_row, note_row, resolve};
 use super::health::{Health, PROBE_INTERVAL};
-use super::{Job, StoreError, StoredCheckpoint};
+use super::{Job, NewRecord, StoreError, StoredCheckpoint};
 use crate::keys::FetchedKeySet;
-use crate::keys::jwks::hex;
 use crate::tlog::merkle::{Accumulator, leaf_hash};
 use crate::tlog::{Checkpoint, NoteSigner};
+use crate::util::hex;
 
 /// Most jobs committed in one transaction.
 pub(super) const MAX_BATCH: usize = 256;
@@ -52,11 +52,78 @@ pub struct CheckpointRequest {
     pub at: i64,
 }
 
-enum Done {
-    Logout(Committed),
-    Id(i64),
-    KeySet(Option<i64>),
-    Checkpoint(StoredCheckpoint),
+/// Where one job's answer goes, typed by what the job produces. The code that computes the
+/// answer stages it here while the batch's transaction is open; it is sent once that commits,
+/// and replaced by the batch's error if it does not.
+pub(super) struct Reply<T> {
+    tx: oneshot::Sender<Result<T, StoreError>>,
+    staged: Option<T>,
+}
+
+impl<T> Reply<T> {
+    /// A reply and the receiver its caller waits on.
+    pub(super) fn new() -> (Self, oneshot::Receiver<Result<T, StoreError>>) {
+        let (tx, rx) = oneshot::channel();
+        (Self { tx, staged: None }, rx)
+    }
+
+    /// Holds this job's answer until its transaction commits (a retry replaces it).
+    fn stage(&mut self, answer: T) {
+        self.staged = Some(answer);
+    }
+
+    /// The transaction commits: sends the staged answer (nobody may be waiting any more).
+    fn committed(self) {
+        // A batch commits only after every one of its jobs staged its answer; were one missing,
+        // its caller would see the reply dropped (`WriterGone`), never another job's result.
+        debug_assert!(self.staged.is_some(), "a committed job without an answer");
+        if let Some(answer) = self.staged {
+            let _ = self.tx.send(Ok(answer));
+        }
+    }
+
+    /// The job's record was not written: sends why.
+    fn fail(self, error: StoreError) {
+        let _ = self.tx.send(Err(error));
+    }
+
+    /// Whether the caller has stopped waiting.
+    fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+}
+
+impl Job {
+    /// Whether the one waiting for this job's answer has given up (its deadline passed): the
+    /// request was answered 503, so its record must not be written now.
+    fn is_abandoned(&self) -> bool {
+        match self {
+            Job::Logout(_, reply) => reply.is_closed(),
+            Job::Note(_, reply) => reply.is_closed(),
+            Job::KeySet(_, _, reply) => reply.is_closed(),
+            Job::Checkpoint(_, reply) => reply.is_closed(),
+        }
+    }
+
+    /// Its batch committed: sends the answer it staged.
+    fn committed(self) {
+        match self {
+            Job::Logout(_, reply) => reply.committed(),
+            Job::Note(_, reply) => reply.committed(),
+            Job::KeySet(_, _, reply) => reply.committed(),
+            Job::Checkpoint(_, reply) => reply.committed(),
+        }
+    }
+
+    /// Its record was not written: answers with the error.
+    fn fail(self, error: StoreError) {
+        match self {
+            Job::Logout(_, reply) => reply.fail(error),
+            Job::Note(_, reply) => reply.fail(error),
+            Job::KeySet(_, _, reply) => reply.fail(error),
+            Job::Checkpoint(_, reply) => reply.fail(error),
+        }
+    }
 }
 
 /// Loads the chain's head first (see [`warm_up`]), says so on `ready`, then runs as [`run`].
@@ -186,10 +253,8 @@ async fn process<W: WriteDb>(
     health: &Health,
 ) {
     let error = match commit(db, head, batch, timeout).await {
-        Ok(done) => {
-            for (job, done) in batch.drain(..).zip(done) {
-                answer(job, Ok(done));
-            }
+        Ok(()) => {
+            batch.drain(..).for_each(Job::committed);
             return;
         }
         Err(e) => e,
@@ -208,14 +273,14 @@ async fn process<W: WriteDb>(
         if job.is_abandoned() {
             continue;
         }
-        let one = [job];
-        let result = commit(db, head, &one, timeout).await;
+        let mut one = [job];
+        let result = commit(db, head, &mut one, timeout).await;
         let [job] = one;
         match result {
-            Ok(done) => answer(job, done.into_iter().next().ok_or(StoreError::WrongResult)),
+            Ok(()) => job.committed(),
             Err(e) if e.is_record() => {
                 tracing::error!("audit record not committed: {e}");
-                answer(job, Err(StoreError::NotCommitted(Arc::new(e))));
+                job.fail(StoreError::NotCommitted(Arc::new(e)));
             }
             Err(e) => {
                 // Not this record's fault: the ones after it would fail alike.
@@ -242,44 +307,7 @@ fn give_up(jobs: impl Iterator<Item = Job>, cause: StoreError, health: &Health) 
 /// Answers every job with an error.
 fn fail(jobs: impl Iterator<Item = Job>, error: impl Fn() -> StoreError) {
     for job in jobs {
-        answer(job, Err(error()));
-    }
-}
-
-/// Sends one job its answer (nobody may be waiting any more: that is fine).
-fn answer(job: Job, result: Result<Done, StoreError>) {
-    fn send<T>(tx: oneshot::Sender<Result<T, StoreError>>, r: Result<Option<T>, StoreError>) {
-        let _ = tx.send(r.and_then(|v| v.ok_or(StoreError::WrongResult)));
-    }
-    match job {
-        Job::Logout(_, tx) => send(
-            tx,
-            result.map(|d| match d {
-                Done::Logout(c) => Some(c),
-                _ => None,
-            }),
-        ),
-        Job::Note(_, tx) => send(
-            tx,
-            result.map(|d| match d {
-                Done::Id(id) => Some(id),
-                _ => None,
-            }),
-        ),
-        Job::KeySet(_, _, tx) => send(
-            tx,
-            result.map(|d| match d {
-                Done::KeySet(id) => Some(id),
-                _ => None,
-            }),
-        ),
-        Job::Checkpoint(_, tx) => send(
-            tx,
-            result.map(|d| match d {
-                Done::Checkpoint(c) => Some(c),
-                _ => None,
-            }),
-        ),
+        job.fail(error());
     }
 }
 
@@ -292,7 +320,7 @@ async fn sync_head<C: ChainOps>(tx: &mut C, cached: Option<Head>) -> Result<Head
         Some(h) if h.next_id - 1 < last_id => h,
         _ => Head {
             next_id: 1,
-            prev_hash: crate::store::chain::GENESIS,
+            prev_hash: crate::tlog::entry::GENESIS,
             tree: Accumulator::new(),
         },
     };
@@ -315,28 +343,23 @@ async fn sync_head<C: ChainOps>(tx: &mut C, cached: Option<Head>) -> Result<Head
 async fn commit<W: WriteDb>(
     db: &mut W,
     head: &mut Option<Head>,
-    jobs: &[Job],
+    jobs: &mut [Job],
     timeout: Duration,
-) -> Result<Vec<Done>, StoreError> {
+) -> Result<(), StoreError> {
     let cached = head.clone();
-    let result = tokio::time::timeout(timeout, async {
+    let cursor = tokio::time::timeout(timeout, async {
         let mut tx = db.begin().await?;
         let mut cursor = sync_head(&mut *tx, cached).await?;
-        let done = write_jobs(&mut *tx, jobs, &mut cursor).await?;
+        write_jobs(&mut *tx, jobs, &mut cursor).await?;
         W::commit(tx).await?;
-        Ok::<_, StoreError>((done, cursor))
+        Ok::<_, StoreError>(cursor)
     })
     .await
-    .unwrap_or(Err(StoreError::Timeout(timeout)));
-    match result {
-        Ok((done, cursor)) => {
-            *head = Some(cursor);
-            Ok(done)
-        }
-        // The head still describes what was committed before this batch; the next batch checks
-        // it against the stored chain's end (and catches up) rather than rebuilding the tree.
-        Err(e) => Err(e),
-    }
+    .unwrap_or(Err(StoreError::Timeout(timeout)))?;
+    // Only now: after a failure the head still describes what was committed before this batch,
+    // so the next batch checks it against the stored chain's end rather than rebuilding the tree.
+    *head = Some(cursor);
+    Ok(())
 }
 
 /// Rows and index entries computed in memory and written with a few multi-row statements.
@@ -393,77 +416,91 @@ async fn append<C: ChainOps>(
 
 type TokenKey = (String, String);
 
+/// Writes `jobs` in the open transaction, each staging its own answer for when it commits.
 async fn write_jobs<C: ChainOps>(
     tx: &mut C,
-    jobs: &[Job],
+    jobs: &mut [Job],
     head: &mut Head,
-) -> Result<Vec<Done>, StoreError> {
+) -> Result<(), StoreError> {
     let mut scratch = Vec::with_capacity(4096);
-    let mut done = Vec::with_capacity(jobs.len());
     // One look-up for every (iss, jti) in the batch; acceptances within it are added as we go.
-    let keys: Vec<TokenKey> = jobs
-        .iter()
-        .filter_map(|j| match j {
-            Job::Logout(r, _) if r.token_sha256.is_some() => {
-                Some((r.facts.iss.clone()?, r.facts.jti.clone()?))
-            }
-            _ => None,
-        })
-        .collect();
+    let keys: Vec<TokenKey> = jobs.iter().filter_map(token_key).collect();
     let mut known: HashMap<TokenKey, (i64, [u8; 32])> =
         tx.accepted_tokens(&keys).await?.into_iter().collect();
     let mut pending = Pending::default();
     for job in jobs {
-        let id = head.next_id;
         match job {
-            Job::Logout(record, _) => {
-                let key = match (&record.facts.iss, &record.facts.jti, record.token_sha256) {
-                    (Some(iss), Some(jti), Some(_)) => Some((iss.clone(), jti.clone())),
-                    _ => None,
-                };
-                let existing = key.as_ref().and_then(|k| known.get(k).copied());
-                let (outcome, rejection, duplicate_of) = resolve(record, existing);
-                let committed = Committed {
-                    id,
-                    outcome,
-                    rejection,
-                    duplicate_of,
-                };
-                pending.chain(logout_row(id, record, &committed), head, &mut scratch);
-                if let (Outcome::Accepted, Some(k), Some(sha)) = (outcome, key, record.token_sha256)
-                {
-                    known.insert(k.clone(), (id, sha));
-                    pending.accepted.push((k.0, k.1, sha, id));
-                }
-                if let Some(meta) = &record.facts.metadata
-                    && committed.signature_verified()
-                {
-                    pending
-                        .pairs
-                        .extend(meta.pairs.iter().map(|(k, v)| (k.clone(), v.clone(), id)));
-                }
-                done.push(Done::Logout(committed));
+            Job::Logout(record, reply) => {
+                reply.stage(chain_logout(
+                    record,
+                    &mut known,
+                    &mut pending,
+                    head,
+                    &mut scratch,
+                ));
             }
-            Job::Note(note, _) => {
+            Job::Note(note, reply) => {
+                let id = head.next_id;
                 pending.chain(note_row(id, note), head, &mut scratch);
-                done.push(Done::Id(id));
+                reply.stage(id);
             }
-            Job::KeySet(set, seen_at, _) => {
+            Job::KeySet(set, seen_at, reply) => {
                 pending.flush(tx).await?;
-                done.push(Done::KeySet(
-                    archive_key_set(tx, set, *seen_at, head, &mut scratch).await?,
-                ));
+                reply.stage(archive_key_set(tx, set, *seen_at, head, &mut scratch).await?);
             }
-            Job::Checkpoint(req, _) => {
+            Job::Checkpoint(req, reply) => {
                 pending.flush(tx).await?;
-                done.push(Done::Checkpoint(
-                    checkpoint(tx, req, head, &mut scratch).await?,
-                ));
+                reply.stage(checkpoint(tx, req, head, &mut scratch).await?);
             }
         }
     }
-    pending.flush(tx).await?;
-    Ok(done)
+    pending.flush(tx).await
+}
+
+/// The `(iss, jti)` under which a logout's token is remembered, if it has one.
+fn token_key(job: &Job) -> Option<TokenKey> {
+    match job {
+        Job::Logout(r, _) if r.token_sha256.is_some() => {
+            Some((r.facts.iss.clone()?, r.facts.jti.clone()?))
+        }
+        _ => None,
+    }
+}
+
+/// Decides a logout's outcome against the tokens accepted so far and chains its row.
+fn chain_logout(
+    record: &NewRecord,
+    known: &mut HashMap<TokenKey, (i64, [u8; 32])>,
+    pending: &mut Pending,
+    head: &mut Head,
+    scratch: &mut Vec<u8>,
+) -> Committed {
+    let id = head.next_id;
+    let key = match (&record.facts.iss, &record.facts.jti, record.token_sha256) {
+        (Some(iss), Some(jti), Some(_)) => Some((iss.clone(), jti.clone())),
+        _ => None,
+    };
+    let existing = key.as_ref().and_then(|k| known.get(k).copied());
+    let (outcome, rejection, duplicate_of) = resolve(record, existing);
+    let committed = Committed {
+        id,
+        outcome,
+        rejection,
+        duplicate_of,
+    };
+    pending.chain(logout_row(id, record, &committed), head, scratch);
+    if let (Outcome::Accepted, Some(k), Some(sha)) = (outcome, key, record.token_sha256) {
+        known.insert(k.clone(), (id, sha));
+        pending.accepted.push((k.0, k.1, sha, id));
+    }
+    if let Some(meta) = &record.facts.metadata
+        && committed.signature_verified()
+    {
+        pending
+            .pairs
+            .extend(meta.pairs.iter().map(|(k, v)| (k.clone(), v.clone(), id)));
+    }
+    committed
 }
 
 async fn checkpoint<C: ChainOps>(
@@ -530,393 +567,4 @@ async fn archive_key_set<C: ChainOps>(
 }
 
 #[cfg(test)]
-mod tests {
-    //! The writer's batch handling against a scripted database: what it commits, how often it
-    //! begins a transaction, and what every job is answered.
-
-    use std::ops::{Deref, DerefMut};
-    use std::sync::Mutex;
-
-    use super::*;
-    use crate::logout_token::TokenFacts;
-    use crate::store::backend::{AcceptedToken, ArchivedKeySet};
-    use crate::store::chain::GENESIS;
-    use crate::store::{NewRecord, PurgePlan};
-
-    /// How the scripted database behaves.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    enum Mode {
-        /// Everything works.
-        Healthy,
-        /// A row with this `jti` violates a constraint.
-        Poison(&'static str),
-        /// The connection drops at the batch's first insert; then the server is gone.
-        Lost,
-        /// The server refuses connections.
-        Down,
-        /// `begin` never returns.
-        Hang,
-    }
-
-    #[derive(Debug)]
-    struct State {
-        mode: Mode,
-        begins: usize,
-        committed: Vec<(EventRow, [u8; 32])>,
-    }
-
-    /// The scripted database; clones share one state.
-    #[derive(Debug, Clone)]
-    struct Fake(Arc<Mutex<State>>);
-
-    impl Fake {
-        fn new(mode: Mode) -> Self {
-            Self(Arc::new(Mutex::new(State {
-                mode,
-                begins: 0,
-                committed: Vec::new(),
-            })))
-        }
-
-        fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
-            f(&mut self.0.lock().expect("fake state"))
-        }
-
-        fn begins(&self) -> usize {
-            self.with(|s| s.begins)
-        }
-
-        fn committed_jtis(&self) -> Vec<String> {
-            self.with(|s| {
-                s.committed
-                    .iter()
-                    .filter_map(|(r, _)| r.jti.clone())
-                    .collect()
-            })
-        }
-    }
-
-    fn lost() -> StoreError {
-        let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "connection reset");
-        StoreError::Database(sqlx::Error::Io(reset))
-    }
-
-    fn refused() -> StoreError {
-        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
-        StoreError::Database(sqlx::Error::Io(refused))
-    }
-
-    fn constraint() -> StoreError {
-        StoreError::Sqlite(rusqlite::Error::SqliteFailure(
-            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT_CHECK),
-            None,
-        ))
-    }
-
-    /// A batch's statements: rows wait in `pending` until the commit.
-    #[derive(Debug)]
-    struct FakeConn {
-        db: Fake,
-        pending: Vec<(EventRow, [u8; 32])>,
-    }
-
-    #[derive(Debug)]
-    struct FakeTx(FakeConn);
-
-    impl Deref for FakeTx {
-        type Target = FakeConn;
-        fn deref(&self) -> &FakeConn {
-            &self.0
-        }
-    }
-
-    impl DerefMut for FakeTx {
-        fn deref_mut(&mut self) -> &mut FakeConn {
-            &mut self.0
-        }
-    }
-
-    impl WriteDb for Fake {
-        type Conn = FakeConn;
-        type Tx<'a> = FakeTx;
-
-        async fn begin(&mut self) -> Result<FakeTx, StoreError> {
-            let mode = self.with(|s| {
-                s.begins += 1;
-                s.mode
-            });
-            match mode {
-                Mode::Hang => std::future::pending().await,
-                Mode::Down => Err(refused()),
-                _ => Ok(FakeTx(FakeConn {
-                    db: self.clone(),
-                    pending: Vec::new(),
-                })),
-            }
-        }
-
-        async fn commit<'a>(tx: FakeTx) -> Result<(), StoreError> {
-            let FakeTx(conn) = tx;
-            conn.db.with(|s| s.committed.extend(conn.pending));
-            Ok(())
-        }
-    }
-
-    impl ChainOps for FakeConn {
-        async fn last_entry(&mut self) -> Result<(i64, [u8; 32]), StoreError> {
-            Ok(self
-                .db
-                .with(|s| s.committed.last().map_or((0, GENESIS), |(r, h)| (r.id, *h))))
-        }
-
-        async fn leaf_hashes(
-            &mut self,
-            from: i64,
-            to: i64,
-            _limit: u32,
-        ) -> Result<Vec<(i64, [u8; 32])>, StoreError> {
-            Ok(self.db.with(|s| {
-                s.committed
-                    .iter()
-                    .filter(|(r, _)| (from..=to).contains(&r.id))
-                    .map(|(r, h)| (r.id, *h))
-                    .collect()
-            }))
-        }
-
-        async fn accepted_tokens(
-            &mut self,
-            _keys: &[(String, String)],
-        ) -> Result<Vec<AcceptedToken>, StoreError> {
-            Ok(Vec::new())
-        }
-
-        async fn insert_rows(&mut self, rows: &[(EventRow, [u8; 32])]) -> Result<(), StoreError> {
-            match self.db.with(|s| s.mode) {
-                Mode::Lost => {
-                    self.db.with(|s| s.mode = Mode::Down);
-                    return Err(lost());
-                }
-                Mode::Poison(jti) if rows.iter().any(|(r, _)| r.jti.as_deref() == Some(jti)) => {
-                    return Err(constraint());
-                }
-                _ => {}
-            }
-            self.pending.extend(rows.iter().cloned());
-            Ok(())
-        }
-
-        async fn insert_accepted(
-            &mut self,
-            _accepted: &[(String, String, [u8; 32], i64)],
-        ) -> Result<(), StoreError> {
-            Ok(())
-        }
-
-        async fn insert_pairs(
-            &mut self,
-            _pairs: &[(String, String, i64)],
-        ) -> Result<(), StoreError> {
-            Ok(())
-        }
-
-        async fn insert_checkpoint(
-            &mut self,
-            _size: i64,
-            _root: &[u8; 32],
-            _note: &str,
-            _at: i64,
-        ) -> Result<(), StoreError> {
-            Ok(())
-        }
-
-        async fn touch_key_set(
-            &mut self,
-            _digest: &[u8; 32],
-            _seen_at: i64,
-        ) -> Result<bool, StoreError> {
-            Ok(true)
-        }
-
-        async fn latest_key_set(
-            &mut self,
-            _issuer: &str,
-        ) -> Result<Option<ArchivedKeySet>, StoreError> {
-            Ok(None)
-        }
-
-        async fn insert_key_set(
-            &mut self,
-            _set: &FetchedKeySet,
-            _seen_at: i64,
-        ) -> Result<(), StoreError> {
-            Ok(())
-        }
-
-        async fn purge_plan(&mut self, _before: i64) -> Result<PurgePlan, StoreError> {
-            Err(StoreError::WrongResult)
-        }
-
-        async fn remove_through(&mut self, _through: i64) -> Result<([u8; 32], u64), StoreError> {
-            Err(StoreError::WrongResult)
-        }
-    }
-
-    const TIMEOUT: Duration = Duration::from_millis(300);
-
-    type Answer = oneshot::Receiver<Result<Committed, StoreError>>;
-
-    /// A valid logout with its own `jti`.
-    fn logout(jti: &str) -> (Job, Answer) {
-        let record = NewRecord {
-            received_at: 1,
-            verdict: Ok(()),
-            facts: TokenFacts {
-                iss: Some("https://op.example/".into()),
-                jti: Some(jti.into()),
-                ..TokenFacts::default()
-            },
-            token: Some(format!("token-{jti}")),
-            token_sha256: Some(
-                aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, jti.as_bytes())
-                    .as_ref()
-                    .try_into()
-                    .expect("32 bytes"),
-            ),
-            token_bytes: Some(8),
-            source_ip: None,
-            user_agent: None,
-        };
-        let (tx, rx) = oneshot::channel();
-        (Job::Logout(Box::new(record), tx), rx)
-    }
-
-    /// A writer on `db`, on a thread of its own as in the service, with the given jobs already
-    /// queued (so they form one batch).
-    fn writer_with(
-        db: &Fake,
-        jobs: Vec<Job>,
-    ) -> (mpsc::Sender<Job>, Arc<Health>, oneshot::Receiver<()>) {
-        let (tx, rx) = mpsc::channel(64);
-        for job in jobs {
-            tx.try_send(job).expect("queue has room");
-        }
-        let health = Arc::new(Health::default());
-        let (db, writer_health) = (db.clone(), Arc::clone(&health));
-        let task = crate::store::own_thread("test-writer", move || {
-            run(None, db, rx, TIMEOUT, writer_health)
-        })
-        .expect("writer thread");
-        (tx, health, task)
-    }
-
-    fn jobs(jtis: &[&str]) -> (Vec<Job>, Vec<Answer>) {
-        jtis.iter().map(|j| logout(j)).unzip()
-    }
-
-    async fn answers(rxs: Vec<Answer>) -> Vec<Result<Committed, StoreError>> {
-        let mut out = Vec::new();
-        for rx in rxs {
-            out.push(rx.await.expect("every job is answered"));
-        }
-        out
-    }
-
-    #[tokio::test]
-    async fn a_batch_that_one_row_fails_commits_the_others_job_by_job() {
-        let db = Fake::new(Mode::Poison("c"));
-        let (jobs, rxs) = jobs(&["a", "b", "c", "d", "e"]);
-        let (tx, health, task) = writer_with(&db, jobs);
-        let got = answers(rxs).await;
-        drop(tx);
-        task.await.expect("writer ends");
-
-        let ids: Vec<Option<i64>> = got.iter().map(|r| r.as_ref().ok().map(|c| c.id)).collect();
-        assert_eq!(ids, [Some(1), Some(2), None, Some(3), Some(4)], "gapless");
-        assert!(got[2].as_ref().is_err_and(StoreError::is_record));
-        assert_eq!(db.committed_jtis(), ["a", "b", "d", "e"]);
-        assert_eq!(db.begins(), 1 + 5, "the batch, then each job alone");
-        assert!(
-            !health.is_down(),
-            "one bad record says nothing about the store"
-        );
-    }
-
-    #[tokio::test]
-    async fn a_lost_connection_fails_the_batch_at_once_and_a_probe_brings_it_back() {
-        let db = Fake::new(Mode::Lost);
-        let (jobs, rxs) = jobs(&["a", "b", "c", "d", "e"]);
-        let (tx, health, task) = writer_with(&db, jobs);
-        let got = answers(rxs).await;
-        assert!(
-            got.iter()
-                .all(|r| r.as_ref().is_err_and(StoreError::is_connection))
-        );
-        assert_eq!(db.begins(), 1, "no job-by-job retries on a lost connection");
-        assert!(health.is_down());
-
-        // While down, a job that still reaches the queue is answered at once, untried.
-        let begins = db.begins();
-        let (job, rx) = logout("f");
-        let asked = Instant::now();
-        tx.send(job).await.expect("queue");
-        let r = rx.await.expect("answered");
-        assert!(matches!(r, Err(StoreError::Unavailable)), "{r:?}");
-        assert!(asked.elapsed() < PROBE_INTERVAL, "{:?}", asked.elapsed());
-        assert!(db.begins() <= begins + 1, "at most a probe ran meanwhile");
-
-        // The server returns: a probe gets through and the next job commits.
-        db.with(|s| s.mode = Mode::Healthy);
-        let back = Instant::now();
-        while health.is_down() {
-            assert!(
-                back.elapsed() < 4 * PROBE_INTERVAL,
-                "a probe brings it back"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let (job, rx) = logout("g");
-        tx.send(job).await.expect("queue");
-        let committed = rx.await.expect("answered").expect("committed");
-        assert_eq!(committed.id, 1, "nothing of the failed batch was kept");
-        assert_eq!(db.committed_jtis(), ["g"]);
-        drop(tx);
-        task.await.expect("writer ends");
-    }
-
-    #[tokio::test]
-    async fn a_timeout_answers_every_job() {
-        let db = Fake::new(Mode::Hang);
-        let (jobs, rxs) = jobs(&["a", "b", "c"]);
-        let started = Instant::now();
-        let (tx, health, task) = writer_with(&db, jobs);
-        let got = answers(rxs).await;
-        let waited = started.elapsed();
-        assert!(
-            got.iter().all(|r| matches!(
-                r,
-                Err(StoreError::NotCommitted(e)) if matches!(**e, StoreError::Timeout(_))
-            )),
-            "{got:?}"
-        );
-        assert!(waited >= TIMEOUT && waited < TIMEOUT * 2, "{waited:?}");
-        assert_eq!(db.begins(), 1);
-        assert!(health.is_down(), "a database that does not answer is down");
-        drop(tx);
-        task.await.expect("writer ends");
-    }
-
-    #[tokio::test]
-    async fn a_job_given_up_on_is_not_written() {
-        let db = Fake::new(Mode::Healthy);
-        let (jobs, mut rxs) = jobs(&["a", "b", "c"]);
-        drop(rxs.remove(1)); // the request for "b" answered 503 before the writer got to it
-        let (tx, _health, task) = writer_with(&db, jobs);
-        let got = answers(rxs).await;
-        let ids: Vec<i64> = got.into_iter().map(|r| r.expect("committed").id).collect();
-        assert_eq!(ids, [1, 2]);
-        assert_eq!(db.committed_jtis(), ["a", "c"]);
-        drop(tx);
-        task.await.expect("writer ends");
-    }
-}
+mod tests;

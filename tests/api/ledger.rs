@@ -17,9 +17,9 @@ use crate::helpers::{AUDIENCE, TempDir, TestApp, TestDb, both_backends, spawn_ap
 const BIN: &str = env!("CARGO_BIN_EXE_logout-ledger");
 
 /// A log key on disk (as `keygen` writes it) and the settings that use it.
-struct LogKey {
+pub(crate) struct LogKey {
     private: PathBuf,
-    public: PathBuf,
+    pub(crate) public: PathBuf,
     dir: PathBuf,
 }
 
@@ -43,9 +43,9 @@ fn log_key(dir: &Path) -> LogKey {
 }
 
 /// A stopped service's store holding `n` logouts (every 5th rejected) and a final checkpoint.
-struct Ledger {
-    db: Arc<TestDb>,
-    key: LogKey,
+pub(crate) struct Ledger {
+    pub(crate) db: Arc<TestDb>,
+    pub(crate) key: LogKey,
     _dir: Arc<TempDir>,
     app_op: Arc<logout_ledger::local_issuer::LocalIssuer>,
 }
@@ -69,7 +69,7 @@ async fn serve_with_checkpoints() -> (TestApp, LogKey) {
     (app, key)
 }
 
-async fn ledger(n: usize) -> Ledger {
+pub(crate) async fn ledger(n: usize) -> Ledger {
     let (app, key) = serve_with_checkpoints().await;
     for i in 0..n {
         let token = if i % 5 == 4 {

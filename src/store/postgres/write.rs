@@ -14,9 +14,9 @@ use crate::store::backend::{
     AcceptedToken, ArchivedKeySet, ChainOps, WriteDb, older_through, parse_kids, purge_plan,
 };
 use crate::store::cells::{self, hash32};
-use crate::store::chain::{COLUMNS, ColumnType, EventRow, GENESIS, LAYOUT};
 use crate::store::layout::{Stored, stored};
 use crate::store::{PurgePlan, StoreError};
+use crate::tlog::entry::{COLUMNS, ColumnType, EventRow, GENESIS, LAYOUT};
 
 /// The writer's pool: a batch takes one connection; a broken one is replaced on the next
 /// batch, so the writer recovers by itself when the database comes back.

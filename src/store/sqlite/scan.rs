@@ -12,8 +12,8 @@ use std::time::Duration;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, Row};
 
-use crate::store::chain::{COLUMNS, Cell, ColumnType, LAYOUT, content_digest, encode_cell};
 use crate::store::{ChainDigest, StoreError};
+use crate::tlog::entry::{COLUMNS, Cell, ColumnType, LAYOUT, content_digest, encode_cell};
 
 /// Ids per chunk: the unit of work a reading thread takes at a time.
 const CHUNK: u32 = 1024;
@@ -224,8 +224,8 @@ pub(in crate::store) async fn chain_digests_blocking(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::chain::{GENESIS, finish};
     use crate::store::reader::ReadDb;
+    use crate::tlog::entry::{GENESIS, finish};
     use sqlx::sqlite::SqliteRow;
 
     /// What the sqlx read path gives for a row (the reference the scan must reproduce).
@@ -244,9 +244,9 @@ mod tests {
         let dir = std::env::temp_dir().join(format!(
             "logout-ledger-scan-{}-{}",
             std::process::id(),
-            crate::local_issuer::random_id()
+            crate::util::random_id()
         ));
-        std::fs::create_dir_all(&dir).map_err(|e| StoreError::BatchFailed(e.to_string()))?;
+        std::fs::create_dir_all(&dir)?;
         let path = dir.join("audit.db");
         let (_writer, reader) = super::super::open(&path, Duration::from_secs(5)).await?;
         let mut conn = {

@@ -16,8 +16,8 @@ use crate::store::backend::{
     AcceptedToken, ArchivedKeySet, ChainOps, WriteDb, older_through, parse_kids, purge_plan,
 };
 use crate::store::cells::hash32;
-use crate::store::chain::{COLUMNS, EventRow, GENESIS};
 use crate::store::{PurgePlan, StoreError};
+use crate::tlog::entry::{COLUMNS, EventRow, GENESIS};
 
 /// The writer's page cache, in KiB (negative: a size, not a page count): the random-key index
 /// pages a batch touches (sub, sid, jti, metadata pairs) stay in memory.
@@ -391,8 +391,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_uncommitted_batch_rolls_back_and_the_handle_stays_usable() {
-        let dir =
-            std::env::temp_dir().join(format!("ll-write-{}", crate::local_issuer::random_id()));
+        let dir = std::env::temp_dir().join(format!("ll-write-{}", crate::util::random_id()));
         std::fs::create_dir_all(&dir).expect("dir");
         let path = dir.join("a.db");
         let (_writer, _reader) = sqlite::open(&path, Duration::from_secs(1))
