@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 
 pub use record::ProofRecord;
 
-use crate::tlog::entry::GENESIS;
 use crate::store::{StoreError, StoreReader};
+use crate::tlog::entry::GENESIS;
 use crate::tlog::merkle::{self, leaf_hash};
 use crate::tlog::{Checkpoint, NoteVerifier};
 use crate::util::hex;
@@ -224,8 +224,8 @@ pub fn verify_proof(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tlog::entry::EventRow;
     use crate::tlog::NoteSigner;
+    use crate::tlog::entry::EventRow;
     use aws_lc_rs::signature::Ed25519KeyPair;
 
     fn signer() -> NoteSigner {

@@ -1,6 +1,7 @@
 //! Reading typed cells from either backend's rows, so the decoding of a chained row or a
 //! presented record is written once. Each backend's SELECT hands back the same shapes: ids and
-//! times as 64-bit integers (milliseconds since the epoch), text, bytes and booleans.
+//! times as 64-bit integers (milliseconds since the epoch), booleans as 0/1, text and bytes
+//! (`layout.rs`).
 
 use sqlx::Row;
 use sqlx::postgres::PgRow;
@@ -40,8 +41,6 @@ pub(super) trait Cells: Row + Sized {
     fn text<'c>(&self, c: impl Into<Col<'c>>) -> Result<Option<&str>, sqlx::Error>;
     /// Nullable bytes, borrowed.
     fn blob<'c>(&self, c: impl Into<Col<'c>>) -> Result<Option<&[u8]>, sqlx::Error>;
-    /// A nullable boolean (SQLite keeps 0/1, PostgreSQL a boolean).
-    fn boolean<'c>(&self, c: impl Into<Col<'c>>) -> Result<Option<bool>, sqlx::Error>;
 
     /// Nullable text, owned.
     fn string<'c>(&self, c: impl Into<Col<'c>>) -> Result<Option<String>, sqlx::Error> {
@@ -79,9 +78,6 @@ macro_rules! impl_cells {
                 get!(self, c)
             }
             fn blob<'c>(&self, c: impl Into<Col<'c>>) -> Result<Option<&[u8]>, sqlx::Error> {
-                get!(self, c)
-            }
-            fn boolean<'c>(&self, c: impl Into<Col<'c>>) -> Result<Option<bool>, sqlx::Error> {
                 get!(self, c)
             }
         }

@@ -4,16 +4,20 @@
 
 mod backend;
 mod cells;
+mod dialect;
 mod entry;
 mod failure;
 mod filter;
 mod health;
+mod layout;
 mod location;
 mod pg_tls;
 mod postgres;
+mod read;
 mod reader;
 mod record;
 mod report;
+mod select;
 mod sqlite;
 mod writer;
 
@@ -42,7 +46,6 @@ use tokio::sync::{mpsc, oneshot};
 use self::backend::{ChainOps, append_after_last};
 use self::health::Health;
 use self::location::Location;
-use self::reader::Reader;
 use crate::keys::{FetchedKeySet, KeyArchive};
 
 pub use location::{PASSWORD_ENV, check_url, with_tls_settings};
@@ -226,12 +229,12 @@ impl AuditStore {
             Location::Sqlite(path) => {
                 let (db, reader) = sqlite::open(&path, write_timeout).await?;
                 let task = spawn_writer(db, rx, write_timeout, Arc::clone(&health)).await?;
-                (StoreReader(Reader::Sqlite(reader)), task)
+                (StoreReader::new(reader), task)
             }
             Location::Postgres(options) => {
                 let (db, reader) = postgres::open(*options, write_timeout).await?;
                 let task = spawn_writer(db, rx, write_timeout, Arc::clone(&health)).await?;
-                (StoreReader(Reader::Postgres(reader)), task)
+                (StoreReader::new(reader), task)
             }
         };
         let store = Self {
@@ -245,12 +248,12 @@ impl AuditStore {
 
     /// Opens an existing store for reading only (CLI queries).
     pub async fn open_reader(url: &str) -> Result<StoreReader, StoreError> {
-        Ok(StoreReader(match Location::parse(url)? {
-            Location::Sqlite(path) => Reader::Sqlite(sqlite::Reader::open_existing(&path).await?),
+        Ok(match Location::parse(url)? {
+            Location::Sqlite(path) => StoreReader::new(sqlite::Reader::open_existing(&path).await?),
             Location::Postgres(options) => {
-                Reader::Postgres(postgres::Reader::open_existing(*options).await?)
+                StoreReader::new(postgres::Reader::open_existing(*options).await?)
             }
-        }))
+        })
     }
 
     /// Records one logout request and returns its final outcome once committed. Fails at once

@@ -1,32 +1,69 @@
 //! The read side: one handle over either backend's reader, for the service's query API, the
 //! CLI and the verifier.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use super::dialect::Digests;
+use super::record;
 use super::report::{GroupBy, Summary};
 use super::{ChainDigest, ChainRow, EventFilter, StoreError, StoredCheckpoint, StoredRecord};
-use super::{postgres, record, sqlite};
 
-/// The read side of either backend.
-#[derive(Debug, Clone)]
-pub(super) enum Reader {
-    /// A SQLite store.
-    Sqlite(sqlite::Reader),
-    /// A PostgreSQL store.
-    Postgres(postgres::Reader),
-}
+/// What a read answers, later.
+pub(super) type Answer<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
-/// Calls the same method on whichever backend a [`Reader`] holds.
-macro_rules! on_backend {
-    ($reader:expr, $r:ident => $call:expr) => {
-        match $reader {
-            Reader::Sqlite($r) => $call,
-            Reader::Postgres($r) => $call,
-        }
-    };
+/// The read side of a store, as each database implements it (`read::SqlReader`): the
+/// counterpart of the writer's `WriteDb`. Boxed futures, so one handle serves either database.
+pub(super) trait ReadDb: std::fmt::Debug + Send + Sync {
+    /// Whether a trivial query succeeds.
+    fn ping(&self) -> Pin<Box<dyn Future<Output = bool> + Send + '_>>;
+    /// A filtered, ordered, limited page of records.
+    fn query<'a>(&'a self, f: &'a EventFilter) -> Answer<'a, Vec<StoredRecord>>;
+    /// A page as NDJSON.
+    fn ndjson_page<'a>(&'a self, f: &'a EventFilter) -> Answer<'a, NdjsonPage>;
+    /// How many records match (limit and cursor ignored).
+    fn count<'a>(&'a self, f: &'a EventFilter) -> Answer<'a, i64>;
+    /// The first and last id received in the filter's time window.
+    fn id_window<'a>(&'a self, f: &'a EventFilter) -> Answer<'a, Option<(i64, i64)>>;
+    /// One record by id, with the stored token.
+    fn event(&self, id: i64) -> Answer<'_, Option<(StoredRecord, Option<String>)>>;
+    /// The first verified logout naming a session: id and time.
+    fn session_logout<'a>(&'a self, iss: &'a str, sid: &'a str) -> Answer<'a, Option<(i64, i64)>>;
+    /// The first verified all-sessions logout of a subject since a time: id and time.
+    fn subject_logout<'a>(
+        &'a self,
+        iss: &'a str,
+        sub: &'a str,
+        since: i64,
+    ) -> Answer<'a, Option<(i64, i64)>>;
+    /// Counts per group.
+    fn summary<'a>(&'a self, f: &'a EventFilter, group_by: &'a [GroupBy]) -> Answer<'a, Summary>;
+    /// The page query's plan, a line per step.
+    fn query_plan<'a>(&'a self, f: &'a EventFilter) -> Answer<'a, Vec<String>>;
+    /// The session-status queries' plans.
+    fn session_plans(&self) -> Answer<'_, Vec<String>>;
+    /// Chained rows after an id.
+    fn chain_rows(&self, after: i64, limit: u32) -> Answer<'_, Vec<ChainRow>>;
+    /// Chained rows after an id as content digests.
+    fn chain_digests(&self, after: i64, limit: u32) -> Answer<'_, Digests>;
+    /// Entry hashes of purged records after an id.
+    fn purged_hashes(&self, after: i64, limit: u32) -> Answer<'_, Vec<(i64, [u8; 32])>>;
+    /// Entry hashes, purged or stored, after an id.
+    fn entry_hashes(&self, after: i64, limit: u32) -> Answer<'_, Vec<(i64, [u8; 32])>>;
+    /// The retention anchor.
+    fn anchor(&self) -> Answer<'_, Option<(i64, [u8; 32])>>;
+    /// Every checkpoint.
+    fn checkpoints(&self) -> Answer<'_, Vec<StoredCheckpoint>>;
+    /// Names of the triggers in place.
+    fn guards(&self) -> Answer<'_, Vec<String>>;
+    /// An archived key set by digest.
+    fn key_set<'a>(&'a self, digest: &'a [u8]) -> Answer<'a, Option<(String, String)>>;
 }
 
 /// A read-only handle on a store, for the CLI and the verifier.
 #[derive(Debug, Clone)]
-pub struct StoreReader(pub(super) Reader);
+pub struct StoreReader(Arc<dyn ReadDb>);
 
 /// One page of records as NDJSON.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,32 +119,37 @@ pub struct SessionLogout {
 }
 
 impl StoreReader {
+    /// A handle on a database's read side.
+    pub(super) fn new(db: impl ReadDb + 'static) -> Self {
+        Self(Arc::new(db))
+    }
+
     /// Whether the store answers (readiness).
     pub async fn ping(&self) -> bool {
-        on_backend!(&self.0, r => r.ping().await)
+        self.0.ping().await
     }
 
     /// Reads records matching a filter.
     pub async fn query(&self, filter: &EventFilter) -> Result<Vec<StoredRecord>, StoreError> {
-        on_backend!(&self.0, r => r.query(filter).await)
+        self.0.query(filter).await
     }
 
     /// One page of records as NDJSON, built by the database (the NDJSON export's fast path):
     /// the same objects as serialising [`StoredRecord`]s.
     pub async fn ndjson_page(&self, filter: &EventFilter) -> Result<NdjsonPage, StoreError> {
-        on_backend!(&self.0, r => r.ndjson_page(filter).await)
+        self.0.ndjson_page(filter).await
     }
 
     /// How many records match a filter (its limit and cursor ignored).
     pub async fn count(&self, filter: &EventFilter) -> Result<i64, StoreError> {
-        on_backend!(&self.0, r => r.count(filter).await)
+        self.0.count(filter).await
     }
 
     /// The first and last id of the records in the filter's time window (all records when it
     /// sets none), `None` when there are none: every match lies between them. An export takes
     /// this once, then pages through that fixed range.
     pub async fn id_window(&self, filter: &EventFilter) -> Result<Option<(i64, i64)>, StoreError> {
-        on_backend!(&self.0, r => r.id_window(filter).await)
+        self.0.id_window(filter).await
     }
 
     /// One record by id, with the stored token (kept for accepted records only).
@@ -115,7 +157,7 @@ impl StoreReader {
         &self,
         id: i64,
     ) -> Result<Option<(StoredRecord, Option<String>)>, StoreError> {
-        on_backend!(&self.0, r => r.event(id).await)
+        self.0.event(id).await
     }
 
     /// Whether session `sid` of `iss` was logged out: by a verified logout naming it, or, given
@@ -127,11 +169,9 @@ impl StoreReader {
         sid: &str,
         subject_since: Option<(&str, i64)>,
     ) -> Result<Option<SessionLogout>, StoreError> {
-        let by_sid = on_backend!(&self.0, r => r.session_logout(iss, sid).await)?;
+        let by_sid = self.0.session_logout(iss, sid).await?;
         let by_sub = match subject_since {
-            Some((sub, since)) => {
-                on_backend!(&self.0, r => r.subject_logout(iss, sub, since).await)?
-            }
+            Some((sub, since)) => self.0.subject_logout(iss, sub, since).await?,
             None => None,
         };
         let first = match (by_sid, by_sub) {
@@ -147,22 +187,22 @@ impl StoreReader {
         filter: &EventFilter,
         group_by: &[GroupBy],
     ) -> Result<Summary, StoreError> {
-        on_backend!(&self.0, r => r.summary(filter, group_by).await)
+        self.0.summary(filter, group_by).await
     }
 
     /// `EXPLAIN QUERY PLAN` of the page query for a filter, one line per step (index checks).
     pub async fn query_plan(&self, filter: &EventFilter) -> Result<Vec<String>, StoreError> {
-        on_backend!(&self.0, r => r.query_plan(filter).await)
+        self.0.query_plan(filter).await
     }
 
     /// `EXPLAIN QUERY PLAN` of the session-status queries (index checks).
     pub async fn session_plans(&self) -> Result<Vec<String>, StoreError> {
-        on_backend!(&self.0, r => r.session_plans().await)
+        self.0.session_plans().await
     }
 
     /// Up to `limit` chained rows after id `after`, in id order.
     pub async fn chain_rows(&self, after: i64, limit: u32) -> Result<Vec<ChainRow>, StoreError> {
-        on_backend!(&self.0, r => r.chain_rows(after, limit).await)
+        self.0.chain_rows(after, limit).await
     }
 
     /// Up to `limit` rows after id `after` as content digests (the verifier's fast path); a
@@ -172,7 +212,7 @@ impl StoreReader {
         after: i64,
         limit: u32,
     ) -> Result<Vec<Result<ChainDigest, (i64, String)>>, StoreError> {
-        on_backend!(&self.0, r => r.chain_digests(after, limit).await)
+        self.0.chain_digests(after, limit).await
     }
 
     /// Up to `limit` entry hashes of records removed by retention, after id `after`.
@@ -181,7 +221,7 @@ impl StoreReader {
         after: i64,
         limit: u32,
     ) -> Result<Vec<(i64, [u8; 32])>, StoreError> {
-        on_backend!(&self.0, r => r.purged_hashes(after, limit).await)
+        self.0.purged_hashes(after, limit).await
     }
 
     /// Up to `limit` entry hashes (purged or stored) after id `after`: the Merkle leaves.
@@ -190,27 +230,27 @@ impl StoreReader {
         after: i64,
         limit: u32,
     ) -> Result<Vec<(i64, [u8; 32])>, StoreError> {
-        on_backend!(&self.0, r => r.entry_hashes(after, limit).await)
+        self.0.entry_hashes(after, limit).await
     }
 
     /// The retention anchor, if a retention run removed a prefix.
     pub async fn anchor(&self) -> Result<Option<(i64, [u8; 32])>, StoreError> {
-        on_backend!(&self.0, r => r.anchor().await)
+        self.0.anchor().await
     }
 
     /// Every stored checkpoint.
     pub async fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, StoreError> {
-        on_backend!(&self.0, r => r.checkpoints().await)
+        self.0.checkpoints().await
     }
 
     /// Names of the triggers in place.
     pub async fn guards(&self) -> Result<Vec<String>, StoreError> {
-        on_backend!(&self.0, r => r.guards().await)
+        self.0.guards().await
     }
 
     /// An archived key set: issuer and document.
     pub async fn key_set(&self, digest: &[u8]) -> Result<Option<(String, String)>, StoreError> {
-        on_backend!(&self.0, r => r.key_set(digest).await)
+        self.0.key_set(digest).await
     }
 }
 

@@ -11,11 +11,6 @@ use crate::clock::format_millis;
 use crate::logout_token::Reason;
 use crate::util::hex;
 
-/// The columns read for a [`StoredRecord`], in order.
-pub(super) const SELECT_COLUMNS: &str = "e.id, e.kind, e.action, e.details, e.received_at, e.outcome, e.http_status, e.reason, e.reason_detail, e.iss, e.sub, e.sid, \
-     e.jti, e.aud, e.iat, e.exp, e.alg, e.kid, e.typ, e.session_metadata, e.metadata_status, e.metadata_error, \
-     e.source_ip, e.user_agent, e.token_sha256, e.duplicate_of, e.claims_verified";
-
 /// The rejection codes of rules that fail before the signature verified, as an SQL list
 /// (`'malformed_request', ...`): constants of ours, never input.
 fn unverified_reason_list() -> String {
@@ -45,55 +40,7 @@ fn is_unverified(kind: &str, reason: Option<&str>) -> bool {
             .is_some_and(Reason::is_unverified)
 }
 
-/// The presented fields that are the same for every record, after `received_at`/`outcome`.
-const JSON_HEAD: &str = "'id', e.id, 'kind', e.kind, \
-     'received_at', strftime('%Y-%m-%dT%H:%M:%S', e.received_at / 1000, 'unixepoch') \
-         || printf('.%03dZ', e.received_at % 1000), \
-     'outcome', e.outcome, 'http_status', e.http_status, 'reason', e.reason, \
-     'reason_detail', e.reason_detail";
-
-/// Each record as one JSON object built by SQLite: the fields, order and values of
-/// [`StoredRecord`]'s serialization, for the NDJSON export's fast path (a page comes back as one
-/// text value instead of 27 decoded columns per row). Tests hold the two to the same output.
-/// A logout refused before its signature verified shows no claims; its `details` become the
-/// `unverified` object and `token_bytes` (a record from before migration 0003: the claim
-/// columns it holds, moved into `unverified`).
-pub(super) static JSON_OBJECT: LazyLock<String> = LazyLock::new(|| {
-    let token_sha256 = "CASE WHEN e.token_sha256 IS NOT NULL THEN lower(hex(e.token_sha256)) END";
-    let claims_verified =
-        "CASE e.claims_verified WHEN 1 THEN json('true') WHEN 0 THEN json('false') END";
-    let trusted = format!(
-        "json_object({JSON_HEAD}, \
-         'iss', e.iss, 'sub', e.sub, 'sid', e.sid, 'jti', e.jti, 'aud', json(e.aud), \
-         'iat', e.iat, 'exp', e.exp, 'alg', e.alg, 'kid', e.kid, 'typ', e.typ, \
-         'session_metadata', json(e.session_metadata), 'metadata_status', e.metadata_status, \
-         'metadata_error', e.metadata_error, 'source_ip', e.source_ip, 'user_agent', e.user_agent, \
-         'token_sha256', {token_sha256}, 'token_bytes', NULL, \
-         'duplicate_of', e.duplicate_of, 'claims_verified', {claims_verified}, \
-         'unverified', NULL, 'action', e.action, 'details', json(e.details))"
-    );
-    let legacy = "json_object('alg', e.alg, 'aud', json(e.aud), 'exp', e.exp, 'iat', e.iat, \
-         'iss', e.iss, 'jti', e.jti, 'kid', e.kid, 'session_metadata', json(e.session_metadata), \
-         'sid', e.sid, 'sub', e.sub, 'typ', e.typ)";
-    let untrusted = format!(
-        "json_object({JSON_HEAD}, \
-         'iss', NULL, 'sub', NULL, 'sid', NULL, 'jti', NULL, 'aud', NULL, \
-         'iat', NULL, 'exp', NULL, 'alg', NULL, 'kid', NULL, 'typ', NULL, \
-         'session_metadata', NULL, 'metadata_status', NULL, \
-         'metadata_error', NULL, 'source_ip', e.source_ip, 'user_agent', e.user_agent, \
-         'token_sha256', {token_sha256}, \
-         'token_bytes', json_extract(e.details, '$.token_bytes'), \
-         'duplicate_of', e.duplicate_of, 'claims_verified', {claims_verified}, \
-         'unverified', coalesce(json(json_extract(e.details, '$.unverified')), {legacy}), \
-         'action', e.action, 'details', NULL)"
-    );
-    format!(
-        "CASE WHEN e.kind = 'logout' AND NOT {} THEN {untrusted} ELSE {trusted} END",
-        *TRUSTED
-    )
-});
-
-/// The id at the start of a line of [`JSON_OBJECT`] output (`{"id":N,...`).
+/// The id at the start of a line of NDJSON output (`{"id":N,...`).
 pub(super) fn line_id(line: &str) -> Option<i64> {
     line.strip_prefix("{\"id\":")?
         .split([',', '}'])
@@ -168,9 +115,9 @@ pub struct StoredRecord {
 }
 
 impl StoredRecord {
-    /// Reads a row selected with [`SELECT_COLUMNS`]. A logout refused before its signature
-    /// verified is presented as [`JSON_OBJECT`] presents it: no claims, its `details` as
-    /// `unverified` and `token_bytes`.
+    /// Reads a row selected with the layout's record columns (`layout.rs`). A logout refused
+    /// before its signature verified is presented as SQLite's NDJSON path presents it: no
+    /// claims, its `details` as `unverified` and `token_bytes`.
     pub(super) fn from_row<R: Cells>(row: &R) -> Result<Self, StoreError> {
         let id = row.int_required("id")?;
         let corrupt = |message: String| StoreError::Corrupt { id, message };
@@ -208,7 +155,8 @@ impl StoredRecord {
             token_sha256: row.blob("token_sha256")?.map(hex),
             token_bytes: None,
             duplicate_of: row.int("duplicate_of")?,
-            claims_verified: row.boolean("claims_verified")?,
+            // 0/1 on both databases' reads, as in the canonical encoding.
+            claims_verified: row.int("claims_verified")?.map(|v| v != 0),
             unverified: None,
             action: row.string("action")?,
             details: json(row.text("details")?, "details")?,

@@ -1,11 +1,13 @@
-//! SQLite access: opening with durable settings, migrations, the writer's batch insert and
-//! the chain reads; the filtered read queries are in `query`. Every value goes through a
-//! bound parameter.
+//! SQLite access: opening with durable settings, migrations and the reader's pool; the write
+//! path is in `write`, the reads SQLite does its own way in `query` (NDJSON) and `scan` (the
+//! verifier). Every value goes through a bound parameter.
 
 mod query;
 mod scan;
 mod write;
 
+pub(super) use query::ndjson_page;
+pub(super) use scan::chain_digests_blocking;
 pub(super) use write::{SqliteChain, Writer, on_own_thread};
 
 use std::path::{Path, PathBuf};
@@ -15,12 +17,11 @@ use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Connection, Row, SqliteConnection};
+use sqlx::{Connection, Sqlite, SqliteConnection};
 
+use super::StoreError;
 use super::backend::embedded_migrator;
-use super::cells;
-use super::chain::COLUMNS;
-use super::{ChainDigest, ChainRow, StoreError, StoredCheckpoint};
+use super::read::SqlReader;
 
 /// The migrations, embedded in the binary so a fresh machine needs nothing else.
 fn migrator() -> Migrator {
@@ -135,10 +136,7 @@ async fn checkpointer(pool: SqlitePool) {
 }
 
 /// A small pool of connections for reads; WAL lets them run beside the writer.
-#[derive(Debug, Clone)]
-pub(super) struct Reader {
-    pool: SqlitePool,
-}
+pub(super) type Reader = SqlReader<Sqlite>;
 
 impl Reader {
     /// Opens a reader on an existing, migrated store.
@@ -153,123 +151,6 @@ impl Reader {
             .connect_with(options(path).busy_timeout(Duration::from_secs(5)))
             .await?;
         Ok(Self { pool })
-    }
-
-    /// Up to `limit` chained rows with id greater than `after`, in id order.
-    pub(super) async fn chain_rows(
-        &self,
-        after: i64,
-        limit: u32,
-    ) -> Result<Vec<ChainRow>, StoreError> {
-        let sql = format!(
-            "SELECT {}, entry_hash FROM audit_events WHERE id > ? ORDER BY id LIMIT ?",
-            COLUMNS.join(", ")
-        );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(after)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(cells::chain_row).collect()
-    }
-
-    /// Up to `limit` purged entry hashes with id greater than `after`, in id order.
-    pub(super) async fn purged_hashes(
-        &self,
-        after: i64,
-        limit: u32,
-    ) -> Result<Vec<(i64, [u8; 32])>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, entry_hash FROM purged_hashes WHERE id > ? ORDER BY id LIMIT ?",
-        )
-        .bind(after)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(cells::id_and_hash).collect()
-    }
-
-    /// Up to `limit` entry hashes (purged or stored) with id greater than `after`, in id order.
-    pub(super) async fn entry_hashes(
-        &self,
-        after: i64,
-        limit: u32,
-    ) -> Result<Vec<(i64, [u8; 32])>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, entry_hash FROM purged_hashes WHERE id > ?1 \
-             UNION ALL SELECT id, entry_hash FROM audit_events WHERE id > ?1 \
-             ORDER BY id LIMIT ?2",
-        )
-        .bind(after)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(cells::id_and_hash).collect()
-    }
-
-    /// Up to `limit` rows after `after`, each reduced to its id, stored entry hash and content
-    /// digest (the entry hash still open for the previous hash): the verifier's fast path, read
-    /// on a blocking thread through its own handle and hashed on every core (`scan`). A value of
-    /// the wrong type is an `Err`.
-    pub(super) async fn chain_digests(
-        &self,
-        after: i64,
-        limit: u32,
-    ) -> Result<Vec<Result<ChainDigest, (i64, String)>>, StoreError> {
-        let path = self.pool.connect_options().get_filename().to_owned();
-        scan::chain_digests_blocking(path, after, limit).await
-    }
-
-    /// The retention anchor: the first stored id and the hash before it.
-    pub(super) async fn anchor(&self) -> Result<Option<(i64, [u8; 32])>, StoreError> {
-        let row =
-            sqlx::query("SELECT first_id, prev_entry_hash FROM chain_anchor WHERE singleton = 1")
-                .fetch_optional(&self.pool)
-                .await?;
-        row.map(|r| cells::id_and_hash(&r)).transpose()
-    }
-
-    /// Every stored checkpoint, by tree size.
-    pub(super) async fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT tree_size, root_hash, note, created_at FROM checkpoints ORDER BY tree_size",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(cells::checkpoint_row).collect()
-    }
-
-    /// Names of the append-only triggers present.
-    pub(super) async fn guards(&self) -> Result<Vec<String>, StoreError> {
-        let names: Vec<String> = sqlx::query_scalar(
-            "SELECT name FROM sqlite_master WHERE type = 'trigger' ORDER BY name",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(names)
-    }
-
-    /// An archived key set document by digest.
-    pub(super) async fn key_set(
-        &self,
-        digest: &[u8],
-    ) -> Result<Option<(String, String)>, StoreError> {
-        let row = sqlx::query("SELECT issuer, jwks FROM key_sets WHERE digest = ?")
-            .bind(digest)
-            .fetch_optional(&self.pool)
-            .await?;
-        match row {
-            Some(row) => Ok(Some((row.try_get(0)?, row.try_get(1)?))),
-            None => Ok(None),
-        }
-    }
-
-    /// Whether a trivial query succeeds.
-    pub(super) async fn ping(&self) -> bool {
-        sqlx::query("SELECT 1 FROM audit_events LIMIT 1")
-            .fetch_optional(&self.pool)
-            .await
-            .is_ok()
     }
 }
 

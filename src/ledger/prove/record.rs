@@ -9,10 +9,8 @@ use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::clock::format_millis;
+use crate::tlog::entry::{Cell, ColumnType, EventRow, LAYOUT, content_digest, encode_cell, finish};
 use crate::util::hex;
-use crate::tlog::entry::{
-    Cell, ColumnType, EventRow, LAYOUT, content_digest, encode_cell, finish,
-};
 
 /// The columns `verify-proof` shows, in this order, when the record has them.
 const SHOWN: [&str; 11] = [

@@ -14,6 +14,7 @@ use crate::store::backend::{
     AcceptedToken, ArchivedKeySet, ChainOps, WriteDb, older_through, parse_kids, purge_plan,
 };
 use crate::store::cells::{self, hash32};
+use crate::store::layout::{Stored, stored};
 use crate::store::{PurgePlan, StoreError};
 use crate::tlog::entry::{COLUMNS, ColumnType, EventRow, GENESIS, LAYOUT};
 
@@ -69,16 +70,16 @@ static INSERT_ROWS: LazyLock<String> = LazyLock::new(|| {
     let mut params = Vec::new();
     let mut select = Vec::new();
     for (i, (name, ty)) in LAYOUT.iter().enumerate() {
-        let array = match (*name, ty) {
-            ("claims_verified", _) => "bool[]",
+        let array = match (stored(name), ty) {
+            (Stored::Flag, _) => "bool[]",
             (_, ColumnType::Int) => "int8[]",
             (_, ColumnType::Text) => "text[]",
             (_, ColumnType::Blob) => "bytea[]",
         };
         params.push(format!("${}::{array}", i + 1));
-        select.push(match *name {
-            "received_at" => "ll_ts(received_at)".to_owned(),
-            other => other.to_owned(),
+        select.push(match stored(name) {
+            Stored::Time => format!("ll_ts({name})"),
+            _ => (*name).to_owned(),
         });
     }
     params.push(format!("${}::bytea[]", LAYOUT.len() + 1));

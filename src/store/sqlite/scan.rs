@@ -203,7 +203,7 @@ pub(super) fn chain_digests(path: &Path, after: i64, limit: u32) -> rusqlite::Re
 }
 
 /// [`chain_digests`] on a blocking thread: the async side only waits for the finished page.
-pub(super) async fn chain_digests_blocking(
+pub(in crate::store) async fn chain_digests_blocking(
     path: PathBuf,
     after: i64,
     limit: u32,
@@ -224,6 +224,7 @@ pub(super) async fn chain_digests_blocking(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::reader::ReadDb;
     use crate::tlog::entry::{GENESIS, finish};
     use sqlx::sqlite::SqliteRow;
 
