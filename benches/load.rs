@@ -18,6 +18,27 @@
 //! processes on the one store; the connections are spread over them as a load balancer would),
 //! `--binary PATH` (drive another build, e.g. one with `--features bench-unchained`) and
 //! `--without-query-indexes` (SQLite without migration 0002's indexes, to measure their cost).
+//!
+//! Pinning and profiling (issue 11):
+//! - `--server-cpus LIST` starts each server under `taskset -c LIST` (e.g. `0`), so the service
+//!   runs on those CPUs only;
+//! - `--client-cpus LIST` pins this process (every thread, with `taskset -a -p -c LIST`) once
+//!   the tokens are minted (minting still uses every core), so the load generator runs there;
+//! - `--server-wrapper "CMD ARGS"` puts a command in front of the server binary (split on
+//!   whitespace, after `taskset` if both are given), e.g.
+//!   `--server-wrapper "valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.out"`; the
+//!   wrapper must exec the server in the same process (valgrind does), since SIGTERM, `/proc`
+//!   and the figures follow that pid; start-up and exit may then take minutes.
+//!
+//! Example, one CPU each: `cargo bench --bench load -- --requests 40000 --concurrency 32
+//! --server-cpus 0 --client-cpus 1`.
+//!
+//! Besides throughput, latency and CPU, the report gives the server's peak RSS (`VmHWM`) and
+//! its disk writes over the measured phase from `/proc/<pid>/io`: `write_bytes` (bytes it caused
+//! to be sent to storage: WAL frames and checkpoint copies into the database file together,
+//! counted when a page is dirtied) per accepted logout, and `wchar` (everything passed to
+//! write-like system calls, sockets included). The second reading is taken 0.6 s after the last
+//! answer, so the background checkpointer's copy of the run's last frames is included.
 //! See `docs/performance.md` for measured figures.
 
 #[path = "support/mod.rs"]
@@ -40,6 +61,11 @@ use support::{
 
 /// How long the server may take to exit after SIGTERM.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How many times longer a server under `--server-wrapper` may take to start and to exit.
+const WRAPPED_SLOWDOWN: u32 = 12;
+/// How long after the last answer the second disk-write reading is taken, so the background
+/// checkpointer (every 250 ms) has copied the run's last WAL frames into the database.
+const WRITE_SETTLE: Duration = Duration::from_millis(600);
 
 /// Target from the issue: accepted logouts per second at concurrency 64.
 const TARGET_RATE: f64 = 8_000.0;
@@ -62,6 +88,12 @@ struct Options {
     binary: Option<PathBuf>,
     /// Drop the query API's indexes before the run (SQLite), to measure their write cost.
     without_query_indexes: bool,
+    /// CPUs (a `taskset -c` list) the server runs on.
+    server_cpus: Option<String>,
+    /// CPUs (a `taskset -c` list) the load generator runs on once the tokens are minted.
+    client_cpus: Option<String>,
+    /// A command (and its arguments) the server binary is started under, e.g. valgrind.
+    server_wrapper: Vec<String>,
 }
 
 impl Default for Options {
@@ -76,6 +108,9 @@ impl Default for Options {
             replicas: 1,
             binary: None,
             without_query_indexes: false,
+            server_cpus: None,
+            client_cpus: None,
+            server_wrapper: Vec::new(),
         }
     }
 }
@@ -103,9 +138,18 @@ fn parse_args() -> anyhow::Result<Options> {
             "--postgres" => o.postgres = Some(args.next().context("--postgres needs a URL")?),
             "--binary" => o.binary = Some(args.next().context("--binary needs a path")?.into()),
             "--without-query-indexes" => o.without_query_indexes = true,
+            "--server-cpus" => o.server_cpus = Some(cpu_list(args.next(), "--server-cpus")?),
+            "--client-cpus" => o.client_cpus = Some(cpu_list(args.next(), "--client-cpus")?),
+            "--server-wrapper" => {
+                let cmd = args.next().context("--server-wrapper needs a command")?;
+                o.server_wrapper = cmd.split_whitespace().map(str::to_owned).collect();
+                ensure!(!o.server_wrapper.is_empty(), "--server-wrapper is empty");
+            }
             other => bail!(
                 "unknown argument {other:?}; flags: --requests N --concurrency C --warmup N \
-                 --time-limit SECS --keep-db --postgres ADMIN_URL --replicas N --binary PATH --without-query-indexes"
+                 --time-limit SECS --keep-db --postgres ADMIN_URL --replicas N --binary PATH \
+                 --without-query-indexes --server-cpus LIST --client-cpus LIST \
+                 --server-wrapper CMD"
             ),
         }
     }
@@ -117,6 +161,19 @@ fn parse_args() -> anyhow::Result<Options> {
         "--replicas needs --postgres (SQLite serves one process)"
     );
     Ok(o)
+}
+
+/// Checks a `taskset -c` CPU list (digits, `,` and `-` only, e.g. `0`, `0,1`, `2-3`).
+fn cpu_list(value: Option<String>, flag: &str) -> anyhow::Result<String> {
+    let list = value.with_context(|| format!("{flag} needs a CPU list"))?;
+    ensure!(
+        !list.is_empty()
+            && list
+                .chars()
+                .all(|c| c.is_ascii_digit() || c == ',' || c == '-'),
+        "{flag}: {list:?} is not a CPU list like 0 or 0,1 or 2-3"
+    );
+    Ok(list)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -153,14 +210,54 @@ fn source_revision() -> String {
     }
 }
 
-/// Bytes a process has passed to write-like system calls so far (`wchar` in `/proc/<pid>/io`):
-/// WAL frames, checkpoints and socket writes.
-fn proc_written_bytes(pid: &str) -> Option<u64> {
-    std::fs::read_to_string(format!("/proc/{pid}/io"))
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix("wchar:"))
-        .and_then(|v| v.trim().parse().ok())
+/// A process's write counters from `/proc/<pid>/io`, all threads together.
+#[derive(Debug, Clone, Copy)]
+struct WriteCounters {
+    /// Bytes passed to write-like system calls (`wchar`): WAL frames, checkpoint copies and
+    /// socket writes, whether or not they reach the disk.
+    passed: u64,
+    /// Bytes the process caused to be sent to storage (`write_bytes` less
+    /// `cancelled_write_bytes`): WAL and database pages as the disk sees them.
+    to_disk: u64,
+}
+
+impl WriteCounters {
+    /// Reads the counters of `pid`; `None` when `/proc/<pid>/io` is unreadable.
+    fn read(pid: &str) -> Option<Self> {
+        let io = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+        let field = |name: &str| -> Option<u64> {
+            io.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+                .and_then(|v| v.trim().parse().ok())
+        };
+        Some(Self {
+            passed: field("wchar")?,
+            to_disk: field("write_bytes")?.saturating_sub(field("cancelled_write_bytes")?),
+        })
+    }
+
+    /// What was written between `before` and `self`.
+    fn since(self, before: Self) -> Self {
+        Self {
+            passed: self.passed.saturating_sub(before.passed),
+            to_disk: self.to_disk.saturating_sub(before.to_disk),
+        }
+    }
+}
+
+/// Pins every thread of this process to `cpus` (threads started later inherit it).
+fn pin_self(cpus: &str) -> anyhow::Result<()> {
+    let pid = std::process::id().to_string();
+    let out = Command::new("taskset")
+        .args(["-a", "-p", "-c", cpus, &pid])
+        .output()
+        .context("run taskset (util-linux)")?;
+    ensure!(
+        out.status.success(),
+        "taskset -a -p -c {cpus} {pid} failed: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(())
 }
 
 /// Describes the machine: cores, CPU model, memory, kernel.
@@ -289,13 +386,46 @@ async fn create_store(o: &Options) -> anyhow::Result<Store> {
     Ok(store)
 }
 
-/// Starts one server (`--binary`, or the release build) on a free port against the store.
-fn spawn_server(issuer: &str, store: &Store, binary: Option<&Path>) -> anyhow::Result<Server> {
+/// Starts one server (`--binary`, or the release build) on a free port against the store,
+/// under `taskset -c` (`--server-cpus`) and the `--server-wrapper` command if given.
+fn spawn_server(issuer: &str, store: &Store, o: &Options) -> anyhow::Result<Server> {
     let port = support::free_port()?;
-    let binary = binary.unwrap_or(support::release_binary());
+    let binary = o.binary.as_deref().unwrap_or(support::release_binary());
     let max_age = TOKEN_LIFETIME_SECS.to_string();
     let args = support::serve_args(issuer, &store.url, port, &["--max-token-age", &max_age]);
-    Server::spawn(binary, &args, port)
+    let mut prefix: Vec<String> = Vec::new();
+    if let Some(cpus) = &o.server_cpus {
+        prefix.extend(["taskset".into(), "-c".into(), cpus.clone()]);
+    }
+    prefix.extend(o.server_wrapper.iter().cloned());
+    let Some((program, before)) = prefix.split_first() else {
+        return Server::spawn(binary, &args, port);
+    };
+    // taskset and valgrind exec the server in their own process: the pid stays the server's.
+    let mut full: Vec<String> = before.to_vec();
+    full.push(binary.display().to_string());
+    full.extend(args);
+    Server::spawn(Path::new(program), &full, port)
+}
+
+/// Waits for a server's `/readyz`; a wrapped server (valgrind) gets [`WRAPPED_SLOWDOWN`] times
+/// the usual start-up time.
+async fn wait_ready(
+    server: &mut Server,
+    client: &reqwest::Client,
+    o: &Options,
+) -> anyhow::Result<()> {
+    let tries = if o.server_wrapper.is_empty() {
+        1
+    } else {
+        WRAPPED_SLOWDOWN
+    };
+    for _ in 1..tries {
+        if server.wait_ready(client).await.is_ok() {
+            return Ok(());
+        }
+    }
+    server.wait_ready(client).await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -447,8 +577,10 @@ struct Figures {
     bench_cpu: (f64, f64),
     /// Machine-wide (busy, steal) CPU seconds during the run.
     machine_cpu: (f64, f64),
-    /// Bytes the server passed to write system calls during the run.
-    server_written: Option<u64>,
+    /// The server's writes during the run (and [`WRITE_SETTLE`] after it).
+    server_written: Option<WriteCounters>,
+    /// The machine's logical CPUs, counted before `--client-cpus` narrowed this process.
+    machine_cores: usize,
 }
 
 impl Figures {
@@ -460,6 +592,12 @@ impl Figures {
     /// sample can exceed it by a few pages).
     fn peak_rss_mib(&self) -> f64 {
         self.rss_hwm_mib.max(self.rss_sampled_mib)
+    }
+
+    /// The server's `write_bytes` per accepted logout, in KiB.
+    fn write_kib_per_accepted(&self) -> Option<f64> {
+        let w = self.server_written?;
+        (self.accepted > 0).then(|| w.to_disk as f64 / 1024.0 / self.accepted as f64)
     }
 
     fn cpu_pct(&self, (user, sys): (f64, f64)) -> f64 {
@@ -511,15 +649,21 @@ fn print_report(o: &Options, tally: &Tally, f: &Figures) {
         f.bench_cpu.1,
         f.cpu_pct(f.bench_cpu)
     );
-    if let Some(bytes) = f.server_written {
+    if let Some(w) = f.server_written {
         println!(
-            "server writes:      {:.1} MiB through write syscalls ({:.1} KiB per request; WAL, \
-             checkpoints and responses)",
-            bytes as f64 / 1048576.0,
-            bytes as f64 / 1024.0 / f.requests.max(1) as f64
+            "server disk writes: {:.1} MiB write_bytes ({:.2} KiB per accepted logout; WAL and \
+             database together)",
+            w.to_disk as f64 / 1048576.0,
+            f.write_kib_per_accepted().unwrap_or(f64::NAN)
+        );
+        println!(
+            "server write calls: {:.1} MiB wchar ({:.2} KiB per request; WAL, checkpoints and \
+             responses)",
+            w.passed as f64 / 1048576.0,
+            w.passed as f64 / 1024.0 / f.requests.max(1) as f64
         );
     }
-    let cores = cores();
+    let cores = f.machine_cores;
     println!(
         "machine CPU:        {:.0}% busy of {}00% (other processes {:.0}%, steal {:.0}%)",
         100.0 * f.machine_cpu.0 / f.elapsed.as_secs_f64(),
@@ -551,10 +695,10 @@ fn print_report(o: &Options, tally: &Tally, f: &Figures) {
     println!();
     println!(
         "table head: | C | requests | accepted | elapsed s | accepted/s | p50 ms | p90 ms | p99 ms \
-         | max ms | peak RSS MiB | server CPU | generator CPU | other CPU |"
+         | max ms | peak RSS MiB | write KiB/accepted | server CPU | generator CPU | other CPU |"
     );
     println!(
-        "table row: | {} | {} | {} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | {:.0}% | {:.0}% | {:.0}% |",
+        "table row: | {} | {} | {} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | {:.2} | {:.0}% | {:.0}% | {:.0}% |",
         o.concurrency,
         f.requests,
         f.accepted,
@@ -565,6 +709,7 @@ fn print_report(o: &Options, tally: &Tally, f: &Figures) {
         f.p99,
         f.max,
         f.peak_rss_mib(),
+        f.write_kib_per_accepted().unwrap_or(f64::NAN),
         f.cpu_pct(f.server_cpu),
         f.cpu_pct(f.bench_cpu),
         f.other_pct(),
@@ -609,6 +754,11 @@ fn print_header(o: &Options) {
     let argv: Vec<String> = std::env::args().collect();
     println!("argv:     {}", argv.join(" "));
     println!(
+        "pinning:  server CPUs {}, load generator CPUs {}",
+        o.server_cpus.as_deref().unwrap_or("any"),
+        o.client_cpus.as_deref().unwrap_or("any")
+    );
+    println!(
         "source:   {} ({})",
         source_revision(),
         env!("CARGO_MANIFEST_DIR")
@@ -639,6 +789,11 @@ async fn run() -> anyhow::Result<()> {
     );
     let measured = bodies.split_off(o.warmup);
     let warmup = bodies;
+    let machine_cores = cores();
+    if let Some(cpus) = &o.client_cpus {
+        pin_self(cpus)?;
+        println!("client:   load generator pinned to CPU(s) {cpus}");
+    }
 
     let store = create_store(&o).await?;
     let client = reqwest::Client::builder()
@@ -649,8 +804,8 @@ async fn run() -> anyhow::Result<()> {
     // The first replica migrates the store; the others start after it.
     let mut servers = Vec::with_capacity(o.replicas);
     for _ in 0..o.replicas {
-        let mut server = spawn_server(issuer.issuer(), &store, o.binary.as_deref())?;
-        server.wait_ready(&client).await?;
+        let mut server = spawn_server(issuer.issuer(), &store, &o)?;
+        wait_ready(&mut server, &client, &o).await?;
         servers.push(server);
     }
     let urls: Vec<String> = servers
@@ -671,7 +826,7 @@ async fn run() -> anyhow::Result<()> {
     let server_cpu0: Vec<_> = servers.iter().map(|s| proc_cpu_secs(&s.pid)).collect();
     let bench_cpu0 = proc_cpu_secs("self");
     let machine_cpu0 = machine_cpu_secs();
-    let written0 = proc_written_bytes(&server.pid);
+    let written0 = WriteCounters::read(&server.pid);
     let (mut tally, elapsed) = drive(&client, &urls, measured, o.concurrency, o.time_limit).await?;
     // All replicas together (RSS below is the first replica's).
     let server_cpu = servers
@@ -681,10 +836,11 @@ async fn run() -> anyhow::Result<()> {
         .fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
     let bench_cpu = cpu_delta(bench_cpu0, proc_cpu_secs("self"));
     let machine_cpu = cpu_delta(machine_cpu0, machine_cpu_secs());
-    let server_written = proc_written_bytes(&server.pid)
-        .zip(written0)
-        .map(|(after, before)| after.saturating_sub(before));
     let rss_sampled = sampler.finish();
+    tokio::time::sleep(WRITE_SETTLE).await;
+    let server_written = WriteCounters::read(&server.pid)
+        .zip(written0)
+        .map(|(after, before)| after.since(before));
     let hwm = proc_status_kib(&server.pid, "VmHWM").context("read the server's VmHWM")?;
     if elapsed >= o.time_limit {
         println!("note:     stopped at the {:?} time limit", o.time_limit);
@@ -706,6 +862,7 @@ async fn run() -> anyhow::Result<()> {
         bench_cpu,
         machine_cpu,
         server_written,
+        machine_cores,
     };
     print_report(&o, &tally, &figures);
 
@@ -714,7 +871,12 @@ async fn run() -> anyhow::Result<()> {
     println!("== durability ==");
     let mut all_exited = true;
     for server in &mut servers {
-        let (status, took) = server.stop(EXIT_TIMEOUT).await?;
+        let exit_timeout = if o.server_wrapper.is_empty() {
+            EXIT_TIMEOUT
+        } else {
+            EXIT_TIMEOUT * WRAPPED_SLOWDOWN
+        };
+        let (status, took) = server.stop(exit_timeout).await?;
         println!(
             "server exit after SIGTERM: {status} in {:.2} s",
             took.as_secs_f64()
