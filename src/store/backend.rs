@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 use std::future::Future;
 
-use std::ops::DerefMut;
+use std::ops::{DerefMut, RangeInclusive};
 
 use sqlx::SqlStr;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
@@ -44,13 +44,12 @@ pub(super) trait ChainOps: Send {
     /// predecessor, or `(0, GENESIS)`.
     fn last_entry(&mut self) -> impl Future<Output = Result<(i64, [u8; 32]), StoreError>> + Send;
 
-    /// Entry hashes with ids in `from..=to`, purged ones included, in id order (at most `limit`).
-    fn leaf_hashes(
+    /// Entry hashes with ids in `ids`, purged ones included, in id order (at most `limit`).
+    fn leaves(
         &mut self,
-        from: i64,
-        to: i64,
+        ids: RangeInclusive<i64>,
         limit: u32,
-    ) -> impl Future<Output = Result<Vec<(i64, [u8; 32])>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Leaves, StoreError>> + Send;
 
     /// The accepted records holding any of these `(iss, jti)`, with their token hashes.
     fn accepted_tokens(
@@ -79,10 +78,7 @@ pub(super) trait ChainOps: Send {
     /// Stores a signed checkpoint.
     fn insert_checkpoint(
         &mut self,
-        size: i64,
-        root: &[u8; 32],
-        note: &str,
-        at: i64,
+        row: &CheckpointRow<'_>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Moves `last_seen` of an archived key set forward; false when the digest is new.
@@ -163,11 +159,67 @@ pub(super) fn parse_kids(kids: &str) -> Result<Vec<String>, StoreError> {
     })
 }
 
+/// A page of `(id, entry_hash)` pairs in id order, for rebuilding the Merkle tree.
+pub(crate) type Leaves = Vec<(i64, [u8; 32])>;
+
+/// One signed checkpoint as the `checkpoints` table stores it.
+pub(crate) struct CheckpointRow<'a> {
+    /// The tree size the checkpoint commits to (the last record id).
+    pub size: i64,
+    /// The Merkle root of the first `size` records.
+    pub root: &'a [u8; 32],
+    /// The signed note, as `verify` and the proof API hand it out.
+    pub note: &'a str,
+    /// When it was signed (Unix seconds).
+    pub at: i64,
+}
+
+/// The migration list, written once: both backends share versions and names, and each has
+/// its own SQL file per version under `migrations/<backend>/`.
+macro_rules! migrations {
+    ($dir:literal) => {
+        [
+            (
+                1,
+                "audit events",
+                include_str!(concat!("../../migrations/", $dir, "/0001_audit_events.sql")),
+            ),
+            (
+                2,
+                "query indexes",
+                include_str!(concat!(
+                    "../../migrations/",
+                    $dir,
+                    "/0002_query_indexes.sql"
+                )),
+            ),
+            (
+                3,
+                "unverified records",
+                include_str!(concat!(
+                    "../../migrations/",
+                    $dir,
+                    "/0003_unverified_records.sql"
+                )),
+            ),
+        ]
+    };
+}
+
+/// The SQLite migrations, embedded in the binary so a fresh machine needs nothing else.
+pub(super) fn sqlite_migrator() -> Migrator {
+    embedded_migrator(migrations!("sqlite"))
+}
+
+/// The PostgreSQL migrations. sqlx holds an advisory lock while it applies them, so replicas
+/// starting together apply each migration once.
+pub(super) fn postgres_migrator() -> Migrator {
+    embedded_migrator(migrations!("postgres"))
+}
+
 /// A migrator over migrations embedded in the binary (`(version, description, sql)`), so a
 /// fresh machine needs nothing beside it.
-pub(super) fn embedded_migrator<const N: usize>(
-    sql: [(i64, &'static str, &'static str); N],
-) -> Migrator {
+fn embedded_migrator<const N: usize>(sql: [(i64, &'static str, &'static str); N]) -> Migrator {
     let migrations = sql
         .into_iter()
         .map(|(v, d, s)| {

@@ -13,12 +13,11 @@ pub(super) use write::{Writer, begin_locked, open_writer};
 
 use std::time::Duration;
 
-use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
 use sqlx::{ConnectOptions, Postgres};
 
 use super::StoreError;
-use super::backend::embedded_migrator;
+use super::backend::postgres_migrator;
 use super::pg_tls;
 use super::read::SqlReader;
 
@@ -27,29 +26,6 @@ use super::read::SqlReader;
 const READ_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest a read statement may run (exports page, so each statement is short).
 const READ_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The migrations, embedded in the binary. sqlx holds an advisory lock while it applies them,
-/// so replicas starting together apply each migration once.
-fn migrator() -> Migrator {
-    let sql = [
-        (
-            1,
-            "audit events",
-            include_str!("../../migrations/postgres/0001_audit_events.sql"),
-        ),
-        (
-            2,
-            "query indexes",
-            include_str!("../../migrations/postgres/0002_query_indexes.sql"),
-        ),
-        (
-            3,
-            "unverified records",
-            include_str!("../../migrations/postgres/0003_unverified_records.sql"),
-        ),
-    ];
-    embedded_migrator(sql)
-}
 
 /// Connection options with a statement timeout, so a stalled database cannot hold a request
 /// (or the chain lock) forever.
@@ -88,7 +64,7 @@ pub(super) async fn open(
         .connect()
         .await
         .map_err(pg_tls::explained(&options))?;
-    migrator().run(&mut conn).await?;
+    postgres_migrator().run(&mut conn).await?;
     drop(conn);
     let wait = super::health::wait_budget(write_timeout);
     let pool = PgPoolOptions::new()

@@ -13,37 +13,14 @@ pub(super) use write::{SqliteChain, Writer, on_own_thread};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{Connection, Sqlite, SqliteConnection};
 
 use super::StoreError;
-use super::backend::embedded_migrator;
+use super::backend::sqlite_migrator;
 use super::read::SqlReader;
-
-/// The migrations, embedded in the binary so a fresh machine needs nothing else.
-fn migrator() -> Migrator {
-    let sql = [
-        (
-            1,
-            "audit events",
-            include_str!("../../migrations/sqlite/0001_audit_events.sql"),
-        ),
-        (
-            2,
-            "query indexes",
-            include_str!("../../migrations/sqlite/0002_query_indexes.sql"),
-        ),
-        (
-            3,
-            "unverified records",
-            include_str!("../../migrations/sqlite/0003_unverified_records.sql"),
-        ),
-    ];
-    embedded_migrator(sql)
-}
 
 /// Extracts the file path from `sqlite://PATH` or `sqlite:PATH`.
 pub(super) fn path_from_url(url: &str) -> Result<PathBuf, StoreError> {
@@ -102,7 +79,7 @@ pub(super) async fn open(
             .busy_timeout(write_timeout),
     )
     .await?;
-    migrator().run(&mut conn).await?;
+    sqlite_migrator().run(&mut conn).await?;
     conn.close().await?;
     // The busy timeout is only part of the store timeout: a write lock held elsewhere fails the
     // batch (and marks the store down) while its requests still wait for their answer.

@@ -17,7 +17,7 @@ use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::backend::{ChainOps, WriteDb};
+use super::backend::{ChainOps, CheckpointRow, WriteDb};
 use super::chain::EventRow;
 use super::entry::{Committed, Note, NoteKind, Outcome, logout_row, note_row, resolve};
 use super::health::{Health, PROBE_INTERVAL};
@@ -343,7 +343,7 @@ async fn sync_head<C: ChainOps>(tx: &mut C, cached: Option<Head>) -> Result<Head
         },
     };
     while head.next_id <= last_id {
-        let page = tx.leaf_hashes(head.next_id, last_id, REBUILD_PAGE).await?;
+        let page = tx.leaves(head.next_id..=last_id, REBUILD_PAGE).await?;
         let Some(&(page_last, _)) = page.last() else {
             break;
         };
@@ -531,7 +531,13 @@ async fn checkpoint<C: ChainOps>(
     let root = head.tree.root();
     let body = Checkpoint::new(req.signer.name().to_owned(), head.tree.size(), root).body();
     let note = req.signer.sign(&body).map_err(StoreError::Sign)?;
-    tx.insert_checkpoint(size, &root, &note, req.at).await?;
+    let row = CheckpointRow {
+        size,
+        root: &root,
+        note: &note,
+        at: req.at,
+    };
+    tx.insert_checkpoint(&row).await?;
     let record = Note {
         kind: NoteKind::System,
         action: "checkpoint".into(),

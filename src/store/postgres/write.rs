@@ -2,6 +2,7 @@
 //! and the batch's statements (array-bound `INSERT ... SELECT FROM unnest(...)`, one statement
 //! per table whatever the batch size).
 
+use std::ops::RangeInclusive;
 use std::sync::LazyLock;
 use std::time::Duration;
 
@@ -11,7 +12,8 @@ use sqlx::{ConnectOptions, PgConnection, Postgres, Row, Transaction};
 use super::bounded;
 use crate::keys::FetchedKeySet;
 use crate::store::backend::{
-    AcceptedToken, ArchivedKeySet, ChainOps, WriteDb, older_through, parse_kids, purge_plan,
+    AcceptedToken, ArchivedKeySet, ChainOps, CheckpointRow, Leaves, WriteDb, older_through,
+    parse_kids, purge_plan,
 };
 use crate::store::cells::{self, hash32};
 use crate::store::layout::{Stored, stored};
@@ -112,19 +114,14 @@ impl ChainOps for PgConnection {
         }
     }
 
-    async fn leaf_hashes(
-        &mut self,
-        from: i64,
-        to: i64,
-        limit: u32,
-    ) -> Result<Vec<(i64, [u8; 32])>, StoreError> {
+    async fn leaves(&mut self, ids: RangeInclusive<i64>, limit: u32) -> Result<Leaves, StoreError> {
         let rows = sqlx::query(
             "SELECT id, entry_hash FROM purged_hashes WHERE id BETWEEN $1 AND $2 \
              UNION ALL SELECT id, entry_hash FROM audit_events WHERE id BETWEEN $1 AND $2 \
              ORDER BY id LIMIT $3",
         )
-        .bind(from)
-        .bind(to)
+        .bind(ids.start())
+        .bind(ids.end())
         .bind(i64::from(limit))
         .fetch_all(&mut *self)
         .await?;
@@ -251,21 +248,15 @@ impl ChainOps for PgConnection {
         Ok(())
     }
 
-    async fn insert_checkpoint(
-        &mut self,
-        size: i64,
-        root: &[u8; 32],
-        note: &str,
-        at: i64,
-    ) -> Result<(), StoreError> {
+    async fn insert_checkpoint(&mut self, c: &CheckpointRow<'_>) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO checkpoints (tree_size, root_hash, note, created_at) \
              VALUES ($1, $2, $3, ll_ts($4))",
         )
-        .bind(size)
-        .bind(&root[..])
-        .bind(note)
-        .bind(at)
+        .bind(c.size)
+        .bind(&c.root[..])
+        .bind(c.note)
+        .bind(c.at)
         .execute(&mut *self)
         .await?;
         Ok(())

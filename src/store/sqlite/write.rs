@@ -4,6 +4,7 @@
 //! through `COMMIT`; dropped before its commit, it rolls back.
 
 use std::future::Future;
+use std::ops::RangeInclusive;
 use std::ops::{Deref, DerefMut};
 use std::path::Path;
 use std::sync::LazyLock;
@@ -13,7 +14,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use crate::keys::FetchedKeySet;
 use crate::store::backend::{
-    AcceptedToken, ArchivedKeySet, ChainOps, WriteDb, older_through, parse_kids, purge_plan,
+    AcceptedToken, ArchivedKeySet, ChainOps, CheckpointRow, Leaves, WriteDb, older_through,
+    parse_kids, purge_plan,
 };
 use crate::store::cells::hash32;
 use crate::store::{PurgePlan, StoreError};
@@ -171,18 +173,13 @@ impl ChainOps for SqliteChain {
         })
     }
 
-    async fn leaf_hashes(
-        &mut self,
-        from: i64,
-        to: i64,
-        limit: u32,
-    ) -> Result<Vec<(i64, [u8; 32])>, StoreError> {
+    async fn leaves(&mut self, ids: RangeInclusive<i64>, limit: u32) -> Result<Leaves, StoreError> {
         let mut stmt = self.0.prepare_cached(
             "SELECT id, entry_hash FROM purged_hashes WHERE id BETWEEN ?1 AND ?2 \
              UNION ALL SELECT id, entry_hash FROM audit_events WHERE id BETWEEN ?1 AND ?2 \
              ORDER BY id LIMIT ?3",
         )?;
-        let rows = stmt.query_map(params![from, to, i64::from(limit)], |r| {
+        let rows = stmt.query_map(params![ids.start(), ids.end(), i64::from(limit)], |r| {
             Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
         })?;
         let mut out = Vec::new();
@@ -275,16 +272,10 @@ impl ChainOps for SqliteChain {
         Ok(())
     }
 
-    async fn insert_checkpoint(
-        &mut self,
-        size: i64,
-        root: &[u8; 32],
-        note: &str,
-        at: i64,
-    ) -> Result<(), StoreError> {
+    async fn insert_checkpoint(&mut self, c: &CheckpointRow<'_>) -> Result<(), StoreError> {
         self.0.execute(
             "INSERT INTO checkpoints (tree_size, root_hash, note, created_at) VALUES (?1, ?2, ?3, ?4)",
-            params![size, &root[..], note, at],
+            params![c.size, &c.root[..], c.note, c.at],
         )?;
         Ok(())
     }

@@ -1,6 +1,7 @@
 //! The writer's batch handling against a scripted database: what it commits, how often it
 //! begins a transaction, and what every job is answered.
 
+use std::ops::RangeInclusive;
 use std::ops::{Deref, DerefMut};
 use std::sync::Mutex;
 
@@ -8,7 +9,7 @@ use super::*;
 use crate::logout_token::TokenFacts;
 use crate::store::Failure;
 use crate::store::PurgePlan;
-use crate::store::backend::{AcceptedToken, ArchivedKeySet};
+use crate::store::backend::{AcceptedToken, ArchivedKeySet, CheckpointRow, Leaves};
 use crate::tlog::entry::GENESIS;
 
 /// How the scripted database behaves.
@@ -146,17 +147,16 @@ impl ChainOps for FakeConn {
             .with(|s| s.committed.last().map_or((0, GENESIS), |(r, h)| (r.id, *h))))
     }
 
-    async fn leaf_hashes(
+    async fn leaves(
         &mut self,
-        from: i64,
-        to: i64,
+        ids: RangeInclusive<i64>,
         _limit: u32,
-    ) -> Result<Vec<(i64, [u8; 32])>, StoreError> {
+    ) -> Result<Leaves, StoreError> {
         Ok(self.db.with(|s| {
             s.leaf_reads += 1;
             s.committed
                 .iter()
-                .filter(|(r, _)| (from..=to).contains(&r.id))
+                .filter(|(r, _)| ids.contains(&r.id))
                 .map(|(r, h)| (r.id, *h))
                 .collect()
         }))
@@ -195,13 +195,7 @@ impl ChainOps for FakeConn {
         Ok(())
     }
 
-    async fn insert_checkpoint(
-        &mut self,
-        _size: i64,
-        _root: &[u8; 32],
-        _note: &str,
-        _at: i64,
-    ) -> Result<(), StoreError> {
+    async fn insert_checkpoint(&mut self, _c: &CheckpointRow<'_>) -> Result<(), StoreError> {
         Ok(())
     }
 
