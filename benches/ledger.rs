@@ -112,7 +112,11 @@ async fn main() -> anyhow::Result<()> {
 
 /// Appends `n` records through the real writer from 256 concurrent tasks, then a checkpoint.
 async fn fill(url: &str, n: u64) -> anyhow::Result<()> {
-    let (store, writer) = AuditStore::open(url, Duration::from_secs(30)).await?;
+    let (store, writer) = AuditStore::open(
+        url,
+        logout_ledger::store::WriterSettings::with_timeout(Duration::from_secs(30)),
+    )
+    .await?;
     let store = Arc::new(store);
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();

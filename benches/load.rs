@@ -359,8 +359,11 @@ const QUERY_INDEXES: [&str; 4] = [
 /// its migrations applied and leaves the schema as it is).
 async fn drop_query_indexes(url: &str) -> anyhow::Result<()> {
     use sqlx::Connection;
-    let (store, writer) =
-        logout_ledger::store::AuditStore::open(url, Duration::from_secs(5)).await?;
+    let (store, writer) = logout_ledger::store::AuditStore::open(
+        url,
+        logout_ledger::store::WriterSettings::with_timeout(Duration::from_secs(5)),
+    )
+    .await?;
     drop(store);
     writer.finished().await;
     let mut conn = sqlx::SqliteConnection::connect(url).await?;

@@ -10,14 +10,14 @@ use tokio::net::TcpListener;
 
 use crate::api::{self, ApiState};
 use crate::clock::SharedClock;
-use crate::config::{EdgeSettings, Settings};
+use crate::config::{EdgeSettings, IssuerSettings, Settings};
 use crate::http::admission::{Admission, FLUSH_EVERY, Flusher};
 use crate::http::server::{ServeOptions, serve};
 use crate::http::{AppState, ListenerKind, Metrics, MetricsState, metrics_router, router};
 use crate::keys::KeyArchive;
 use crate::keys::KeyRegistry;
 use crate::logout_token::Validator;
-use crate::store::{AuditStore, Note, NoteKind, StoreError, WriterTask};
+use crate::store::{AuditStore, Note, NoteKind, StoreError, WriterSettings, WriterTask};
 
 /// How long shutdown may take in all (requests in flight, then the writer's last batch).
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
@@ -59,7 +59,14 @@ pub struct Application {
 impl Application {
     /// Opens the store, prepares the key caches and binds the listener.
     pub async fn build(settings: Settings, clock: SharedClock) -> Result<Self, StartupError> {
-        let (store, writer) = AuditStore::open(&settings.database, settings.store_timeout).await?;
+        let writer_settings = WriterSettings {
+            timeout: settings.store_timeout,
+            replay_validity: (settings.issuers.iter())
+                .map(IssuerSettings::validity_after_acceptance)
+                .max()
+                .unwrap_or_default(),
+        };
+        let (store, writer) = AuditStore::open(&settings.database, writer_settings).await?;
         let issuers = Arc::new(settings.issuers.clone());
         let archive: Arc<dyn KeyArchive> = Arc::new(store.clone());
         let keys = Arc::new(

@@ -188,7 +188,11 @@ pub(crate) fn record(i: u64, n: u64, end: i64) -> NewRecord {
 /// Appends records `from..n` through the writer with `concurrency` appends in flight.
 /// Returns the rate (records/s).
 pub(crate) async fn fill(url: &str, from: u64, n: u64, end: i64) -> anyhow::Result<f64> {
-    let (store, writer) = AuditStore::open(url, Duration::from_secs(30)).await?;
+    let (store, writer) = AuditStore::open(
+        url,
+        logout_ledger::store::WriterSettings::with_timeout(Duration::from_secs(30)),
+    )
+    .await?;
     let next = Arc::new(AtomicU64::new(from));
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();

@@ -94,6 +94,18 @@ pub struct IssuerSettings {
     pub max_token_age_secs: i64,
 }
 
+impl IssuerSettings {
+    /// How long after its acceptance a token of this issuer can still pass validation: its
+    /// `iat` may be up to the leeway ahead of the acceptance, and is `too_old` once more than
+    /// the maximum age plus the leeway behind. The replay window must cover this.
+    pub fn validity_after_acceptance(&self) -> Duration {
+        let secs = self
+            .max_token_age_secs
+            .saturating_add(self.leeway_secs.saturating_mul(2));
+        Duration::from_secs(u64::try_from(secs).unwrap_or(0))
+    }
+}
+
 /// How the key cache talks to issuers.
 #[derive(Debug, Clone)]
 pub struct KeyFetchSettings {

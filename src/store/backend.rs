@@ -15,8 +15,29 @@ use super::entry::{Note, note_row};
 use super::{PurgePlan, StoreError};
 use crate::keys::FetchedKeySet;
 
-/// An accepted `(iss, jti)` with the record that accepted it and its token's SHA-256.
-pub(super) type AcceptedToken = ((String, String), (i64, [u8; 32]));
+/// An accepted record as the replay window remembers it (`replay.rs`).
+#[derive(Debug, Clone)]
+pub(super) struct AcceptedToken {
+    /// The accepting record's id.
+    pub id: i64,
+    /// The token's issuer.
+    pub iss: String,
+    /// The token's id.
+    pub jti: String,
+    /// SHA-256 of the token.
+    pub token_sha256: [u8; 32],
+    /// When it was received (ms since the epoch).
+    pub received_at: i64,
+}
+
+/// Which accepted records to read back into the replay window.
+#[derive(Debug, Clone)]
+pub(super) enum AcceptedSince {
+    /// Those with ids in this range (another writer appended them).
+    Ids(RangeInclusive<i64>),
+    /// Those received within this many ms of the latest record: the whole window, at start-up.
+    Within(i64),
+}
 
 /// An archived key set: its digest and the ids of its usable keys.
 pub(super) type ArchivedKeySet = ([u8; 32], Vec<String>);
@@ -51,22 +72,16 @@ pub(super) trait ChainOps: Send {
         limit: u32,
     ) -> impl Future<Output = Result<Leaves, StoreError>> + Send;
 
-    /// The accepted records holding any of these `(iss, jti)`, with their token hashes.
-    fn accepted_tokens(
+    /// The accepted logout records `which` selects, in id order.
+    fn accepted(
         &mut self,
-        keys: &[(String, String)],
+        which: AcceptedSince,
     ) -> impl Future<Output = Result<Vec<AcceptedToken>, StoreError>> + Send;
 
     /// Inserts chained rows, in order.
     fn insert_rows(
         &mut self,
         rows: &[(EventRow, [u8; 32])],
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
-
-    /// Remembers accepted `(iss, jti, token hash, record id)` for replay detection.
-    fn insert_accepted(
-        &mut self,
-        accepted: &[(String, String, [u8; 32], i64)],
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Indexes valid metadata pairs: `(key, value, record id)`.
@@ -200,6 +215,15 @@ macro_rules! migrations {
                     "../../migrations/",
                     $dir,
                     "/0003_unverified_records.sql"
+                )),
+            ),
+            (
+                4,
+                "replay window in memory",
+                include_str!(concat!(
+                    "../../migrations/",
+                    $dir,
+                    "/0004_replay_window.sql"
                 )),
             ),
         ]

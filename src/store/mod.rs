@@ -16,6 +16,7 @@ mod postgres;
 mod read;
 mod reader;
 mod record;
+mod replay;
 mod report;
 mod select;
 mod sqlite;
@@ -160,12 +161,12 @@ impl WriterTask {
 async fn spawn_writer<W: backend::WriteDb + 'static>(
     db: W,
     rx: mpsc::Receiver<Job>,
-    timeout: Duration,
+    settings: WriterSettings,
     health: Arc<Health>,
 ) -> Result<WriterTask, StoreError> {
     let (ready, warmed) = oneshot::channel();
     let task = own_thread("audit-writer", move || {
-        writer::start(db, rx, timeout, health, ready)
+        writer::start(db, rx, settings, health, ready)
     })
     .map(WriterTask)?;
     // The first batch waits for the chain's head, not the caller's first request.
@@ -217,23 +218,45 @@ async fn submit<T>(
     .unwrap_or(Err(StoreError::Timeout(timeout)))
 }
 
+/// How the store's writer runs.
+#[derive(Debug, Clone, Copy)]
+pub struct WriterSettings {
+    /// The store timeout: how long a batch may take before its requests are answered 503.
+    pub timeout: Duration,
+    /// How long after its acceptance a token could still pass validation (the largest
+    /// `max_token_age + 2 × leeway` of the issuers): the replay window kept in memory.
+    pub replay_validity: Duration,
+}
+
+impl WriterSettings {
+    /// Settings with this timeout and the replay window of the default issuer settings
+    /// (a maximum token age of 300 s and a leeway of 60 s).
+    pub fn with_timeout(timeout: Duration) -> Self {
+        Self {
+            timeout,
+            replay_validity: Duration::from_secs(300 + 2 * 60),
+        }
+    }
+}
+
 impl AuditStore {
     /// Opens (creating if missing) and migrates the store, and starts its writer.
     pub async fn open(
         url: &str,
-        write_timeout: Duration,
+        settings: WriterSettings,
     ) -> Result<(Self, WriterTask), StoreError> {
+        let write_timeout = settings.timeout;
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let health = Arc::new(Health::default());
         let (reader, task) = match Location::parse(url)? {
             Location::Sqlite(path) => {
                 let (db, reader) = sqlite::open(&path, write_timeout).await?;
-                let task = spawn_writer(db, rx, write_timeout, Arc::clone(&health)).await?;
+                let task = spawn_writer(db, rx, settings, Arc::clone(&health)).await?;
                 (StoreReader::new(reader), task)
             }
             Location::Postgres(options) => {
                 let (db, reader) = postgres::open(*options, write_timeout).await?;
-                let task = spawn_writer(db, rx, write_timeout, Arc::clone(&health)).await?;
+                let task = spawn_writer(db, rx, settings, Arc::clone(&health)).await?;
                 (StoreReader::new(reader), task)
             }
         };

@@ -5,7 +5,8 @@
 //!
 //! Several replicas share one database: each batch locks the `chain_lock` row before it reads
 //! the chain head, so appends from every replica form one gapless chain, and replay decisions
-//! see every acceptance committed before them (`accepted_tokens`' primary key backs that up).
+//! see every acceptance committed before them (the writer reads other replicas' acceptances into
+//! its replay window before deciding).
 
 mod write;
 

@@ -17,10 +17,11 @@ use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::backend::{ChainOps, CheckpointRow, WriteDb};
+use super::backend::{AcceptedSince, ChainOps, CheckpointRow, WriteDb};
 use super::chain::EventRow;
 use super::entry::{Committed, Note, NoteKind, Outcome, logout_row, note_row, resolve};
 use super::health::{Health, PROBE_INTERVAL};
+use super::replay::{Key, ReplayWindow, Seen};
 use super::{Job, NewRecord, StoreError, StoredCheckpoint};
 use crate::keys::FetchedKeySet;
 use crate::tlog::merkle::{Accumulator, leaf_hash};
@@ -33,6 +34,9 @@ pub(super) const MAX_BATCH: usize = 256;
 const WARM_UP_LIMIT: Duration = Duration::from_secs(600);
 /// Entry hashes read per query when rebuilding the Merkle accumulator.
 const REBUILD_PAGE: u32 = 50_000;
+/// Records another writer appended beyond which the replay window is read back whole (by time)
+/// rather than by id.
+const CATCH_UP_BY_ID: i64 = 10_000;
 
 /// The end of the chain: the next sequence number, the last entry hash, and the Merkle tree
 /// over every entry hash so far.
@@ -130,13 +134,14 @@ impl Job {
 pub(super) async fn start<W: WriteDb>(
     mut db: W,
     rx: mpsc::Receiver<Job>,
-    timeout: Duration,
+    settings: super::WriterSettings,
     health: Arc<Health>,
     ready: oneshot::Sender<()>,
 ) {
-    let head = warm_up(&mut db, timeout).await;
+    let mut window = ReplayWindow::new(settings.replay_validity);
+    let head = warm_up(&mut db, &mut window, settings.timeout).await;
     let _ = ready.send(());
-    run(head, db, rx, timeout, health).await;
+    run(head, window, db, rx, settings.timeout, health).await;
 }
 
 /// Runs until every sender is dropped, then commits what is left and returns. While the store
@@ -144,6 +149,7 @@ pub(super) async fn start<W: WriteDb>(
 /// every [`PROBE_INTERVAL`] until one gets through. `head` is the chain's end if known.
 async fn run<W: WriteDb>(
     mut head: Option<Head>,
+    mut window: ReplayWindow,
     mut db: W,
     mut rx: mpsc::Receiver<Job>,
     timeout: Duration,
@@ -163,7 +169,11 @@ async fn run<W: WriteDb>(
         // A request that gave up waiting was answered 503: its record is not written.
         batch.retain(|job| !job.is_abandoned());
         if !batch.is_empty() {
-            process(&mut db, &mut head, &mut batch, timeout, &health).await;
+            let mut chain = Chain {
+                head: &mut head,
+                window: &mut window,
+            };
+            process(&mut db, &mut chain, &mut batch, timeout, &health).await;
         }
     }
     tracing::info!("audit writer stopped");
@@ -173,13 +183,17 @@ async fn run<W: WriteDb>(
 /// the store timeout: on a store of millions of records that takes seconds, which no request
 /// should wait for (nor fail on, again and again). `None` when the store cannot be read now; the
 /// first batch then does it.
-async fn warm_up<W: WriteDb>(db: &mut W, timeout: Duration) -> Option<Head> {
+async fn warm_up<W: WriteDb>(
+    db: &mut W,
+    window: &mut ReplayWindow,
+    timeout: Duration,
+) -> Option<Head> {
     let started = Instant::now();
     let result = async {
         let mut tx = tokio::time::timeout(timeout, db.begin())
             .await
             .unwrap_or(Err(StoreError::Timeout(timeout)))?;
-        tokio::time::timeout(WARM_UP_LIMIT, sync_head(&mut *tx, None))
+        tokio::time::timeout(WARM_UP_LIMIT, sync_head(&mut *tx, None, window))
             .await
             .unwrap_or(Err(StoreError::Timeout(WARM_UP_LIMIT)))
     }
@@ -188,6 +202,7 @@ async fn warm_up<W: WriteDb>(db: &mut W, timeout: Duration) -> Option<Head> {
         Ok(head) => {
             tracing::debug!(
                 records = head.next_id - 1,
+                replay_window = window.len(),
                 elapsed = ?started.elapsed(),
                 "audit chain head loaded"
             );
@@ -247,12 +262,12 @@ async fn probe<W: WriteDb>(db: &mut W, timeout: Duration) -> Result<(), StoreErr
 /// store cannot be reached marks it down.
 async fn process<W: WriteDb>(
     db: &mut W,
-    head: &mut Option<Head>,
+    chain: &mut Chain<'_>,
     batch: &mut Vec<Job>,
     timeout: Duration,
     health: &Health,
 ) {
-    let error = match commit(db, head, batch, timeout).await {
+    let error = match commit(db, chain, batch, timeout).await {
         Ok(()) => {
             log_commit(batch);
             batch.drain(..).for_each(Job::committed);
@@ -275,7 +290,7 @@ async fn process<W: WriteDb>(
             continue;
         }
         let mut one = [job];
-        let result = commit(db, head, &mut one, timeout).await;
+        let result = commit(db, chain, &mut one, timeout).await;
         let [job] = one;
         match result {
             Ok(()) => {
@@ -331,16 +346,31 @@ fn fail(jobs: impl Iterator<Item = Job>, error: impl Fn() -> StoreError) {
 
 /// Brings the cached head up to the stored chain: catches up on records appended by another
 /// process, or rebuilds from scratch when the cache cannot be trusted.
-async fn sync_head<C: ChainOps>(tx: &mut C, cached: Option<Head>) -> Result<Head, StoreError> {
+async fn sync_head<C: ChainOps>(
+    tx: &mut C,
+    cached: Option<Head>,
+    window: &mut ReplayWindow,
+) -> Result<Head, StoreError> {
     let (last_id, last_hash) = tx.last_entry().await?;
     let mut head = match cached {
         Some(h) if h.next_id - 1 == last_id && h.prev_hash == last_hash => return Ok(h),
-        Some(h) if h.next_id - 1 < last_id => h,
-        _ => Head {
-            next_id: 1,
-            prev_hash: crate::tlog::entry::GENESIS,
-            tree: Accumulator::new(),
-        },
+        // Another writer appended: its acceptances join the window before this batch decides.
+        Some(h) if h.next_id - 1 < last_id && last_id - h.next_id < CATCH_UP_BY_ID => {
+            window.extend(tx.accepted(AcceptedSince::Ids(h.next_id..=last_id)).await?);
+            h
+        }
+        Some(h) if h.next_id - 1 < last_id => {
+            reload_window(tx, window).await?;
+            h
+        }
+        _ => {
+            reload_window(tx, window).await?;
+            Head {
+                next_id: 1,
+                prev_hash: crate::tlog::entry::GENESIS,
+                tree: Accumulator::new(),
+            }
+        }
     };
     while head.next_id <= last_id {
         let page = tx.leaves(head.next_id..=last_id, REBUILD_PAGE).await?;
@@ -357,26 +387,52 @@ async fn sync_head<C: ChainOps>(tx: &mut C, cached: Option<Head>) -> Result<Head
     Ok(head)
 }
 
-/// Commits `jobs` in one transaction within the timeout; the cached head moves only on commit.
+/// Reads the whole replay window back from the stored records.
+async fn reload_window<C: ChainOps>(
+    tx: &mut C,
+    window: &mut ReplayWindow,
+) -> Result<(), StoreError> {
+    window.clear();
+    window.extend(tx.accepted(AcceptedSince::Within(window.span_ms())).await?);
+    Ok(())
+}
+
+/// What the writer knows of the committed chain: its end, and the acceptances of the replay
+/// window.
+struct Chain<'a> {
+    head: &'a mut Option<Head>,
+    window: &'a mut ReplayWindow,
+}
+
+/// Commits `jobs` in one transaction within the timeout; the cached head moves, and the batch's
+/// acceptances join the replay window, only on commit.
 async fn commit<W: WriteDb>(
     db: &mut W,
-    head: &mut Option<Head>,
+    chain: &mut Chain<'_>,
     jobs: &mut [Job],
     timeout: Duration,
 ) -> Result<(), StoreError> {
-    let cached = head.clone();
-    let cursor = tokio::time::timeout(timeout, async {
+    let cached = chain.head.clone();
+    let window = &mut *chain.window;
+    let (cursor, accepted) = tokio::time::timeout(timeout, async {
         let mut tx = db.begin().await?;
-        let mut cursor = sync_head(&mut *tx, cached).await?;
-        write_jobs(&mut *tx, jobs, &mut cursor).await?;
+        let mut cursor = sync_head(&mut *tx, cached, window).await?;
+        let accepted = write_jobs(&mut *tx, jobs, &mut cursor, window).await?;
         W::commit(tx).await?;
-        Ok::<_, StoreError>(cursor)
+        Ok::<_, StoreError>((cursor, accepted))
     })
     .await
     .unwrap_or(Err(StoreError::Timeout(timeout)))?;
     // Only now: after a failure the head still describes what was committed before this batch,
     // so the next batch checks it against the stored chain's end rather than rebuilding the tree.
-    *head = Some(cursor);
+    *chain.head = Some(cursor);
+    let latest = accepted.iter().map(|a| a.2).max();
+    for (key, seen, at) in accepted {
+        chain.window.insert(key, seen, at);
+    }
+    if let Some(now) = latest {
+        chain.window.prune(now);
+    }
     Ok(())
 }
 
@@ -384,7 +440,6 @@ async fn commit<W: WriteDb>(
 #[derive(Default)]
 struct Pending {
     rows: Vec<(EventRow, [u8; 32])>,
-    accepted: Vec<(String, String, [u8; 32], i64)>,
     pairs: Vec<(String, String, i64)>,
 }
 
@@ -411,10 +466,8 @@ impl Pending {
     /// Writes everything queued, in order.
     async fn flush<C: ChainOps>(&mut self, tx: &mut C) -> Result<(), StoreError> {
         tx.insert_rows(&self.rows).await?;
-        tx.insert_accepted(&self.accepted).await?;
         tx.insert_pairs(&self.pairs).await?;
         self.rows.clear();
-        self.accepted.clear();
         self.pairs.clear();
         Ok(())
     }
@@ -432,19 +485,42 @@ async fn append<C: ChainOps>(
     one.flush(tx).await
 }
 
-type TokenKey = (String, String);
+/// The replay decisions of one batch: the committed window, and this batch's acceptances on top
+/// of it (they join the window only if the batch commits).
+struct BatchReplay<'a> {
+    window: &'a ReplayWindow,
+    staged: HashMap<Key, Seen>,
+    accepted: Vec<(Key, Seen, i64)>,
+}
+
+impl BatchReplay<'_> {
+    fn get(&self, key: &Key) -> Option<Seen> {
+        self.staged
+            .get(key)
+            .copied()
+            .or_else(|| self.window.get(key))
+    }
+
+    fn accept(&mut self, key: Key, seen: Seen, received_at: i64) {
+        self.staged.insert(key, seen);
+        self.accepted.push((key, seen, received_at));
+    }
+}
 
 /// Writes `jobs` in the open transaction, each staging its own answer for when it commits.
+/// Returns the batch's acceptances `(key, record, received_at)`.
 async fn write_jobs<C: ChainOps>(
     tx: &mut C,
     jobs: &mut [Job],
     head: &mut Head,
-) -> Result<(), StoreError> {
+    window: &ReplayWindow,
+) -> Result<Vec<(Key, Seen, i64)>, StoreError> {
     let mut scratch = Vec::with_capacity(4096);
-    // One look-up for every (iss, jti) in the batch; acceptances within it are added as we go.
-    let keys: Vec<TokenKey> = jobs.iter().filter_map(token_key).collect();
-    let mut known: HashMap<TokenKey, (i64, [u8; 32])> =
-        tx.accepted_tokens(&keys).await?.into_iter().collect();
+    let mut known = BatchReplay {
+        window,
+        staged: HashMap::new(),
+        accepted: Vec::new(),
+    };
     let mut pending = Pending::default();
     for job in jobs {
         match job {
@@ -472,33 +548,26 @@ async fn write_jobs<C: ChainOps>(
             }
         }
     }
-    pending.flush(tx).await
-}
-
-/// The `(iss, jti)` under which a logout's token is remembered, if it has one.
-fn token_key(job: &Job) -> Option<TokenKey> {
-    match job {
-        Job::Logout(r, _) if r.token_sha256.is_some() => {
-            Some((r.facts.iss.clone()?, r.facts.jti.clone()?))
-        }
-        _ => None,
-    }
+    pending.flush(tx).await?;
+    Ok(known.accepted)
 }
 
 /// Decides a logout's outcome against the tokens accepted so far and chains its row.
 fn chain_logout(
     record: &NewRecord,
-    known: &mut HashMap<TokenKey, (i64, [u8; 32])>,
+    known: &mut BatchReplay<'_>,
     pending: &mut Pending,
     head: &mut Head,
     scratch: &mut Vec<u8>,
 ) -> Committed {
     let id = head.next_id;
     let key = match (&record.facts.iss, &record.facts.jti, record.token_sha256) {
-        (Some(iss), Some(jti), Some(_)) => Some((iss.clone(), jti.clone())),
+        (Some(iss), Some(jti), Some(_)) => Some(ReplayWindow::key(iss, jti)),
         _ => None,
     };
-    let existing = key.as_ref().and_then(|k| known.get(k).copied());
+    let existing = key
+        .and_then(|k| known.get(&k))
+        .map(|s| (s.id, s.token_sha256));
     let (outcome, rejection, duplicate_of) = resolve(record, existing);
     let committed = Committed {
         id,
@@ -508,8 +577,11 @@ fn chain_logout(
     };
     pending.chain(logout_row(id, record, &committed), head, scratch);
     if let (Outcome::Accepted, Some(k), Some(sha)) = (outcome, key, record.token_sha256) {
-        known.insert(k.clone(), (id, sha));
-        pending.accepted.push((k.0, k.1, sha, id));
+        let seen = Seen {
+            id,
+            token_sha256: sha,
+        };
+        known.accept(k, seen, record.received_at);
     }
     if let Some(meta) = &record.facts.metadata
         && committed.signature_verified()

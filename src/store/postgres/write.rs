@@ -12,8 +12,8 @@ use sqlx::{ConnectOptions, PgConnection, Postgres, Row, Transaction};
 use super::bounded;
 use crate::keys::FetchedKeySet;
 use crate::store::backend::{
-    AcceptedToken, ArchivedKeySet, ChainOps, CheckpointRow, Leaves, WriteDb, older_through,
-    parse_kids, purge_plan,
+    AcceptedSince, AcceptedToken, ArchivedKeySet, ChainOps, CheckpointRow, Leaves, WriteDb,
+    older_through, parse_kids, purge_plan,
 };
 use crate::store::cells::{self, hash32};
 use crate::store::layout::{Stored, stored};
@@ -128,31 +128,33 @@ impl ChainOps for PgConnection {
         rows.iter().map(cells::id_and_hash).collect()
     }
 
-    async fn accepted_tokens(
-        &mut self,
-        keys: &[(String, String)],
-    ) -> Result<Vec<AcceptedToken>, StoreError> {
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        let (iss, jti): (Vec<&str>, Vec<&str>) =
-            keys.iter().map(|(i, j)| (i.as_str(), j.as_str())).unzip();
-        let rows = sqlx::query(
-            "SELECT a.iss, a.jti, a.event_id, a.token_sha256 FROM accepted_tokens a \
-             JOIN unnest($1::text[], $2::text[]) AS k(iss, jti) \
-             ON a.iss = k.iss AND a.jti = k.jti",
-        )
-        .bind(iss)
-        .bind(jti)
-        .fetch_all(&mut *self)
-        .await?;
+    async fn accepted(&mut self, which: AcceptedSince) -> Result<Vec<AcceptedToken>, StoreError> {
+        let query = match which {
+            AcceptedSince::Ids(ids) => sqlx::query(
+                "SELECT id, iss, jti, token_sha256, ll_ms(received_at) FROM audit_events \
+                 WHERE id BETWEEN $1 AND $2 AND outcome = 'accepted' AND kind = 'logout' ORDER BY id",
+            )
+            .bind(*ids.start())
+            .bind(*ids.end()),
+            AcceptedSince::Within(span) => sqlx::query(
+                "SELECT id, iss, jti, token_sha256, ll_ms(received_at) FROM audit_events \
+                 WHERE received_at >= (SELECT max(received_at) FROM audit_events) \
+                     - $1 * interval '1 millisecond' \
+                 AND outcome = 'accepted' AND kind = 'logout' ORDER BY id",
+            )
+            .bind(span),
+        };
+        let rows = query.fetch_all(&mut *self).await?;
         rows.iter()
             .map(|row| {
-                let id: i64 = row.try_get(2)?;
-                Ok((
-                    (row.try_get(0)?, row.try_get(1)?),
-                    (id, hash32(id, row.try_get::<&[u8], _>(3)?)?),
-                ))
+                let id: i64 = row.try_get(0)?;
+                Ok(AcceptedToken {
+                    id,
+                    iss: row.try_get(1)?,
+                    jti: row.try_get(2)?,
+                    token_sha256: hash32(id, row.try_get::<&[u8], _>(3)?)?,
+                    received_at: row.try_get(4)?,
+                })
             })
             .collect()
     }
@@ -209,26 +211,6 @@ impl ChainOps for PgConnection {
             .bind(texts(|r| r.details.as_deref()))
             .bind(rows.iter().map(|(_, h)| &h[..]).collect::<Vec<&[u8]>>());
         q.execute(&mut *self).await?;
-        Ok(())
-    }
-
-    async fn insert_accepted(
-        &mut self,
-        accepted: &[(String, String, [u8; 32], i64)],
-    ) -> Result<(), StoreError> {
-        if accepted.is_empty() {
-            return Ok(());
-        }
-        sqlx::query(
-            "INSERT INTO accepted_tokens (iss, jti, token_sha256, event_id) \
-             SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::int8[])",
-        )
-        .bind(accepted.iter().map(|a| a.0.as_str()).collect::<Vec<_>>())
-        .bind(accepted.iter().map(|a| a.1.as_str()).collect::<Vec<_>>())
-        .bind(accepted.iter().map(|a| &a.2[..]).collect::<Vec<_>>())
-        .bind(accepted.iter().map(|a| a.3).collect::<Vec<_>>())
-        .execute(&mut *self)
-        .await?;
         Ok(())
     }
 
@@ -346,12 +328,10 @@ impl ChainOps for PgConnection {
         .bind(through)
         .execute(&mut *self)
         .await?;
-        for table in [
-            "DELETE FROM metadata_pairs WHERE event_id <= $1",
-            "DELETE FROM accepted_tokens WHERE event_id <= $1",
-        ] {
-            sqlx::query(table).bind(through).execute(&mut *self).await?;
-        }
+        sqlx::query("DELETE FROM metadata_pairs WHERE event_id <= $1")
+            .bind(through)
+            .execute(&mut *self)
+            .await?;
         let removed = sqlx::query("DELETE FROM audit_events WHERE id <= $1")
             .bind(through)
             .execute(&mut *self)

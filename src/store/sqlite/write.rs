@@ -10,12 +10,12 @@ use std::path::Path;
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params, params_from_iter};
 
 use crate::keys::FetchedKeySet;
 use crate::store::backend::{
-    AcceptedToken, ArchivedKeySet, ChainOps, CheckpointRow, Leaves, WriteDb, older_through,
-    parse_kids, purge_plan,
+    AcceptedSince, AcceptedToken, ArchivedKeySet, ChainOps, CheckpointRow, Leaves, WriteDb,
+    older_through, parse_kids, purge_plan,
 };
 use crate::store::cells::hash32;
 use crate::store::{PurgePlan, StoreError};
@@ -190,21 +190,29 @@ impl ChainOps for SqliteChain {
         Ok(out)
     }
 
-    async fn accepted_tokens(
-        &mut self,
-        keys: &[(String, String)],
-    ) -> Result<Vec<AcceptedToken>, StoreError> {
-        let mut stmt = self.0.prepare_cached(
-            "SELECT event_id, token_sha256 FROM accepted_tokens WHERE iss = ?1 AND jti = ?2",
-        )?;
+    async fn accepted(&mut self, which: AcceptedSince) -> Result<Vec<AcceptedToken>, StoreError> {
+        let (filter, args) = match which {
+            AcceptedSince::Ids(ids) => ("id BETWEEN ?1 AND ?2", vec![*ids.start(), *ids.end()]),
+            AcceptedSince::Within(span) => (
+                "received_at >= (SELECT max(received_at) FROM audit_events) - ?1",
+                vec![span],
+            ),
+        };
+        let mut stmt = self.0.prepare_cached(&format!(
+            "SELECT id, iss, jti, token_sha256, received_at FROM audit_events \
+             WHERE {filter} AND outcome = 'accepted' AND kind = 'logout' ORDER BY id"
+        ))?;
+        let mut rows = stmt.query(params_from_iter(args))?;
         let mut out = Vec::new();
-        for (iss, jti) in keys {
-            let found: Option<(i64, Vec<u8>)> = stmt
-                .query_row(params![iss, jti], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()?;
-            if let Some((id, sha)) = found {
-                out.push(((iss.clone(), jti.clone()), (id, hash32(id, &sha)?)));
-            }
+        while let Some(r) = rows.next()? {
+            let id: i64 = r.get(0)?;
+            out.push(AcceptedToken {
+                id,
+                iss: r.get(1)?,
+                jti: r.get(2)?,
+                token_sha256: hash32(id, &r.get::<_, Vec<u8>>(3)?)?,
+                received_at: r.get(4)?,
+            });
         }
         Ok(out)
     }
@@ -245,19 +253,6 @@ impl ChainOps for SqliteChain {
                 r.details,
                 &hash[..],
             ])?;
-        }
-        Ok(())
-    }
-
-    async fn insert_accepted(
-        &mut self,
-        accepted: &[(String, String, [u8; 32], i64)],
-    ) -> Result<(), StoreError> {
-        let mut stmt = self.0.prepare_cached(
-            "INSERT INTO accepted_tokens (iss, jti, token_sha256, event_id) VALUES (?1, ?2, ?3, ?4)",
-        )?;
-        for (iss, jti, sha, id) in accepted {
-            stmt.execute(params![iss, jti, &sha[..], id])?;
         }
         Ok(())
     }
@@ -357,10 +352,6 @@ impl ChainOps for SqliteChain {
         )?;
         c.execute(
             "DELETE FROM metadata_pairs WHERE event_id <= ?1",
-            params![through],
-        )?;
-        c.execute(
-            "DELETE FROM accepted_tokens WHERE event_id <= ?1",
             params![through],
         )?;
         let removed = c.execute("DELETE FROM audit_events WHERE id <= ?1", params![through])?;

@@ -9,7 +9,7 @@ use super::*;
 use crate::logout_token::TokenFacts;
 use crate::store::Failure;
 use crate::store::PurgePlan;
-use crate::store::backend::{AcceptedToken, ArchivedKeySet, CheckpointRow, Leaves};
+use crate::store::backend::{AcceptedSince, AcceptedToken, ArchivedKeySet, CheckpointRow, Leaves};
 use crate::tlog::entry::GENESIS;
 
 /// How the scripted database behaves.
@@ -162,11 +162,27 @@ impl ChainOps for FakeConn {
         }))
     }
 
-    async fn accepted_tokens(
-        &mut self,
-        _keys: &[(String, String)],
-    ) -> Result<Vec<AcceptedToken>, StoreError> {
-        Ok(Vec::new())
+    async fn accepted(&mut self, which: AcceptedSince) -> Result<Vec<AcceptedToken>, StoreError> {
+        Ok(self.db.with(|s| {
+            let latest = s.committed.iter().map(|(r, _)| r.received_at).max();
+            s.committed
+                .iter()
+                .filter(|(r, _)| match &which {
+                    AcceptedSince::Ids(ids) => ids.contains(&r.id),
+                    AcceptedSince::Within(span) => Some(r.received_at + span) >= latest,
+                })
+                .filter(|(r, _)| r.outcome.as_deref() == Some("accepted"))
+                .filter_map(|(r, _)| {
+                    Some(AcceptedToken {
+                        id: r.id,
+                        iss: r.iss.clone()?,
+                        jti: r.jti.clone()?,
+                        token_sha256: r.token_sha256.as_deref()?.try_into().ok()?,
+                        received_at: r.received_at,
+                    })
+                })
+                .collect()
+        }))
     }
 
     async fn insert_rows(&mut self, rows: &[(EventRow, [u8; 32])]) -> Result<(), StoreError> {
@@ -181,13 +197,6 @@ impl ChainOps for FakeConn {
             _ => {}
         }
         self.pending.extend(rows.iter().cloned());
-        Ok(())
-    }
-
-    async fn insert_accepted(
-        &mut self,
-        _accepted: &[(String, String, [u8; 32], i64)],
-    ) -> Result<(), StoreError> {
         Ok(())
     }
 
@@ -233,6 +242,8 @@ impl ChainOps for FakeConn {
 }
 
 const TIMEOUT: Duration = Duration::from_millis(300);
+/// The replay window the test writers keep (plus the window's own margin).
+const WINDOW: Duration = Duration::from_secs(60);
 
 type Answer = oneshot::Receiver<Result<Committed, StoreError>>;
 
@@ -275,7 +286,14 @@ fn writer_with(
     let health = Arc::new(Health::default());
     let (db, writer_health) = (db.clone(), Arc::clone(&health));
     let task = crate::store::own_thread("test-writer", move || {
-        run(None, db, rx, TIMEOUT, writer_health)
+        run(
+            None,
+            ReplayWindow::new(WINDOW),
+            db,
+            rx,
+            TIMEOUT,
+            writer_health,
+        )
     })
     .expect("writer thread");
     (tx, health, task)
@@ -513,6 +531,67 @@ async fn every_kind_of_job_gets_its_own_answer_from_one_batch() {
     );
     assert_eq!(b.id, 5, "after the checkpoint's own record");
     assert_eq!(db.begins(), 1, "one transaction");
+    drop(tx);
+    task.await.expect("writer ends");
+}
+
+/// Sends one job on a running writer and waits for its answer.
+async fn send(tx: &mpsc::Sender<Job>, (job, rx): (Job, Answer)) -> Committed {
+    tx.send(job).await.expect("queue");
+    rx.await.expect("answered").expect("committed")
+}
+
+#[tokio::test]
+async fn a_writer_started_on_a_store_knows_the_acceptances_of_the_window() {
+    let db = Fake::new(Mode::Healthy);
+    let (first, _, task) = writer_with(&db, Vec::new());
+    let original = send(&first, logout("a")).await;
+    assert_eq!(original.outcome, Outcome::Accepted);
+    drop(first);
+    task.await.expect("writer ends");
+
+    // A new writer (a restart) reads the window back from the stored records.
+    let (tx, _, task) = writer_with(&db, Vec::new());
+    let again = send(&tx, logout("a")).await;
+    assert_eq!(
+        (again.outcome, again.duplicate_of),
+        (Outcome::Duplicate, Some(original.id))
+    );
+    drop(tx);
+    task.await.expect("writer ends");
+}
+
+#[tokio::test]
+async fn an_acceptance_by_another_writer_is_seen_by_the_next_batch() {
+    let db = Fake::new(Mode::Healthy);
+    let (ours, _, our_task) = writer_with(&db, Vec::new());
+    let (theirs, _, their_task) = writer_with(&db, Vec::new());
+    assert_eq!(send(&ours, logout("x")).await.id, 1);
+    // The other replica appends after our head: our cached head is now behind.
+    let accepted = send(&theirs, logout("a")).await;
+    assert_eq!((accepted.id, accepted.outcome), (2, Outcome::Accepted));
+    let again = send(&ours, logout("a")).await;
+    assert_eq!(
+        (again.id, again.outcome, again.duplicate_of),
+        (3, Outcome::Duplicate, Some(2)),
+        "caught up by id before deciding"
+    );
+    drop((ours, theirs));
+    our_task.await.expect("writer ends");
+    their_task.await.expect("writer ends");
+}
+
+#[tokio::test]
+async fn an_acceptance_in_a_batch_that_failed_is_not_remembered() {
+    let db = Fake::new(Mode::Poison("b"));
+    let (jobs, rxs) = jobs(&["a", "b"]);
+    let (tx, _, task) = writer_with(&db, jobs);
+    let got = answers(rxs).await;
+    assert!(got[0].is_ok() && got[1].is_err(), "{got:?}");
+    db.with(|s| s.mode = Mode::Healthy);
+    // "b" was chained in the failed batch, then refused alone: a later "b" is its first.
+    let b = send(&tx, logout("b")).await;
+    assert_eq!((b.outcome, b.duplicate_of), (Outcome::Accepted, None));
     drop(tx);
     task.await.expect("writer ends");
 }
