@@ -10,7 +10,7 @@
 //! are the durable source, read back at start-up and whenever another replica has appended.
 //! A random-key table of every accepted token ever seen cost one B-tree page per logout.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use aws_lc_rs::digest;
@@ -35,13 +35,25 @@ pub(super) struct Seen {
     pub token_sha256: [u8; 32],
 }
 
-/// The accepted tokens of the last `span`, by key, with their acceptance times in id order so
-/// the oldest leave first.
+/// One remembered acceptance, 48 bytes: half the token's SHA-256 tells an identical token from
+/// another one (tokens are signed by the issuer, so nobody can aim for a collision).
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    id: i64,
+    received_at: i64,
+    token: [u8; 16],
+}
+
+/// How often (ms of record time) the window forgets what has left it: a sweep over the map, so
+/// an insert costs O(1) on average and an entry needs no second index by time.
+const SWEEP_EVERY_MS: i64 = 1_000;
+
+/// The accepted tokens of the last `span`, by key.
 #[derive(Debug)]
 pub(super) struct ReplayWindow {
     span_ms: i64,
-    seen: HashMap<Key, (Seen, i64)>,
-    order: VecDeque<(i64, Key)>,
+    seen: HashMap<Key, Entry>,
+    swept_at: i64,
 }
 
 impl ReplayWindow {
@@ -52,7 +64,7 @@ impl ReplayWindow {
         Self {
             span_ms: i64::try_from(span.as_millis()).unwrap_or(i64::MAX),
             seen: HashMap::new(),
-            order: VecDeque::new(),
+            swept_at: i64::MIN,
         }
     }
 
@@ -67,15 +79,31 @@ impl ReplayWindow {
         key
     }
 
-    /// The acceptance remembered under `key`, if any.
-    pub(super) fn get(&self, key: &Key) -> Option<Seen> {
-        self.seen.get(key).map(|(s, _)| *s)
+    /// Whether the token with this SHA-256 is the one remembered under `key`: `Some(id)` of the
+    /// accepting record and whether it is the identical token, or `None` if nothing is.
+    pub(super) fn get(&self, key: &Key, token_sha256: &[u8; 32]) -> Option<(i64, bool)> {
+        self.seen
+            .get(key)
+            .map(|e| (e.id, e.token[..] == token_sha256[..16]))
     }
 
     /// Remembers a committed acceptance received at `received_at` (ms since the epoch).
     pub(super) fn insert(&mut self, key: Key, seen: Seen, received_at: i64) {
-        self.seen.insert(key, (seen, received_at));
-        self.order.push_back((received_at, key));
+        let mut token = [0; 16];
+        token.copy_from_slice(&seen.token_sha256[..16]);
+        let entry = Entry {
+            id: seen.id,
+            received_at,
+            token,
+        };
+        self.seen
+            .entry(key)
+            .and_modify(|e| {
+                if e.received_at <= received_at {
+                    *e = entry;
+                }
+            })
+            .or_insert(entry);
     }
 
     /// Remembers accepted records read back from the store.
@@ -92,7 +120,6 @@ impl ReplayWindow {
     /// Forgets everything (before reading the window back from the store).
     pub(super) fn clear(&mut self) {
         self.seen.clear();
-        self.order.clear();
     }
 
     /// How far back (ms before the latest record) the window reaches.
@@ -100,24 +127,14 @@ impl ReplayWindow {
         self.span_ms
     }
 
-    /// The earliest acceptance time (ms) still inside the window at `now_ms`.
-    pub(super) fn start(&self, now_ms: i64) -> i64 {
-        now_ms.saturating_sub(self.span_ms)
-    }
-
-    /// Forgets acceptances older than the window at `now_ms`.
+    /// Forgets acceptances older than the window at `now_ms` (at most once a second).
     pub(super) fn prune(&mut self, now_ms: i64) {
-        let start = self.start(now_ms);
-        while let Some(&(at, key)) = self.order.front() {
-            if at >= start {
-                break;
-            }
-            self.order.pop_front();
-            // The same key may have been read back again later: only its latest entry removes it.
-            if self.seen.get(&key).is_some_and(|(_, latest)| *latest == at) {
-                self.seen.remove(&key);
-            }
+        if now_ms.saturating_sub(self.swept_at) < SWEEP_EVERY_MS {
+            return;
         }
+        self.swept_at = now_ms;
+        let start = now_ms.saturating_sub(self.span_ms);
+        self.seen.retain(|_, e| e.received_at >= start);
     }
 
     /// How many acceptances are remembered.
@@ -151,22 +168,33 @@ mod tests {
         w.insert(ReplayWindow::key("i", "2"), seen(2), 2_000);
         w.prune(1_000 + span);
         assert_eq!(w.len(), 2);
-        w.prune(1_001 + span);
-        assert_eq!(w.get(&ReplayWindow::key("i", "1")), None);
-        assert_eq!(w.get(&ReplayWindow::key("i", "2")), Some(seen(2)));
+        w.prune(1_000 + span + SWEEP_EVERY_MS - 1);
+        assert_eq!(w.len(), 2, "no sweep within a second of the last");
+        w.prune(1_000 + span + SWEEP_EVERY_MS);
+        assert_eq!(w.get(&ReplayWindow::key("i", "1"), &[1; 32]), None);
+        assert_eq!(
+            w.get(&ReplayWindow::key("i", "2"), &[2; 32]),
+            Some((2, true)),
+            "the identical token"
+        );
+        assert_eq!(
+            w.get(&ReplayWindow::key("i", "2"), &[3; 32]),
+            Some((2, false)),
+            "another token with that key"
+        );
         w.prune(10_000 + span);
         assert_eq!(w.len(), 0);
     }
 
     #[test]
-    fn a_key_read_back_twice_stays_until_its_last_entry_leaves() {
+    fn a_key_read_back_twice_keeps_its_latest_acceptance() {
         let mut w = ReplayWindow::new(Duration::ZERO);
         let k = ReplayWindow::key("i", "1");
-        w.insert(k, seen(1), 1_000);
         w.insert(k, seen(1), 5_000);
+        w.insert(k, seen(1), 1_000);
         w.prune(1_001 + 60_000);
-        assert_eq!(w.get(&k), Some(seen(1)));
+        assert_eq!(w.get(&k, &[1; 32]), Some((1, true)));
         w.prune(5_001 + 60_000);
-        assert_eq!(w.get(&k), None);
+        assert_eq!(w.get(&k, &[1; 32]), None);
     }
 }

@@ -494,11 +494,12 @@ struct BatchReplay<'a> {
 }
 
 impl BatchReplay<'_> {
-    fn get(&self, key: &Key) -> Option<Seen> {
-        self.staged
-            .get(key)
-            .copied()
-            .or_else(|| self.window.get(key))
+    /// The record that accepted a token under `key`, and whether it is this very token.
+    fn get(&self, key: &Key, token_sha256: &[u8; 32]) -> Option<(i64, bool)> {
+        match self.staged.get(key) {
+            Some(s) => Some((s.id, s.token_sha256 == *token_sha256)),
+            None => self.window.get(key, token_sha256),
+        }
     }
 
     fn accept(&mut self, key: Key, seen: Seen, received_at: i64) {
@@ -566,8 +567,8 @@ fn chain_logout(
         _ => None,
     };
     let existing = key
-        .and_then(|k| known.get(&k))
-        .map(|s| (s.id, s.token_sha256));
+        .zip(record.token_sha256)
+        .and_then(|(k, sha)| known.get(&k, &sha));
     let (outcome, rejection, duplicate_of) = resolve(record, existing);
     let committed = Committed {
         id,
