@@ -84,9 +84,11 @@ pub(super) trait ChainOps: Send {
         rows: &[(EventRow, [u8; 32])],
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// Indexes valid metadata pairs: `(key, value, record id)`.
-    fn insert_pairs(
+    /// Inserts chained rows, in order, and indexes their valid metadata pairs
+    /// (`(key, value, record id)`).
+    fn insert_batch(
         &mut self,
+        rows: &[(EventRow, [u8; 32])],
         pairs: &[(String, String, i64)],
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 

@@ -465,8 +465,7 @@ impl Pending {
 
     /// Writes everything queued, in order.
     async fn flush<C: ChainOps>(&mut self, tx: &mut C) -> Result<(), StoreError> {
-        tx.insert_rows(&self.rows).await?;
-        tx.insert_pairs(&self.pairs).await?;
+        tx.insert_batch(&self.rows, &self.pairs).await?;
         self.rows.clear();
         self.pairs.clear();
         Ok(())

@@ -32,9 +32,8 @@ impl WriteDb for Writer {
     type Tx<'a> = Transaction<'static, Postgres>;
 
     async fn begin(&mut self) -> Result<Transaction<'static, Postgres>, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        lock_chain(&mut tx).await?;
-        Ok(tx)
+        // One round trip: BEGIN and the lock go as one simple query.
+        Ok(self.pool.begin_with(BEGIN_LOCKED).await?)
     }
 
     async fn commit<'a>(tx: Self::Tx<'a>) -> Result<(), StoreError> {
@@ -42,13 +41,8 @@ impl WriteDb for Writer {
     }
 }
 
-/// Takes the chain lock for the rest of the transaction.
-async fn lock_chain(conn: &mut PgConnection) -> Result<(), StoreError> {
-    sqlx::query("SELECT singleton FROM chain_lock FOR UPDATE")
-        .fetch_one(&mut *conn)
-        .await?;
-    Ok(())
-}
+/// Begins a transaction and takes the chain lock in it.
+const BEGIN_LOCKED: &str = "BEGIN; SELECT singleton FROM chain_lock FOR UPDATE";
 
 /// A single connection for the CLI's writers (access records, retention).
 pub(in crate::store) async fn open_writer(
@@ -61,9 +55,7 @@ pub(in crate::store) async fn open_writer(
 pub(in crate::store) async fn begin_locked(
     conn: &mut PgConnection,
 ) -> Result<Transaction<'_, Postgres>, StoreError> {
-    let mut tx = sqlx::Connection::begin(conn).await?;
-    lock_chain(&mut tx).await?;
-    Ok(tx)
+    Ok(sqlx::Connection::begin_with(conn, BEGIN_LOCKED).await?)
 }
 
 /// One array-bound `INSERT ... SELECT FROM unnest(...)`: the same statement text for every
@@ -93,6 +85,72 @@ static INSERT_ROWS: LazyLock<String> = LazyLock::new(|| {
         params = params.join(", "),
     )
 });
+
+/// [`INSERT_ROWS`] and the batch's metadata pairs in one statement.
+static INSERT_ROWS_AND_PAIRS: LazyLock<String> = LazyLock::new(|| {
+    let n = LAYOUT.len() + 1;
+    format!(
+        "WITH rows AS ({}) INSERT INTO metadata_pairs (key, value, event_id) \
+         SELECT * FROM unnest(${}::text[], ${}::text[], ${}::int8[]) ON CONFLICT DO NOTHING",
+        INSERT_ROWS.as_str(),
+        n + 1,
+        n + 2,
+        n + 3
+    )
+});
+
+/// A query being bound.
+type PgQuery<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;
+
+/// Binds the columns of `rows` as arrays, in the order of [`INSERT_ROWS`].
+fn bind_rows<'q>(q: PgQuery<'q>, rows: &'q [(EventRow, [u8; 32])]) -> PgQuery<'q> {
+    let ints = |f: fn(&EventRow) -> Option<i64>| rows.iter().map(|(r, _)| f(r)).collect();
+    let texts = |f: for<'a> fn(&'a EventRow) -> Option<&'a str>| -> Vec<Option<&str>> {
+        rows.iter().map(|(r, _)| f(r)).collect()
+    };
+    let blobs = |f: for<'a> fn(&'a EventRow) -> Option<&'a [u8]>| -> Vec<Option<&[u8]>> {
+        rows.iter().map(|(r, _)| f(r)).collect()
+    };
+    q.bind(rows.iter().map(|(r, _)| r.id).collect::<Vec<i64>>())
+        .bind(texts(|r| Some(r.kind.as_str())))
+        .bind(
+            rows.iter()
+                .map(|(r, _)| r.received_at)
+                .collect::<Vec<i64>>(),
+        )
+        .bind(texts(|r| r.outcome.as_deref()))
+        .bind::<Vec<Option<i64>>>(ints(|r| r.http_status))
+        .bind(texts(|r| r.reason.as_deref()))
+        .bind(texts(|r| r.reason_detail.as_deref()))
+        .bind(texts(|r| r.iss.as_deref()))
+        .bind(texts(|r| r.sub.as_deref()))
+        .bind(texts(|r| r.sid.as_deref()))
+        .bind(texts(|r| r.jti.as_deref()))
+        .bind(texts(|r| r.aud.as_deref()))
+        .bind::<Vec<Option<i64>>>(ints(|r| r.iat))
+        .bind::<Vec<Option<i64>>>(ints(|r| r.exp))
+        .bind(texts(|r| r.alg.as_deref()))
+        .bind(texts(|r| r.kid.as_deref()))
+        .bind(texts(|r| r.typ.as_deref()))
+        .bind(texts(|r| r.events.as_deref()))
+        .bind(texts(|r| r.session_metadata.as_deref()))
+        .bind(texts(|r| r.metadata_status.as_deref()))
+        .bind(texts(|r| r.metadata_error.as_deref()))
+        .bind(texts(|r| r.source_ip.as_deref()))
+        .bind(texts(|r| r.user_agent.as_deref()))
+        .bind(blobs(|r| r.token_sha256.as_deref()))
+        .bind(texts(|r| r.token.as_deref()))
+        .bind(blobs(|r| r.key_set_digest.as_deref()))
+        .bind::<Vec<Option<i64>>>(ints(|r| r.duplicate_of))
+        .bind(
+            rows.iter()
+                .map(|(r, _)| r.claims_verified)
+                .collect::<Vec<Option<bool>>>(),
+        )
+        .bind(texts(|r| r.action.as_deref()))
+        .bind(texts(|r| r.details.as_deref()))
+        .bind(rows.iter().map(|(_, h)| &h[..]).collect::<Vec<&[u8]>>())
+}
 
 impl ChainOps for PgConnection {
     async fn last_entry(&mut self) -> Result<(i64, [u8; 32]), StoreError> {
@@ -163,70 +221,27 @@ impl ChainOps for PgConnection {
         if rows.is_empty() {
             return Ok(());
         }
-        let ints = |f: fn(&EventRow) -> Option<i64>| rows.iter().map(|(r, _)| f(r)).collect();
-        let texts = |f: for<'a> fn(&'a EventRow) -> Option<&'a str>| -> Vec<Option<&str>> {
-            rows.iter().map(|(r, _)| f(r)).collect()
-        };
-        let blobs = |f: for<'a> fn(&'a EventRow) -> Option<&'a [u8]>| -> Vec<Option<&[u8]>> {
-            rows.iter().map(|(r, _)| f(r)).collect()
-        };
-        let q = sqlx::query(sqlx::AssertSqlSafe(INSERT_ROWS.as_str()))
-            .bind(rows.iter().map(|(r, _)| r.id).collect::<Vec<i64>>())
-            .bind(texts(|r| Some(r.kind.as_str())))
-            .bind(
-                rows.iter()
-                    .map(|(r, _)| r.received_at)
-                    .collect::<Vec<i64>>(),
-            )
-            .bind(texts(|r| r.outcome.as_deref()))
-            .bind::<Vec<Option<i64>>>(ints(|r| r.http_status))
-            .bind(texts(|r| r.reason.as_deref()))
-            .bind(texts(|r| r.reason_detail.as_deref()))
-            .bind(texts(|r| r.iss.as_deref()))
-            .bind(texts(|r| r.sub.as_deref()))
-            .bind(texts(|r| r.sid.as_deref()))
-            .bind(texts(|r| r.jti.as_deref()))
-            .bind(texts(|r| r.aud.as_deref()))
-            .bind::<Vec<Option<i64>>>(ints(|r| r.iat))
-            .bind::<Vec<Option<i64>>>(ints(|r| r.exp))
-            .bind(texts(|r| r.alg.as_deref()))
-            .bind(texts(|r| r.kid.as_deref()))
-            .bind(texts(|r| r.typ.as_deref()))
-            .bind(texts(|r| r.events.as_deref()))
-            .bind(texts(|r| r.session_metadata.as_deref()))
-            .bind(texts(|r| r.metadata_status.as_deref()))
-            .bind(texts(|r| r.metadata_error.as_deref()))
-            .bind(texts(|r| r.source_ip.as_deref()))
-            .bind(texts(|r| r.user_agent.as_deref()))
-            .bind(blobs(|r| r.token_sha256.as_deref()))
-            .bind(texts(|r| r.token.as_deref()))
-            .bind(blobs(|r| r.key_set_digest.as_deref()))
-            .bind::<Vec<Option<i64>>>(ints(|r| r.duplicate_of))
-            .bind(
-                rows.iter()
-                    .map(|(r, _)| r.claims_verified)
-                    .collect::<Vec<Option<bool>>>(),
-            )
-            .bind(texts(|r| r.action.as_deref()))
-            .bind(texts(|r| r.details.as_deref()))
-            .bind(rows.iter().map(|(_, h)| &h[..]).collect::<Vec<&[u8]>>());
-        q.execute(&mut *self).await?;
+        let q = sqlx::query(sqlx::AssertSqlSafe(INSERT_ROWS.as_str()));
+        bind_rows(q, rows).execute(&mut *self).await?;
         Ok(())
     }
 
-    async fn insert_pairs(&mut self, pairs: &[(String, String, i64)]) -> Result<(), StoreError> {
+    async fn insert_batch(
+        &mut self,
+        rows: &[(EventRow, [u8; 32])],
+        pairs: &[(String, String, i64)],
+    ) -> Result<(), StoreError> {
         if pairs.is_empty() {
-            return Ok(());
+            return self.insert_rows(rows).await;
         }
-        sqlx::query(
-            "INSERT INTO metadata_pairs (key, value, event_id) \
-             SELECT * FROM unnest($1::text[], $2::text[], $3::int8[]) ON CONFLICT DO NOTHING",
-        )
-        .bind(pairs.iter().map(|p| p.0.as_str()).collect::<Vec<_>>())
-        .bind(pairs.iter().map(|p| p.1.as_str()).collect::<Vec<_>>())
-        .bind(pairs.iter().map(|p| p.2).collect::<Vec<_>>())
-        .execute(&mut *self)
-        .await?;
+        // One statement, one round trip inside the chain lock: the rows, then their pairs.
+        let q = sqlx::query(sqlx::AssertSqlSafe(INSERT_ROWS_AND_PAIRS.as_str()));
+        bind_rows(q, rows)
+            .bind(pairs.iter().map(|p| p.0.as_str()).collect::<Vec<_>>())
+            .bind(pairs.iter().map(|p| p.1.as_str()).collect::<Vec<_>>())
+            .bind(pairs.iter().map(|p| p.2).collect::<Vec<_>>())
+            .execute(&mut *self)
+            .await?;
         Ok(())
     }
 

@@ -260,7 +260,12 @@ impl ChainOps for SqliteChain {
         Ok(())
     }
 
-    async fn insert_pairs(&mut self, pairs: &[(String, String, i64)]) -> Result<(), StoreError> {
+    async fn insert_batch(
+        &mut self,
+        rows: &[(EventRow, [u8; 32])],
+        pairs: &[(String, String, i64)],
+    ) -> Result<(), StoreError> {
+        self.insert_rows(rows).await?;
         let mut stmt = self.0.prepare_cached(
             "INSERT OR IGNORE INTO metadata_pairs (key, value, event_id) VALUES (?1, ?2, ?3)",
         )?;

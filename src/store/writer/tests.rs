@@ -200,8 +200,12 @@ impl ChainOps for FakeConn {
         Ok(())
     }
 
-    async fn insert_pairs(&mut self, _pairs: &[(String, String, i64)]) -> Result<(), StoreError> {
-        Ok(())
+    async fn insert_batch(
+        &mut self,
+        rows: &[(EventRow, [u8; 32])],
+        _pairs: &[(String, String, i64)],
+    ) -> Result<(), StoreError> {
+        self.insert_rows(rows).await
     }
 
     async fn insert_checkpoint(&mut self, _c: &CheckpointRow<'_>) -> Result<(), StoreError> {
