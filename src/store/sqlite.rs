@@ -66,6 +66,28 @@ fn create_private(path: &Path) -> Result<(), StoreError> {
     }
 }
 
+/// Warns when an existing store can be read by group or others (a store created by a version
+/// before issue 10, or copied in): it holds raw tokens, subjects, metadata and client addresses.
+/// A warning, not a refusal, so an upgrade never stops a running receiver; the operator's fix is
+/// one `chmod`, named in the message.
+fn warn_if_readable(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            tracing::warn!(
+                "the store {} is open to group or others (mode {:03o}); it holds raw tokens, \
+                 subjects, session metadata and client addresses: run `chmod 600 {0}*` \
+                 (the -wal and -shm files take the database's mode)",
+                path.display(),
+                meta.permissions().mode() & 0o777
+            );
+        }
+    }
+}
+
 /// Creates (if missing) and migrates the store, opens the writer's handle and a reader pool,
 /// and starts the checkpointer.
 pub(super) async fn open(
@@ -73,6 +95,7 @@ pub(super) async fn open(
     write_timeout: Duration,
 ) -> Result<(Writer, Reader), StoreError> {
     create_private(path)?;
+    warn_if_readable(path);
     let mut conn = SqliteConnection::connect_with(
         &options(path)
             .create_if_missing(true)

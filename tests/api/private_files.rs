@@ -193,6 +193,57 @@ fn serve_refuses_a_signing_key_others_can_read() {
     );
 }
 
+#[tokio::test]
+async fn serve_warns_about_an_existing_store_others_can_read() {
+    let op = logout_ledger::local_issuer::LocalIssuer::start()
+        .await
+        .expect("issuer");
+    let dir = TempDir::new();
+    let db = dir.0.join("old.db");
+    std::fs::write(&db, b"").expect("an empty file is an empty SQLite database");
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let url = format!("sqlite://{}", db.display());
+    let mut child = under_umask(&[
+        "serve",
+        "--issuer",
+        op.issuer(),
+        "--audience",
+        "test-client",
+        "--allow-insecure-http",
+        "--database",
+        &url,
+        "--listen",
+        &listen,
+    ])
+    .env("RUST_LOG", "warn")
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("serve");
+    let ready = format!("http://{listen}/readyz");
+    let mut up = false;
+    for _ in 0..400 {
+        if let Ok(r) = reqwest::get(&ready).await
+            && r.status() == 200
+        {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().expect("stderr");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(up, "an open store is a warning, not a refusal: {stderr}");
+    let path = db.display().to_string();
+    assert!(
+        stderr.contains(&path) && stderr.contains("mode 644") && stderr.contains("chmod 600"),
+        "{stderr}"
+    );
+    assert_eq!(mode(&db), 0o644, "the operator's file is left as it is");
+}
+
 both_backends!(a_503_names_its_code_only_while_the_record_keeps_the_detail);
 async fn a_503_names_its_code_only_while_the_record_keeps_the_detail() {
     let app = spawn_app_with(|s| s.keys.refresh_cooldown = Duration::ZERO).await;
