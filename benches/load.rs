@@ -17,7 +17,10 @@
 //! instead of a SQLite file, dropped afterwards) and `--replicas N` (that many `serve`
 //! processes on the one store; the connections are spread over them as a load balancer would),
 //! `--binary PATH` (drive another build, e.g. one with `--features bench-unchained`) and
-//! `--without-query-indexes` (SQLite without migration 0002's indexes, to measure their cost).
+//! `--without-query-indexes` (SQLite without migration 0002's indexes, to measure their cost)
+//! and `--sqlite-file PATH` (an existing store, e.g. one `cargo bench --bench query -- --db PATH
+//! --records 5000000 --fill-only` filled, to measure the write path on a large store; kept, and
+//! the durability check counts the rows the run added).
 //!
 //! Pinning and profiling (issue 11):
 //! - `--server-cpus LIST` starts each server under `taskset -c LIST` (e.g. `0`), so the service
@@ -94,6 +97,8 @@ struct Options {
     client_cpus: Option<String>,
     /// A command (and its arguments) the server binary is started under, e.g. valgrind.
     server_wrapper: Vec<String>,
+    /// An existing SQLite store to run against (kept; its rows are counted before the run).
+    sqlite_file: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -108,6 +113,7 @@ impl Default for Options {
             replicas: 1,
             binary: None,
             without_query_indexes: false,
+            sqlite_file: None,
             server_cpus: None,
             client_cpus: None,
             server_wrapper: Vec::new(),
@@ -138,6 +144,9 @@ fn parse_args() -> anyhow::Result<Options> {
             "--postgres" => o.postgres = Some(args.next().context("--postgres needs a URL")?),
             "--binary" => o.binary = Some(args.next().context("--binary needs a path")?.into()),
             "--without-query-indexes" => o.without_query_indexes = true,
+            "--sqlite-file" => {
+                o.sqlite_file = Some(args.next().context("--sqlite-file needs a path")?.into());
+            }
             "--server-cpus" => o.server_cpus = Some(cpu_list(args.next(), "--server-cpus")?),
             "--client-cpus" => o.client_cpus = Some(cpu_list(args.next(), "--client-cpus")?),
             "--server-wrapper" => {
@@ -382,6 +391,18 @@ async fn drop_query_indexes(url: &str) -> anyhow::Result<()> {
 /// A fresh store for the run: a SQLite file (without the query API's indexes if asked), or a
 /// PostgreSQL database.
 async fn create_store(o: &Options) -> anyhow::Result<Store> {
+    if let Some(path) = &o.sqlite_file {
+        ensure!(
+            path.exists(),
+            "--sqlite-file {}: no such store",
+            path.display()
+        );
+        return Ok(Store {
+            url: format!("sqlite://{}", path.display()),
+            file: None,
+            postgres: None,
+        });
+    }
     let store = Store::create("bench", o.postgres.as_deref()).await?;
     if store.file.is_some() && o.without_query_indexes {
         drop_query_indexes(&store.url).await?;
@@ -799,6 +820,18 @@ async fn run() -> anyhow::Result<()> {
     }
 
     let store = create_store(&o).await?;
+    // An existing store (`--sqlite-file`) already holds records: the durability check counts
+    // what this run added.
+    let (accepted_before, _) = match o.sqlite_file {
+        Some(_) => count_rows(&store.url).await?,
+        None => (0, 0),
+    };
+    if accepted_before > 0 {
+        println!(
+            "store:    {} holds {accepted_before} accepted rows before the run",
+            store.url
+        );
+    }
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(o.concurrency)
         .timeout(REQUEST_TIMEOUT)
@@ -887,13 +920,14 @@ async fn run() -> anyhow::Result<()> {
         all_exited &= status.success();
     }
     let (accepted_rows, all_rows) = count_rows(&store.url).await?;
+    let accepted_rows = accepted_rows - accepted_before;
     let answered_ok = warm.ok() + tally.ok();
     let sent = warm.answered() + warm.errors + tally.answered() + tally.errors;
     println!(
         "store: {accepted_rows} accepted rows ({all_rows} rows in all) for {answered_ok} \
          answers 200 ({sent} requests incl. warm-up)"
     );
-    if o.keep_db {
+    if o.keep_db || o.sqlite_file.is_some() {
         println!("store kept at {}", store.url);
     } else {
         store.remove().await?;
