@@ -12,6 +12,7 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 
 use super::chain::EventRow;
 use super::entry::{Note, note_row};
+use super::replay::Key;
 use super::{PurgePlan, StoreError};
 use crate::keys::FetchedKeySet;
 
@@ -20,10 +21,9 @@ use crate::keys::FetchedKeySet;
 pub(super) struct AcceptedToken {
     /// The accepting record's id.
     pub id: i64,
-    /// The token's issuer.
-    pub iss: String,
-    /// The token's id.
-    pub jti: String,
+    /// The replay key of its `(iss, jti)` (`ReplayWindow::key`): 16 bytes, so reading a
+    /// window of many thousands of records back at start-up holds no strings.
+    pub key: Key,
     /// SHA-256 of the token.
     pub token_sha256: [u8; 32],
     /// When it was received (ms since the epoch).

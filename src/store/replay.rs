@@ -113,7 +113,7 @@ impl ReplayWindow {
                 id: a.id,
                 token_sha256: a.token_sha256,
             };
-            self.insert(Self::key(&a.iss, &a.jti), seen, a.received_at);
+            self.insert(a.key, seen, a.received_at);
         }
     }
 

@@ -17,6 +17,7 @@ use crate::store::backend::{
 };
 use crate::store::cells::{self, hash32};
 use crate::store::layout::{Stored, stored};
+use crate::store::replay::ReplayWindow;
 use crate::store::{PurgePlan, StoreError};
 use crate::tlog::entry::{COLUMNS, ColumnType, EventRow, GENESIS, LAYOUT};
 
@@ -208,8 +209,7 @@ impl ChainOps for PgConnection {
                 let id: i64 = row.try_get(0)?;
                 Ok(AcceptedToken {
                     id,
-                    iss: row.try_get(1)?,
-                    jti: row.try_get(2)?,
+                    key: ReplayWindow::key(row.try_get(1)?, row.try_get(2)?),
                     token_sha256: hash32(id, row.try_get::<&[u8], _>(3)?)?,
                     received_at: row.try_get(4)?,
                 })

@@ -18,6 +18,7 @@ use crate::store::backend::{
     older_through, parse_kids, purge_plan,
 };
 use crate::store::cells::hash32;
+use crate::store::replay::ReplayWindow;
 use crate::store::{PurgePlan, StoreError};
 use crate::tlog::entry::{COLUMNS, EventRow, GENESIS};
 
@@ -211,8 +212,7 @@ impl ChainOps for SqliteChain {
             let id: i64 = r.get(0)?;
             out.push(AcceptedToken {
                 id,
-                iss: r.get(1)?,
-                jti: r.get(2)?,
+                key: ReplayWindow::key(&r.get::<_, String>(1)?, &r.get::<_, String>(2)?),
                 token_sha256: hash32(id, &r.get::<_, Vec<u8>>(3)?)?,
                 received_at: r.get(4)?,
             });

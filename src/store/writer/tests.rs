@@ -175,8 +175,7 @@ impl ChainOps for FakeConn {
                 .filter_map(|(r, _)| {
                     Some(AcceptedToken {
                         id: r.id,
-                        iss: r.iss.clone()?,
-                        jti: r.jti.clone()?,
+                        key: ReplayWindow::key(r.iss.as_deref()?, r.jti.as_deref()?),
                         token_sha256: r.token_sha256.as_deref()?.try_into().ok()?,
                         received_at: r.received_at,
                     })
