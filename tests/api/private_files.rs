@@ -21,6 +21,24 @@ fn under_umask(args: &[&str]) -> Command {
     c
 }
 
+/// `serve` for `issuer` on the store `url`, listening on `listen`, under umask 022.
+fn serve(issuer: &str, url: &str, listen: &str, extra: &[&str]) -> Command {
+    let mut c = under_umask(&[
+        "serve",
+        "--issuer",
+        issuer,
+        "--audience",
+        "test-client",
+        "--allow-insecure-http",
+        "--database",
+        url,
+        "--listen",
+        listen,
+    ]);
+    c.args(extra);
+    c
+}
+
 fn run(args: &[&str]) -> Output {
     under_umask(args).output().expect("run")
 }
@@ -79,24 +97,19 @@ async fn serve_export_and_checkpoints_write_owner_only_files_under_umask_022() {
     let ckpt = dir.0.join("ckpt").join("copies");
     let ckpt_arg = ckpt.display().to_string();
     let listen = format!("127.0.0.1:{}", free_port());
-    let child = under_umask(&[
-        "serve",
-        "--issuer",
+    let child = serve(
         op.issuer(),
-        "--audience",
-        "test-client",
-        "--allow-insecure-http",
-        "--database",
         &url,
-        "--listen",
         &listen,
-        "--signing-key-file",
-        &key_arg,
-        "--checkpoint-interval",
-        "1s",
-        "--checkpoint-dir",
-        &ckpt_arg,
-    ])
+        &[
+            "--signing-key-file",
+            &key_arg,
+            "--checkpoint-interval",
+            "1s",
+            "--checkpoint-dir",
+            &ckpt_arg,
+        ],
+    )
     .stdout(Stdio::null())
     .stderr(Stdio::null())
     .spawn()
@@ -204,23 +217,12 @@ async fn serve_warns_about_an_existing_store_others_can_read() {
     std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).expect("chmod");
     let listen = format!("127.0.0.1:{}", free_port());
     let url = format!("sqlite://{}", db.display());
-    let mut child = under_umask(&[
-        "serve",
-        "--issuer",
-        op.issuer(),
-        "--audience",
-        "test-client",
-        "--allow-insecure-http",
-        "--database",
-        &url,
-        "--listen",
-        &listen,
-    ])
-    .env("RUST_LOG", "warn")
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped())
-    .spawn()
-    .expect("serve");
+    let mut child = serve(op.issuer(), &url, &listen, &[])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("serve");
     let ready = format!("http://{listen}/readyz");
     let mut up = false;
     for _ in 0..400 {
