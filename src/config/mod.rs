@@ -31,6 +31,12 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// own delivery timeouts (oidc-provider gives up after 2.5 s, Auth0 after 5 s).
 pub const DEFAULT_STORE_TIMEOUT_SECS: u64 = 2;
 
+/// Clock skew allowed on every time rule when neither flag nor file sets it, in seconds.
+pub const DEFAULT_LEEWAY_SECS: i64 = 60;
+
+/// How old `iat` may be when neither flag nor file sets it, in seconds.
+pub const DEFAULT_MAX_TOKEN_AGE_SECS: i64 = 300;
+
 /// Why the configuration was refused, naming the setting at fault.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {setting}: {message}")]

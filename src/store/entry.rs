@@ -128,7 +128,7 @@ pub fn resolve(
     record: &NewRecord,
     existing: Option<(i64, bool)>,
 ) -> (Outcome, Option<Rejection>, Option<i64>) {
-    if let (Some((original, identical)), Some(_)) = (existing, record.token_sha256) {
+    if let Some((original, identical)) = existing {
         if identical {
             return (Outcome::Duplicate, None, Some(original));
         }

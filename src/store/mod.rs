@@ -47,6 +47,7 @@ use tokio::sync::{mpsc, oneshot};
 use self::backend::{ChainOps, append_after_last};
 use self::health::Health;
 use self::location::Location;
+use crate::config::{DEFAULT_LEEWAY_SECS, DEFAULT_MAX_TOKEN_AGE_SECS};
 use crate::keys::{FetchedKeySet, KeyArchive};
 
 pub use location::{PASSWORD_ENV, check_url, with_tls_settings};
@@ -229,12 +230,12 @@ pub struct WriterSettings {
 }
 
 impl WriterSettings {
-    /// Settings with this timeout and the replay window of the default issuer settings
-    /// (a maximum token age of 300 s and a leeway of 60 s).
+    /// Settings with this timeout and the replay window of the default issuer settings.
     pub fn with_timeout(timeout: Duration) -> Self {
+        let validity = DEFAULT_MAX_TOKEN_AGE_SECS + 2 * DEFAULT_LEEWAY_SECS;
         Self {
             timeout,
-            replay_validity: Duration::from_secs(300 + 2 * 60),
+            replay_validity: Duration::from_secs(validity.unsigned_abs()),
         }
     }
 }

@@ -313,15 +313,22 @@ async fn process<W: WriteDb>(
 
 /// Names the requests whose records a batch committed, so one logout can be followed from its
 /// handler's log lines (its span's `request_id`) to the commit.
+/// Written once per batch into one string, and only when the line will be logged.
 fn log_commit(jobs: &[Job]) {
-    let ids: Vec<String> = (jobs.iter())
-        .filter_map(|j| match j {
-            Job::Logout(r, _) => r.request_id.map(|id| id.to_string()),
-            _ => None,
-        })
-        .collect();
+    use std::fmt::Write;
+    if !tracing::enabled!(tracing::Level::INFO) {
+        return;
+    }
+    let mut ids = String::new();
+    for id in jobs.iter().filter_map(|j| match j {
+        Job::Logout(r, _) => r.request_id,
+        _ => None,
+    }) {
+        let sep = if ids.is_empty() { "" } else { "," };
+        let _ = write!(ids, "{sep}{id}");
+    }
     if !ids.is_empty() {
-        tracing::info!(records = jobs.len(), request_ids = %ids.join(","), "audit batch committed");
+        tracing::info!(records = jobs.len(), request_ids = %ids, "audit batch committed");
     }
 }
 

@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use logout_ledger::config::{
     AdmissionLimits, ApiSettings, ConfigError, ConnectionLimits, DEFAULT_API_LISTEN,
-    DEFAULT_STORE_TIMEOUT_SECS, EdgeSettings, FileConfig, IssuerFile, IssuerSettings,
-    KeyFetchSettings, RawIssuer, Secret, Settings, parse_api_tokens, parse_trusted_proxies,
-    read_secret_file, seconds_in, validate_issuers,
+    DEFAULT_LEEWAY_SECS, DEFAULT_MAX_TOKEN_AGE_SECS, DEFAULT_STORE_TIMEOUT_SECS, EdgeSettings,
+    FileConfig, IssuerFile, IssuerSettings, KeyFetchSettings, RawIssuer, Secret, Settings,
+    parse_api_tokens, parse_trusted_proxies, read_secret_file, seconds_in, validate_issuers,
 };
 use logout_ledger::ledger::checkpoint::{CheckpointSettings, load_signer, parse_interval};
 
@@ -93,8 +93,12 @@ impl ServeArgs {
         f: &FileConfig,
         allow_http: bool,
     ) -> Result<Vec<IssuerSettings>, ConfigError> {
-        let leeway = layer(&self.leeway, &f.leeway, 60);
-        let max_age = layer(&self.max_token_age, &f.max_token_age, 300);
+        let leeway = layer(&self.leeway, &f.leeway, DEFAULT_LEEWAY_SECS);
+        let max_age = layer(
+            &self.max_token_age,
+            &f.max_token_age,
+            DEFAULT_MAX_TOKEN_AGE_SECS,
+        );
         let single_issuer_flags = self.issuer.is_some()
             || !self.audiences.is_empty()
             || !self.algorithms.is_empty()
