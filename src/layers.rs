@@ -19,6 +19,7 @@ const ORDER: &[&str] = &[
     "store",
     "ledger",
     "export",
+    "delivery",
     "http",
     "api",
     "startup",

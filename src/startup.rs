@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use crate::api::{self, ApiState};
 use crate::clock::SharedClock;
 use crate::config::{EdgeSettings, IssuerSettings, Settings};
+use crate::delivery::{Deliveries, DeliveryError, DeliveryMetrics};
 use crate::http::admission::{Admission, FLUSH_EVERY, Flusher};
 use crate::http::server::{ServeOptions, serve};
 use crate::http::{AppState, ListenerKind, Metrics, MetricsState, metrics_router, router};
@@ -36,6 +37,9 @@ pub enum StartupError {
         /// The cause.
         source: std::io::Error,
     },
+    /// A delivery target could not be prepared.
+    #[error(transparent)]
+    Delivery(#[from] DeliveryError),
     /// The HTTP client for key fetches could not be built.
     #[error("HTTP client: {0}")]
     Client(#[from] reqwest::Error),
@@ -54,6 +58,7 @@ pub struct Application {
     checkpoints: Option<crate::config::CheckpointSettings>,
     retention: Option<Duration>,
     database: String,
+    deliveries: Deliveries,
 }
 
 impl Application {
@@ -66,6 +71,7 @@ impl Application {
                 .max()
                 .unwrap_or_default(),
         };
+        let deliveries = Deliveries::new(&settings.deliveries)?;
         let (store, writer) = AuditStore::open(&settings.database, writer_settings).await?;
         let issuers = Arc::new(settings.issuers.clone());
         let archive: Arc<dyn KeyArchive> = Arc::new(store.clone());
@@ -125,6 +131,7 @@ impl Application {
             checkpoints: settings.checkpoints.clone(),
             retention: settings.retention,
             database: settings.database.clone(),
+            deliveries,
         })
     }
 
@@ -174,19 +181,23 @@ impl Application {
             checkpoints,
             retention,
             database,
+            deliveries,
         } = self;
         let clock = Arc::clone(&state.clock);
         let background =
             Background::spawn(&state, &store, checkpoints.clone(), retention, database);
+        let delivering = deliveries.start(&store, &clock);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let listeners = Listeners {
             public: listener,
             api,
             metrics: metrics_listener,
+            deliveries: deliveries.metrics(),
         };
         let servers = listeners.serve(edge, state, stop_rx);
         let result = until_drained(servers, shutdown, stop_tx).await;
         let maintainer = background.stop().await;
+        delivering.stop().await;
         let stop = Note {
             kind: NoteKind::System,
             action: "stop".into(),
@@ -220,6 +231,7 @@ struct Listeners {
     public: TcpListener,
     api: Option<(TcpListener, ApiState)>,
     metrics: Option<TcpListener>,
+    deliveries: Arc<DeliveryMetrics>,
 }
 
 impl Listeners {
@@ -241,6 +253,7 @@ impl Listeners {
         let metrics_state = MetricsState {
             metrics: Arc::clone(&state.metrics),
             keys: Arc::clone(&state.keys),
+            deliveries: self.deliveries,
         };
         let public = serve(
             self.public,

@@ -92,6 +92,7 @@ fn settings(url: &str) -> anyhow::Result<Settings> {
             tokens: vec![ApiToken::for_token("bench", TOKEN)],
         },
         edge: logout_ledger::config::EdgeSettings::default(),
+        deliveries: Vec::new(),
     })
 }
 

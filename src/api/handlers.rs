@@ -15,6 +15,7 @@ use super::params::Params;
 use super::routes::{Op, route};
 use crate::clock::{format_millis, parse_rfc3339_millis};
 use crate::logout_token::unverified;
+use crate::store::deliveries::{DeliveryFilter, DeliveryRow};
 use crate::store::{
     Cursor, EventFilter, GroupBy, MAX_GROUP_BY, Order, StoreError, StoredRecord, Summary,
 };
@@ -127,6 +128,8 @@ pub(crate) struct EventView {
     token_header: Value,
     /// Its decoded claims.
     token_claims: Value,
+    /// Its delivery to each target that gets it.
+    deliveries: Vec<DeliveryRow>,
 }
 
 /// Decodes a stored token's header and claims for display. The token is an accepted one: it
@@ -157,11 +160,19 @@ pub(crate) async fn event(
         .await?;
     let (record, token) = found.ok_or_else(|| ApiError::NotFound(format!("no record {id}")))?;
     let (token_header, token_claims) = decoded(token.as_deref());
+    let deliveries = (state.reader)
+        .deliveries(&DeliveryFilter {
+            event_id: Some(id),
+            limit: 1000,
+            ..DeliveryFilter::default()
+        })
+        .await?;
     Ok(Json(EventView {
         record,
         token,
         token_header,
         token_claims,
+        deliveries,
     }))
 }
 

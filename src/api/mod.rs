@@ -4,6 +4,7 @@
 //! record naming the token's label before its answer leaves.
 
 mod auth;
+mod deliveries;
 mod error;
 mod export;
 mod handlers;
@@ -92,6 +93,7 @@ fn handler(op: Op) -> MethodRouter<ApiState> {
         Op::SubjectLogouts => get(handlers::subject_logouts),
         Op::Export => get(export::export),
         Op::Summary => get(handlers::summary),
+        Op::Deliveries => get(deliveries::deliveries),
         Op::OpenApi => get(openapi::serve),
     }
 }

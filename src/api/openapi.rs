@@ -50,6 +50,7 @@ fn ok_response(answer: Answer) -> Value {
         Answer::Record => ("The record.", json_body("RecordWithToken")),
         Answer::Session => ("The session's status.", json_body("SessionStatus")),
         Answer::Summary => ("Counts per group.", json_body("Summary")),
+        Answer::Deliveries => ("A page of deliveries.", json_body("DeliveryPage")),
         Answer::Document => ("This document.", json!({"application/json": {}})),
         Answer::Stream => (
             "The records, streamed; `X-Export-Rows` says how many.",
@@ -141,6 +142,29 @@ fn operation(r: &Route) -> Value {
     op
 }
 
+/// One delivery of a record to a target.
+fn delivery_schema() -> Value {
+    let time = json!({"type": ["string", "null"], "format": "date-time"});
+    json!({
+        "type": "object",
+        "required": ["target", "event_id", "delivery_id", "event_type", "received_at", "state",
+                     "attempts", "last_attempt_at", "next_attempt_at", "delivered_at", "last_error"],
+        "properties": {
+            "target": {"type": "string"},
+            "event_id": {"type": "integer"},
+            "delivery_id": {"type": "string", "description": "webhook-id / Nats-Msg-Id, stable across retries"},
+            "event_type": {"type": "string", "enum": ["logout.accepted", "logout.duplicate"]},
+            "received_at": {"type": "string", "format": "date-time"},
+            "state": {"type": "string", "enum": ["pending", "delivered", "dead"]},
+            "attempts": {"type": "integer"},
+            "last_attempt_at": time,
+            "next_attempt_at": time,
+            "delivered_at": time,
+            "last_error": {"type": ["string", "null"]},
+        },
+    })
+}
+
 /// The schemas the operations refer to.
 fn components() -> Value {
     json!({
@@ -154,8 +178,18 @@ fn components() -> Value {
                         "token": {"type": ["string", "null"]},
                         "token_header": {"type": ["object", "null"]},
                         "token_claims": {"type": ["object", "null"]},
+                        "deliveries": {"type": "array", "items": reference("Delivery")},
                     },
                 }],
+            },
+            "Delivery": delivery_schema(),
+            "DeliveryPage": {
+                "type": "object",
+                "required": ["deliveries", "next_cursor"],
+                "properties": {
+                    "deliveries": {"type": "array", "items": reference("Delivery")},
+                    "next_cursor": {"type": ["string", "null"]},
+                },
             },
             "Page": {
                 "type": "object",

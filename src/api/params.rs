@@ -139,7 +139,7 @@ pub(crate) fn parse_bool(s: &str) -> Result<bool, String> {
     }
 }
 
-fn parse_limit(s: &str) -> Result<u32, String> {
+pub(crate) fn parse_limit(s: &str) -> Result<u32, String> {
     match s.parse::<u32>() {
         Ok(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
         _ => Err(format!("must be a whole number from 1 to {MAX_PAGE}")),

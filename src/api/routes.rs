@@ -175,6 +175,26 @@ const SESSION: &[Param] = &[
         "When the local session began (RFC 3339); goes with `sub`.",
     ),
 ];
+const DELIVERIES: &[Param] = &[
+    query("target", Schema::Text, "One delivery target's name."),
+    query(
+        "state",
+        Schema::OneOf(&["pending", "delivered", "dead"]),
+        "Delivery state.",
+    ),
+    query(
+        "since",
+        Schema::Time,
+        "Records received at or after (RFC 3339).",
+    ),
+    query("until", Schema::Time, "Records received before (RFC 3339)."),
+    query("limit", Schema::Integer, "Page size, 1-1000; default 100."),
+    query(
+        "cursor",
+        Schema::Text,
+        "`next_cursor` of the previous page (newest record first).",
+    ),
+];
 const EVENT_ID: &[Param] = &[path("id", Schema::Integer, "The record's sequence number.")];
 const SUBJECT: &[Param] = &[path("sub", Schema::Text, "The subject (`sub`).")];
 
@@ -193,6 +213,8 @@ pub(crate) enum Op {
     Export,
     /// `GET /api/v1/reports/summary`.
     Summary,
+    /// `GET /api/v1/deliveries`.
+    Deliveries,
     /// `GET /api/v1/openapi.json`.
     OpenApi,
 }
@@ -210,6 +232,8 @@ pub(crate) enum Answer {
     Stream,
     /// Counts per group.
     Summary,
+    /// `{"deliveries": [...], "next_cursor": ...}`.
+    Deliveries,
     /// This document.
     Document,
 }
@@ -295,6 +319,15 @@ pub(crate) const ROUTES: &[Route] = &[
         audited: true,
         params: &[SUB, KIND, FILTERS, GROUP],
         answer: Answer::Summary,
+    },
+    Route {
+        op: Op::Deliveries,
+        path: "/api/v1/deliveries",
+        summary: "Deliveries of logouts to the configured targets: state, attempts, last error.",
+        authenticated: true,
+        audited: true,
+        params: &[DELIVERIES],
+        answer: Answer::Deliveries,
     },
     Route {
         op: Op::OpenApi,

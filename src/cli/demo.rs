@@ -141,6 +141,7 @@ fn demo_settings(op: &LocalIssuer, database: &str) -> anyhow::Result<Settings> {
         retention: None,
         api: ApiSettings::default(),
         edge: logout_ledger::config::EdgeSettings::default(),
+        deliveries: Vec::new(),
         checkpoints: Some(CheckpointSettings {
             signer: Arc::new(NoteSigner::new(
                 "demo.logout-ledger.example",

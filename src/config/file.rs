@@ -72,6 +72,9 @@ pub struct FileConfig {
     /// The trusted issuers.
     #[serde(default)]
     pub issuers: Vec<IssuerFile>,
+    /// Where accepted logouts are delivered.
+    #[serde(default)]
+    pub deliveries: Vec<super::DeliveryFile>,
 }
 
 /// One `[[issuers]]` table.

@@ -3,11 +3,16 @@
 
 mod api;
 mod checkpoint;
+mod delivery;
 mod edge;
 mod file;
 
 pub use api::{ApiSettings, ApiToken, DEFAULT_API_LISTEN, TOKEN_PREFIX, parse_api_tokens};
-pub use checkpoint::CheckpointSettings;
+pub use checkpoint::{CheckpointSettings, parse_interval};
+pub use delivery::{
+    DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_CONCURRENCY, DEFAULT_MAX_AGE, DeliveryFile, DeliveryKind,
+    DeliverySettings, validate_deliveries, webhook_key,
+};
 pub use edge::{
     AdmissionLimits, ConnectionLimits, EdgeSettings, IpNet, canonical, parse_trusted_proxies,
     seconds_in,
@@ -165,6 +170,8 @@ pub struct Settings {
     pub api: ApiSettings,
     /// What an anonymous client may cost: connection limits, record admission, proxies.
     pub edge: EdgeSettings,
+    /// Where accepted logouts are delivered (`[[deliveries]]`).
+    pub deliveries: Vec<DeliverySettings>,
 }
 
 /// Parses an algorithm list such as `RS256,PS256`, refusing `none` and unsupported names.

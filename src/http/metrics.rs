@@ -10,6 +10,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 
+use crate::delivery::DeliveryMetrics;
 use crate::keys::KeyRegistry;
 use crate::logout_token::Reason;
 use crate::store::Outcome;
@@ -190,6 +191,8 @@ pub struct MetricsState {
     pub metrics: Arc<Metrics>,
     /// The key caches.
     pub keys: Arc<KeyRegistry>,
+    /// Each delivery target's counters.
+    pub deliveries: Arc<DeliveryMetrics>,
 }
 
 /// `GET /metrics`.
@@ -245,6 +248,7 @@ pub(super) async fn render(State(state): State<MetricsState>) -> impl IntoRespon
     );
     connection_lines(&mut out, m);
     suppressed_lines(&mut out, m);
+    state.deliveries.render(&mut out);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }
 

@@ -4,7 +4,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::clock::SharedClock;
 /// How and where checkpoints are written (owned by the configuration, which carries it).
@@ -137,30 +136,12 @@ pub async fn run_periodically(store: AuditStore, settings: CheckpointSettings, c
     }
 }
 
-/// Parses an interval such as `3600`, `90s`, `30m`, `1h` or `1d`.
-pub fn parse_interval(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = s
-        .find(|c: char| !c.is_ascii_digit())
-        .map_or((s, ""), |i| s.split_at(i));
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 3600, 90s, 30m, 1h"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (s, m, h, d)")),
-    };
-    if secs == 0 {
-        return Err("the interval must be positive".into());
-    }
-    Ok(Duration::from_secs(secs))
-}
+pub use crate::config::parse_interval;
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]

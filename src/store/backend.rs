@@ -11,6 +11,7 @@ use sqlx::SqlStr;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 
 use super::chain::EventRow;
+use super::deliveries::DeliveryOp;
 use super::entry::{Note, note_row};
 use super::replay::Key;
 use super::{PurgePlan, StoreError};
@@ -117,6 +118,12 @@ pub(super) trait ChainOps: Send {
         set: &FetchedKeySet,
         seen_at: i64,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Runs the delivery side's writes in order; answers how many rows each changed.
+    fn deliveries(
+        &mut self,
+        ops: &[DeliveryOp],
+    ) -> impl Future<Output = Result<Vec<u64>, StoreError>> + Send;
 
     /// What a retention run would remove: the largest checkpointed prefix older than `before`.
     fn purge_plan(
@@ -227,6 +234,11 @@ macro_rules! migrations {
                     $dir,
                     "/0004_replay_window.sql"
                 )),
+            ),
+            (
+                5,
+                "deliveries",
+                include_str!(concat!("../../migrations/", $dir, "/0005_deliveries.sql")),
             ),
         ]
     };

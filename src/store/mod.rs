@@ -4,6 +4,7 @@
 
 mod backend;
 mod cells;
+pub mod deliveries;
 mod dialect;
 mod entry;
 mod failure;
@@ -42,7 +43,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use self::backend::{ChainOps, append_after_last};
 use self::health::Health;
@@ -118,6 +119,7 @@ enum Job {
     Note(Note, Reply<i64>),
     KeySet(FetchedKeySet, i64, Reply<Option<i64>>),
     Checkpoint(CheckpointRequest, Reply<StoredCheckpoint>),
+    Deliveries(Vec<deliveries::DeliveryOp>, Reply<Vec<u64>>),
 }
 
 impl std::fmt::Debug for Job {
@@ -142,6 +144,8 @@ pub struct AuditStore {
     health: Arc<Health>,
     /// Longest a caller waits, for room in the queue and for the commit together.
     timeout: Duration,
+    /// The last record id committed (by this writer, or seen from another at its last batch).
+    committed: watch::Receiver<i64>,
 }
 
 /// Handle to wait for the writer's last batch at shutdown.
@@ -164,10 +168,11 @@ async fn spawn_writer<W: backend::WriteDb + 'static>(
     rx: mpsc::Receiver<Job>,
     settings: WriterSettings,
     health: Arc<Health>,
+    committed: watch::Sender<i64>,
 ) -> Result<WriterTask, StoreError> {
     let (ready, warmed) = oneshot::channel();
     let task = own_thread("audit-writer", move || {
-        writer::start(db, rx, settings, health, ready)
+        writer::start(db, rx, settings, health, ready, committed)
     })
     .map(WriterTask)?;
     // The first batch waits for the chain's head, not the caller's first request.
@@ -249,15 +254,18 @@ impl AuditStore {
         let write_timeout = settings.timeout;
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let health = Arc::new(Health::default());
+        let (committed_tx, committed) = watch::channel(0);
         let (reader, task) = match Location::parse(url)? {
             Location::Sqlite(path) => {
                 let (db, reader) = sqlite::open(&path, write_timeout).await?;
-                let task = spawn_writer(db, rx, settings, Arc::clone(&health)).await?;
+                let h = Arc::clone(&health);
+                let task = spawn_writer(db, rx, settings, h, committed_tx).await?;
                 (StoreReader::new(reader), task)
             }
             Location::Postgres(options) => {
                 let (db, reader) = postgres::open(*options, write_timeout).await?;
-                let task = spawn_writer(db, rx, settings, Arc::clone(&health)).await?;
+                let h = Arc::clone(&health);
+                let task = spawn_writer(db, rx, settings, h, committed_tx).await?;
                 (StoreReader::new(reader), task)
             }
         };
@@ -266,6 +274,7 @@ impl AuditStore {
             reader,
             health,
             timeout: write_timeout,
+            committed,
         };
         Ok((store, task))
     }
@@ -286,6 +295,22 @@ impl AuditStore {
     pub async fn append(&self, record: NewRecord) -> Result<Committed, StoreError> {
         let (reply, rx) = Reply::new();
         self.submit(Job::Logout(Box::new(record), reply), rx).await
+    }
+
+    /// Runs delivery-state writes in the next batch's transaction (they share its commit, so
+    /// delivery never contends with the audit writer for the database); answers how many rows
+    /// each changed.
+    pub async fn deliveries(
+        &self,
+        ops: Vec<deliveries::DeliveryOp>,
+    ) -> Result<Vec<u64>, StoreError> {
+        let (reply, rx) = Reply::new();
+        self.submit(Job::Deliveries(ops, reply), rx).await
+    }
+
+    /// Follows the last committed record id: changes after every batch that appended.
+    pub fn committed(&self) -> watch::Receiver<i64> {
+        self.committed.clone()
     }
 
     /// Records an access or system event; returns its sequence number once committed.

@@ -6,6 +6,7 @@ use std::future::Future;
 use sqlx::{Pool, QueryBuilder};
 
 use super::cells::{self, Cells};
+use super::deliveries::{self, Backlog, DeliveryFilter, DeliveryRow, DueDelivery};
 use super::dialect::{Arg, Dialect, Digests};
 use super::reader::{Answer, ReadDb};
 use super::record::StoredRecord;
@@ -362,6 +363,27 @@ impl<D: Dialect> ReadDb for SqlReader<D> {
                 .map(|r| Ok(r.string(0)?.unwrap_or_default()))
                 .collect()
         })
+    }
+
+    fn deliveries<'a>(&'a self, f: &'a DeliveryFilter) -> Answer<'a, Vec<DeliveryRow>> {
+        Box::pin(deliveries::list(&self.pool, f))
+    }
+
+    fn delivery_position<'a>(&'a self, target: &'a str) -> Answer<'a, Option<i64>> {
+        Box::pin(deliveries::position(&self.pool, target))
+    }
+
+    fn due_deliveries<'a>(
+        &'a self,
+        target: &'a str,
+        now: i64,
+        limit: u32,
+    ) -> Answer<'a, Vec<DueDelivery>> {
+        Box::pin(deliveries::due(&self.pool, target, now, limit))
+    }
+
+    fn delivery_backlog<'a>(&'a self, target: &'a str) -> Answer<'a, Backlog> {
+        Box::pin(deliveries::backlog(&self.pool, target))
     }
 
     fn key_set<'a>(&'a self, digest: &'a [u8]) -> Answer<'a, Option<(String, String)>> {

@@ -5,6 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use super::deliveries::{Backlog, DeliveryFilter, DeliveryRow, DueDelivery};
 use super::dialect::Digests;
 use super::record;
 use super::report::{GroupBy, Summary};
@@ -59,6 +60,19 @@ pub(super) trait ReadDb: std::fmt::Debug + Send + Sync {
     fn guards(&self) -> Answer<'_, Vec<String>>;
     /// An archived key set by digest.
     fn key_set<'a>(&'a self, digest: &'a [u8]) -> Answer<'a, Option<(String, String)>>;
+    /// A page of deliveries, newest record first.
+    fn deliveries<'a>(&'a self, f: &'a DeliveryFilter) -> Answer<'a, Vec<DeliveryRow>>;
+    /// A delivery target's position in the log.
+    fn delivery_position<'a>(&'a self, target: &'a str) -> Answer<'a, Option<i64>>;
+    /// A target's due, unleased pending deliveries.
+    fn due_deliveries<'a>(
+        &'a self,
+        target: &'a str,
+        now: i64,
+        limit: u32,
+    ) -> Answer<'a, Vec<DueDelivery>>;
+    /// A target's pending count and oldest pending record.
+    fn delivery_backlog<'a>(&'a self, target: &'a str) -> Answer<'a, Backlog>;
 }
 
 /// A read-only handle on a store, for the CLI and the verifier.
@@ -127,6 +141,31 @@ impl StoreReader {
     /// Whether the store answers (readiness).
     pub async fn ping(&self) -> bool {
         self.0.ping().await
+    }
+
+    /// A page of deliveries, newest record first (the API and `deliveries list`).
+    pub async fn deliveries(&self, f: &DeliveryFilter) -> Result<Vec<DeliveryRow>, StoreError> {
+        self.0.deliveries(f).await
+    }
+
+    /// Where a delivery target stands in the log: the last record it examined.
+    pub async fn delivery_position(&self, target: &str) -> Result<Option<i64>, StoreError> {
+        self.0.delivery_position(target).await
+    }
+
+    /// Pending deliveries of a target due at `now` and leased by nobody, oldest due first.
+    pub async fn due_deliveries(
+        &self,
+        target: &str,
+        now: i64,
+        limit: u32,
+    ) -> Result<Vec<DueDelivery>, StoreError> {
+        self.0.due_deliveries(target, now, limit).await
+    }
+
+    /// A target's pending count and oldest pending record time (metrics).
+    pub async fn delivery_backlog(&self, target: &str) -> Result<Backlog, StoreError> {
+        self.0.delivery_backlog(target).await
     }
 
     /// Reads records matching a filter.

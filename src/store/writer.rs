@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::backend::{AcceptedSince, ChainOps, CheckpointRow, WriteDb};
@@ -106,6 +106,7 @@ impl Job {
             Job::Note(_, reply) => reply.is_closed(),
             Job::KeySet(_, _, reply) => reply.is_closed(),
             Job::Checkpoint(_, reply) => reply.is_closed(),
+            Job::Deliveries(_, reply) => reply.is_closed(),
         }
     }
 
@@ -116,6 +117,7 @@ impl Job {
             Job::Note(_, reply) => reply.committed(),
             Job::KeySet(_, _, reply) => reply.committed(),
             Job::Checkpoint(_, reply) => reply.committed(),
+            Job::Deliveries(_, reply) => reply.committed(),
         }
     }
 
@@ -126,6 +128,7 @@ impl Job {
             Job::Note(_, reply) => reply.fail(error),
             Job::KeySet(_, _, reply) => reply.fail(error),
             Job::Checkpoint(_, reply) => reply.fail(error),
+            Job::Deliveries(_, reply) => reply.fail(error),
         }
     }
 }
@@ -137,11 +140,15 @@ pub(super) async fn start<W: WriteDb>(
     settings: super::WriterSettings,
     health: Arc<Health>,
     ready: oneshot::Sender<()>,
+    committed: watch::Sender<i64>,
 ) {
     let mut window = ReplayWindow::new(settings.replay_validity);
     let head = warm_up(&mut db, &mut window, settings.timeout).await;
+    if let Some(h) = &head {
+        committed.send_replace(h.next_id - 1);
+    }
     let _ = ready.send(());
-    run(head, window, db, rx, settings.timeout, health).await;
+    run(head, window, db, rx, settings.timeout, health, committed).await;
 }
 
 /// Runs until every sender is dropped, then commits what is left and returns. While the store
@@ -154,6 +161,7 @@ async fn run<W: WriteDb>(
     mut rx: mpsc::Receiver<Job>,
     timeout: Duration,
     health: Arc<Health>,
+    committed: watch::Sender<i64>,
 ) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     loop {
@@ -174,6 +182,10 @@ async fn run<W: WriteDb>(
                 window: &mut window,
             };
             process(&mut db, &mut chain, &mut batch, timeout, &health).await;
+            // Whoever follows the log (delivery) learns of the new records at once.
+            if let Some(last) = head.as_ref().map(|h| h.next_id - 1) {
+                committed.send_if_modified(|c| std::mem::replace(c, last) != last);
+            }
         }
     }
     tracing::info!("audit writer stopped");
@@ -553,6 +565,8 @@ async fn write_jobs<C: ChainOps>(
                 pending.flush(tx).await?;
                 reply.stage(checkpoint(tx, req, head, &mut scratch).await?);
             }
+            // Not chained: delivery state shares the batch's commit, nothing more.
+            Job::Deliveries(ops, reply) => reply.stage(tx.deliveries(ops).await?),
         }
     }
     pending.flush(tx).await?;

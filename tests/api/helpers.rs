@@ -79,6 +79,7 @@ pub(crate) fn settings(op: &LocalIssuer, db: &TestDb) -> Settings {
             tokens: Vec::new(),
         },
         edge: logout_ledger::config::EdgeSettings::default(),
+        deliveries: Vec::new(),
     }
 }
 

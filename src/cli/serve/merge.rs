@@ -14,7 +14,8 @@ use logout_ledger::config::{
     AdmissionLimits, ApiSettings, ConfigError, ConnectionLimits, DEFAULT_API_LISTEN,
     DEFAULT_LEEWAY_SECS, DEFAULT_MAX_TOKEN_AGE_SECS, DEFAULT_STORE_TIMEOUT_SECS, EdgeSettings,
     FileConfig, IssuerFile, IssuerSettings, KeyFetchSettings, RawIssuer, Secret, Settings,
-    parse_api_tokens, parse_trusted_proxies, read_secret_file, seconds_in, validate_issuers,
+    parse_api_tokens, parse_trusted_proxies, read_secret_file, seconds_in, validate_deliveries,
+    validate_issuers,
 };
 use logout_ledger::ledger::checkpoint::{CheckpointSettings, load_signer, parse_interval};
 
@@ -73,7 +74,9 @@ impl ServeArgs {
         let api = self.api(f, listen)?;
         let edge = self.edge.settings(f)?;
         check_metrics_listen(&edge, listen, &api)?;
+        let deliveries = validate_deliveries(&f.deliveries, allow_http)?;
         Ok(Settings {
+            deliveries,
             edge,
             api,
             checkpoints,

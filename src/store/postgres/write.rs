@@ -16,6 +16,7 @@ use crate::store::backend::{
     older_through, parse_kids, purge_plan,
 };
 use crate::store::cells::{self, hash32};
+use crate::store::deliveries::{DeliveryOp, Statements, Val};
 use crate::store::layout::{Stored, stored};
 use crate::store::replay::ReplayWindow;
 use crate::store::{PurgePlan, StoreError};
@@ -304,6 +305,25 @@ impl ChainOps for PgConnection {
         .execute(&mut *self)
         .await?;
         Ok(())
+    }
+
+    async fn deliveries(&mut self, ops: &[DeliveryOp]) -> Result<Vec<u64>, StoreError> {
+        static SQL: LazyLock<Statements> = LazyLock::new(Statements::postgres);
+        let mut changed = Vec::with_capacity(ops.len());
+        for op in ops {
+            let (sql, values) = SQL.plan(op);
+            let mut q = sqlx::query(sql);
+            for v in values {
+                q = match v {
+                    Val::Int(i) => q.bind(i),
+                    Val::Text(t) => q.bind(t),
+                    Val::NullInt => q.bind(None::<i64>),
+                    Val::NullText => q.bind(None::<String>),
+                };
+            }
+            changed.push(q.execute(&mut *self).await?.rows_affected());
+        }
+        Ok(changed)
     }
 
     async fn purge_plan(&mut self, before: i64) -> Result<PurgePlan, StoreError> {

@@ -18,6 +18,7 @@ use crate::store::backend::{
     older_through, parse_kids, purge_plan,
 };
 use crate::store::cells::hash32;
+use crate::store::deliveries::{DeliveryOp, Statements, Val};
 use crate::store::replay::ReplayWindow;
 use crate::store::{PurgePlan, StoreError};
 use crate::tlog::entry::{COLUMNS, EventRow, GENESIS};
@@ -322,6 +323,22 @@ impl ChainOps for SqliteChain {
             ],
         )?;
         Ok(())
+    }
+
+    async fn deliveries(&mut self, ops: &[DeliveryOp]) -> Result<Vec<u64>, StoreError> {
+        static SQL: LazyLock<Statements> = LazyLock::new(Statements::sqlite);
+        let mut changed = Vec::with_capacity(ops.len());
+        for op in ops {
+            let (sql, values) = SQL.plan(op);
+            let mut stmt = self.0.prepare_cached(sql)?;
+            let n = stmt.execute(params_from_iter(values.iter().map(|v| match v {
+                Val::Int(i) => rusqlite::types::Value::Integer(*i),
+                Val::Text(t) => rusqlite::types::Value::Text(t.clone()),
+                Val::NullInt | Val::NullText => rusqlite::types::Value::Null,
+            })))?;
+            changed.push(n as u64);
+        }
+        Ok(changed)
     }
 
     async fn purge_plan(&mut self, before: i64) -> Result<PurgePlan, StoreError> {

@@ -235,6 +235,13 @@ impl ChainOps for FakeConn {
         Ok(())
     }
 
+    async fn deliveries(
+        &mut self,
+        ops: &[crate::store::deliveries::DeliveryOp],
+    ) -> Result<Vec<u64>, StoreError> {
+        Ok(vec![1; ops.len()])
+    }
+
     async fn purge_plan(&mut self, _before: i64) -> Result<PurgePlan, StoreError> {
         unreachable!("the writer never purges")
     }
@@ -296,6 +303,7 @@ fn writer_with(
             rx,
             TIMEOUT,
             writer_health,
+            tokio::sync::watch::channel(0).0,
         )
     })
     .expect("writer thread");
