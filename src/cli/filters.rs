@@ -83,7 +83,7 @@ impl FilterArgs {
 /// The operating-system account running this command, from the process's real user id (not
 /// `USER` or `LOGNAME`, which anyone can set): its name in `/etc/passwd`, else `uid:N`, else
 /// `unknown`.
-fn who() -> String {
+pub(super) fn who() -> String {
     let uid = std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {

@@ -1,6 +1,7 @@
 //! The command line: one file per subcommand.
 
 mod api_token;
+mod deliveries;
 mod demo;
 mod export;
 mod filters;
@@ -48,6 +49,8 @@ enum Command {
     VerifyProof(prove::VerifyProofArgs),
     /// Retention: remove whole checkpointed ranges received before a date.
     Purge(purge::PurgeArgs),
+    /// Deliveries to applications: list them, or send again.
+    Deliveries(deliveries::DeliveriesArgs),
 }
 
 /// Runs the chosen subcommand.
@@ -64,5 +67,6 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Prove(args) => prove::run(args).await,
         Command::VerifyProof(args) => prove::verify(args),
         Command::Purge(args) => purge::run(args).await,
+        Command::Deliveries(args) => deliveries::run(args).await,
     }
 }

@@ -468,6 +468,38 @@ pub async fn append_note(url: &str, note: &Note) -> Result<i64, StoreError> {
     }
 }
 
+/// Runs delivery-state writes from outside the service (`deliveries retry`) in one transaction
+/// with `note`, which records who asked for what; answers how many rows each write changed. A
+/// running service sees the change at its next poll.
+pub async fn write_deliveries(
+    url: &str,
+    ops: Vec<deliveries::DeliveryOp>,
+    note: &Note,
+) -> Result<Vec<u64>, StoreError> {
+    match Location::parse(url)? {
+        Location::Sqlite(path) => {
+            let note = note.clone();
+            sqlite::on_own_thread(move || async move {
+                let mut chain = sqlite::SqliteChain::open(&path, CLI_BUSY_TIMEOUT)?;
+                let mut tx = chain.begin()?;
+                let changed = tx.deliveries(&ops).await?;
+                append_after_last(&mut *tx, &note).await?;
+                tx.commit()?;
+                Ok(changed)
+            })
+            .await
+        }
+        Location::Postgres(options) => {
+            let mut conn = postgres::open_writer(*options).await?;
+            let mut tx = postgres::begin_locked(&mut conn).await?;
+            let changed = tx.deliveries(&ops).await?;
+            append_after_last(&mut *tx, note).await?;
+            tx.commit().await?;
+            Ok(changed)
+        }
+    }
+}
+
 /// Removes the records received before `before` (ms since epoch), whole checkpointed ranges
 /// only, and chains a retention record carrying the last removed entry's hash. Safe while the
 /// service runs; `dry_run` only reports.

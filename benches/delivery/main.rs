@@ -1,0 +1,3 @@
+//! Delivery benchmark (issue 13): written by a helper.
+
+fn main() {}
