@@ -15,7 +15,7 @@ CREATE TABLE deliveries (
     event_type      text        NOT NULL,
     received_at     timestamptz NOT NULL,
     state           text        NOT NULL CHECK (state IN ('pending', 'delivered', 'dead')),
-    attempts        integer     NOT NULL DEFAULT 0,
+    attempts        bigint      NOT NULL DEFAULT 0,
     pending_since   timestamptz NOT NULL,
     next_attempt_at timestamptz,
     last_attempt_at timestamptz,

@@ -207,8 +207,10 @@ impl DeliveryFile {
                 .map_err(|m| err(key, m))
         };
         let timeout = duration("timeout", &self.timeout, DEFAULT_ATTEMPT_TIMEOUT)?;
-        if timeout > Duration::from_secs(60) {
-            return Err(err("timeout", "at most 60s".into()));
+        // An attempt holds its lease for the timeout + 15 s, and a replica that dies must hand
+        // its deliveries on within a minute.
+        if timeout > Duration::from_secs(30) {
+            return Err(err("timeout", "at most 30s".into()));
         }
         let concurrency = self.concurrency.unwrap_or(DEFAULT_CONCURRENCY);
         if !(1..=256).contains(&concurrency) {

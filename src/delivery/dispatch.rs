@@ -114,11 +114,11 @@ impl Worker {
     }
 
     /// Runs until `stop` turns true; then waits briefly for attempts in flight, stores their
-    /// ends and releases the leases it still holds.
-    pub(super) async fn run(mut self, mut stop: watch::Receiver<bool>) {
+    /// ends and releases the leases it still holds. `head` is the last record committed before the service began to serve (where a new
+    /// target starts).
+    pub(super) async fn run(mut self, head: i64, mut stop: watch::Receiver<bool>) {
         let mut committed = self.store.committed();
         loop {
-            let head = *committed.borrow();
             let Err(e) = self.init(head).await else {
                 break;
             };
@@ -231,10 +231,17 @@ impl Worker {
         Ok(())
     }
 
-    /// How long a lease lasts: two attempt timeouts and a margin, so a replica that died
-    /// mid-attempt hands its deliveries on within that time.
+    /// How long a lease lasts: an attempt's whole bound ([`Worker::attempt_bound`]) and a
+    /// margin, so a replica that died mid-attempt hands its deliveries on within that time
+    /// (at most 45 s with the longest timeout, 30 s).
     fn lease_ms(&self) -> i64 {
-        i64::try_from(self.target.timeout.as_millis()).unwrap_or(60_000) * 2 + 5_000
+        i64::try_from(self.attempt_bound().as_millis()).unwrap_or(40_000) + 5_000
+    }
+
+    /// Longest one attempt may take in all (reading the record, connecting, sending): its
+    /// timeout and ten seconds more, enforced around the attempt.
+    fn attempt_bound(&self) -> Duration {
+        self.target.timeout + Duration::from_secs(10)
     }
 
     /// Examines one page of records after the position; matching ones become deliveries (the
@@ -248,6 +255,7 @@ impl Worker {
             ..EventFilter::default()
         };
         let records = self.reader.query(&filter).await?;
+        tracing::debug!(target = %self.target.name, after = self.scanned, records = records.len(), "delivery scan");
         let Some(last) = records.last().map(|r| r.id) else {
             return Ok(false);
         };
@@ -284,10 +292,12 @@ impl Worker {
                 lease,
             }));
         }
-        self.scanned = last;
-        let unstored = self.scanned - self.stored;
+        let unstored = last - self.stored;
         let since = *self.unstored_since.get_or_insert_with(Instant::now);
         if ops.is_empty() && unstored < LAZY_ADVANCE && since.elapsed() < POLL * 2 {
+            // Nothing to deliver: the position is stored later, with the next match or after
+            // a while (a crash re-examines at most these records).
+            self.scanned = last;
             return Ok(full);
         }
         ops.insert(
@@ -295,11 +305,13 @@ impl Worker {
             DeliveryOp::Advance {
                 target: self.target.name.clone(),
                 from: self.stored,
-                to: self.scanned,
+                to: last,
             },
         );
         let first_insert = 1;
+        // On failure nothing moves: the same records are examined again at the next step.
         let changed = self.store.deliveries(ops.clone()).await?;
+        self.scanned = last;
         self.unstored_since = None;
         if changed.first() == Some(&1) {
             self.stored = self.scanned;
@@ -329,18 +341,24 @@ impl Worker {
 
     /// Starts one attempt.
     fn spawn(&self, attempts: &mut JoinSet<Ended>, flight: InFlight) {
+        tracing::debug!(target = %self.target.name, event_id = flight.event_id, attempts = flight.attempts, "delivery attempt");
         let reader = self.reader.clone();
         let sender = Arc::clone(&self.sender);
         let clock = Arc::clone(&self.clock);
+        let bound = self.attempt_bound();
         attempts.spawn(async move {
-            let (attempt, received_at) =
+            let attempt = async {
                 match message(&reader, flight.event_id, &flight.delivery_id).await {
                     Ok(Some((m, received_at))) => {
                         (sender.send(&m, clock.now_secs()).await, Some(received_at))
                     }
                     Ok(None) => (Attempt::Dead("the record is no longer stored".into()), None),
                     Err(e) => (Attempt::Retry(format!("reading the record: {e}")), None),
-                };
+                }
+            };
+            let (attempt, received_at) = tokio::time::timeout(bound, attempt)
+                .await
+                .unwrap_or_else(|_| (Attempt::Retry(format!("no answer within {bound:?}")), None));
             Ended {
                 flight,
                 received_at,
@@ -366,6 +384,7 @@ impl Worker {
         };
         let now = self.clock.now_millis();
         let failed = flight.attempts + 1;
+        tracing::debug!(target = %self.target.name, event_id = flight.event_id, ?attempt, "delivery attempt ended");
         let how = match attempt {
             Attempt::Delivered => {
                 self.metrics.attempt(AttemptResult::Delivered);

@@ -81,6 +81,9 @@ impl Deliveries {
     pub fn start(&self, store: &AuditStore, clock: &SharedClock) -> Running {
         let (stop, stopped) = watch::channel(false);
         let owner = lease_owner();
+        // Taken now, before the listeners serve: a new target starts after every record
+        // committed so far, and no logout acknowledged from here on can fall before it.
+        let head = *store.committed().borrow();
         let mut workers = JoinSet::new();
         for (target, sender) in &self.targets {
             let Some(metrics) = self.metrics.target(&target.name) else {
@@ -94,7 +97,7 @@ impl Deliveries {
                 metrics,
                 owner.clone(),
             );
-            workers.spawn(worker.run(stopped.clone()));
+            workers.spawn(worker.run(head, stopped.clone()));
         }
         Running { stop, workers }
     }

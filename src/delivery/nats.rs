@@ -659,6 +659,7 @@ fn deliver(subject: &str, inbox: &str, pending: &Pending, reply: Reply) {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
     use std::collections::HashSet;
     use tokio::net::TcpListener;

@@ -27,7 +27,7 @@ pub(super) enum Sender {
     Webhook {
         client: reqwest::Client,
         url: String,
-        secret: WebhookSecret,
+        secret: Box<WebhookSecret>,
     },
     /// Back-channel relay.
     Backchannel {
@@ -51,7 +51,7 @@ impl Sender {
             DeliveryKind::Webhook { url, key } => Self::Webhook {
                 client: http_target::client(target.timeout)?,
                 url: url.to_string(),
-                secret: WebhookSecret::from_key(key.expose()),
+                secret: Box::new(WebhookSecret::from_key(key.expose())),
             },
             DeliveryKind::Backchannel { url } => Self::Backchannel {
                 client: http_target::client(target.timeout)?,

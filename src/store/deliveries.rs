@@ -319,7 +319,7 @@ pub(super) async fn due<D: Dialect>(
     now: i64,
     limit: u32,
 ) -> Result<Vec<DueDelivery>, StoreError> {
-    let mut q = QueryBuilder::<D>::new(&format!(
+    let mut q = QueryBuilder::<D>::new(format!(
         "SELECT event_id, attempts, {}, delivery_id FROM deliveries WHERE target = ",
         D::millis("pending_since")
     ));

@@ -5,6 +5,7 @@ mod helpers;
 
 mod admission;
 mod conformance;
+mod deliveries;
 mod edge;
 mod fetch;
 mod key_age;
