@@ -255,7 +255,6 @@ impl Worker {
             ..EventFilter::default()
         };
         let records = self.reader.query(&filter).await?;
-        tracing::debug!(target = %self.target.name, after = self.scanned, records = records.len(), "delivery scan");
         let Some(last) = records.last().map(|r| r.id) else {
             return Ok(false);
         };
@@ -500,7 +499,8 @@ mod tests {
         assert_eq!(backoff_ms(1, 1.0), 1_000);
         assert_eq!(backoff_ms(2, 1.0), 2_000);
         assert_eq!(backoff_ms(5, 1.0), 16_000);
-        assert_eq!(backoff_ms(10, 1.0), 600_000);
+        assert_eq!(backoff_ms(10, 1.0), 512_000);
+        assert_eq!(backoff_ms(11, 1.0), 600_000);
         assert_eq!(backoff_ms(60, 0.5), 450_000);
     }
 }

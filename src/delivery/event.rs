@@ -77,3 +77,89 @@ pub fn body(event_type: &str, record: &StoredRecord) -> Vec<u8> {
     });
     event.to_string().into_bytes()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::config::{DEFAULT_MAX_AGE, DeliveryKind};
+
+    fn record(outcome: &str) -> StoredRecord {
+        serde_json::from_value(json!({
+            "id": 7, "kind": "logout", "received_at": "2026-12-07T10:00:00.000Z",
+            "outcome": outcome, "iss": "https://acme.eu.auth0.com/", "sub": "auth0|bob",
+            "sid": "s-1", "jti": "j-1", "aud": ["web-app", "api"],
+            "session_metadata": {"org_id": "org_acme", "region": "eu"},
+            "metadata_status": "ok", "claims_verified": true,
+        }))
+        .expect("a record")
+    }
+
+    fn target() -> DeliverySettings {
+        DeliverySettings {
+            name: "t".into(),
+            kind: DeliveryKind::Backchannel {
+                url: "https://app.example/logout".parse().expect("url"),
+            },
+            issuers: Vec::new(),
+            audiences: Vec::new(),
+            meta: BTreeMap::new(),
+            duplicates: false,
+            accepted: true,
+            max_age: DEFAULT_MAX_AGE,
+            concurrency: 1,
+            timeout: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn every_filter_must_hold() {
+        let r = record("accepted");
+        assert_eq!(matches(&target(), &r), Some(ACCEPTED));
+        assert_eq!(matches(&target(), &record("duplicate")), None);
+        assert_eq!(matches(&target(), &record("rejected")), None);
+        let dup = DeliverySettings {
+            duplicates: true,
+            ..target()
+        };
+        assert_eq!(matches(&dup, &record("duplicate")), Some(DUPLICATE));
+        let other_issuer = DeliverySettings {
+            issuers: vec!["https://other.example/".into()],
+            ..target()
+        };
+        assert_eq!(matches(&other_issuer, &r), None);
+        let audience = DeliverySettings {
+            audiences: vec!["api".into()],
+            ..target()
+        };
+        assert_eq!(matches(&audience, &r), Some(ACCEPTED));
+        let org = |v: &str| DeliverySettings {
+            meta: BTreeMap::from([("org_id".to_owned(), v.to_owned())]),
+            ..target()
+        };
+        assert_eq!(matches(&org("org_acme"), &r), Some(ACCEPTED));
+        assert_eq!(matches(&org("org_other"), &r), None);
+        let mut invalid = r.clone();
+        invalid.metadata_status = Some("invalid".into());
+        assert_eq!(
+            matches(&org("org_acme"), &invalid),
+            None,
+            "only valid metadata"
+        );
+    }
+
+    #[test]
+    fn the_event_names_the_record() {
+        let body: serde_json::Value =
+            serde_json::from_slice(&body(ACCEPTED, &record("accepted"))).expect("json");
+        assert_eq!(body["type"], "logout.accepted");
+        assert_eq!(body["timestamp"], "2026-12-07T10:00:00.000Z");
+        assert_eq!(body["data"]["id"], 7);
+        assert_eq!(body["data"]["session_metadata"]["org_id"], "org_acme");
+        assert!(body["data"].get("duplicate_of").is_none());
+    }
+}

@@ -439,7 +439,7 @@ async fn the_openapi_document_describes_exactly_the_served_routes() {
     let doc = app.api_get_as("/api/v1/openapi.json", None).await.body;
     assert_eq!(doc["openapi"], "3.1.0");
     let paths = doc["paths"].as_object().expect("paths");
-    assert_eq!(paths.len(), 7);
+    assert_eq!(paths.len(), 8);
     for (path, item) in paths {
         let op = &item["get"];
         let concrete = path
