@@ -84,8 +84,10 @@ pub(super) struct Worker {
     scanned: i64,
     /// When `scanned` last moved past `stored` unstored.
     unstored_since: Option<Instant>,
-    /// Whether the last attempt failed (a success then makes every waiting delivery due).
+    /// Whether the last attempt failed (a success then makes the waiting deliveries due).
     failing: bool,
+    /// Whether waiting deliveries are being made due, a batch per wake-up, after a recovery.
+    recovering: bool,
 }
 
 impl Worker {
@@ -110,6 +112,7 @@ impl Worker {
             scanned: 0,
             unstored_since: None,
             failing: false,
+            recovering: false,
         }
     }
 
@@ -391,10 +394,7 @@ impl Worker {
                     self.metrics.delivered_after(now - at);
                 }
                 if std::mem::take(&mut self.failing) {
-                    ends.push(DeliveryOp::Hasten {
-                        target: self.target.name.clone(),
-                        now,
-                    });
+                    self.recovering = true;
                 }
                 Finish::Delivered
             }
@@ -436,12 +436,28 @@ impl Worker {
 
     /// Stores attempts' ends; on failure they stay leased until the lease expires, and are
     /// attempted again then (at least once, never lost).
-    async fn store_ends(&self, ends: &mut Vec<DeliveryOp>) {
+    /// After a recovery, the next batch of waiting deliveries is made due with them, until a
+    /// batch finds none.
+    async fn store_ends(&mut self, ends: &mut Vec<DeliveryOp>) {
+        if self.recovering && !self.failing {
+            ends.push(DeliveryOp::Hasten {
+                target: self.target.name.clone(),
+                now: self.clock.now_millis(),
+            });
+        }
         if ends.is_empty() {
             return;
         }
-        if let Err(e) = self.store.deliveries(std::mem::take(ends)).await {
-            tracing::warn!(target = %self.target.name, "delivery results not stored: {e}");
+        let hastening = matches!(ends.last(), Some(DeliveryOp::Hasten { .. }));
+        match self.store.deliveries(std::mem::take(ends)).await {
+            Ok(changed) => {
+                if hastening && changed.last() == Some(&0) {
+                    self.recovering = false;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(target = %self.target.name, "delivery results not stored: {e}")
+            }
         }
     }
 

@@ -135,7 +135,8 @@ pub enum DeliveryOp {
         /// How.
         how: Finish,
     },
-    /// Makes every unleased pending delivery of a target due now (the target answers again).
+    /// Makes unleased pending deliveries of a target due now, the [`HASTEN_BATCH`] next ones
+    /// (the target answers again; repeated until it changes nothing).
     Hasten {
         /// The target.
         target: String,
@@ -361,6 +362,9 @@ pub(super) async fn backlog<D: Dialect>(
     })
 }
 
+/// Most deliveries one [`DeliveryOp::Hasten`] makes due.
+pub const HASTEN_BATCH: u32 = 1_000;
+
 /// A value bound to a delivery statement.
 #[derive(Debug, Clone)]
 pub(super) enum Val {
@@ -457,9 +461,12 @@ impl Statements {
             )),
             retry: finish(&format!("next_attempt_at = {}, last_error = $6", ts("$5"))),
             dead: finish("state = 'dead', next_attempt_at = NULL, last_error = $5"),
+            // At most HASTEN_BATCH at a time, so a long backlog never makes one long write.
             hasten: format!(
                 "UPDATE deliveries SET next_attempt_at = {0} WHERE target = $1 \
-                 AND state = 'pending' AND next_attempt_at > {0} AND lease_owner IS NULL",
+                 AND state = 'pending' AND event_id IN (SELECT event_id FROM deliveries \
+                 WHERE target = $1 AND state = 'pending' AND next_attempt_at > {0} \
+                 AND lease_owner IS NULL ORDER BY next_attempt_at LIMIT {HASTEN_BATCH})",
                 ts("$2")
             ),
             requeue_one: format!(
