@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
+use crate::api::ConsoleInfo;
 use crate::api::{self, ApiState};
 use crate::clock::SharedClock;
 use crate::config::{EdgeSettings, IssuerSettings, Settings};
@@ -109,7 +110,11 @@ impl Application {
                 settings.issuers.iter().map(|i| i.issuer.clone()).collect(),
                 Arc::clone(&clock),
                 Arc::clone(&metrics),
-            );
+            )
+            .with_console(ConsoleInfo {
+                log_key: (settings.checkpoints.as_ref()).map(|c| c.signer.verifier_key()),
+                delivery_targets: settings.deliveries.iter().map(|d| d.name.clone()).collect(),
+            });
             (l, state)
         });
         let state = AppState {

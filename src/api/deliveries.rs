@@ -1,10 +1,13 @@
 //! `GET /api/v1/deliveries`: each target's deliveries with their state, attempts and last
-//! error, newest record first, a page at a time.
+//! error, newest record first, a page at a time; `POST /api/v1/deliveries/retry` makes some
+//! due again.
 
 use axum::Json;
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{Extension, RawQuery, State};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::ApiState;
@@ -13,7 +16,8 @@ use super::error::ApiError;
 use super::params::{DEFAULT_PAGE, Params, parse_limit};
 use super::routes::{Op, route};
 use crate::clock::parse_rfc3339_millis;
-use crate::store::deliveries::{DeliveryFilter, DeliveryState};
+use crate::store::deliveries::{DeliveryFilter, DeliveryOp, DeliveryState};
+use crate::store::{Note, NoteKind};
 
 /// Encodes the keyset position after a page's last delivery.
 fn encode_cursor(event_id: i64, target: &str) -> String {
@@ -84,6 +88,65 @@ pub(crate) async fn deliveries(
     Ok(Json(
         json!({ "deliveries": rows, "next_cursor": next_cursor }),
     ))
+}
+
+/// The body of `POST /api/v1/deliveries/retry`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RetryRequest {
+    target: String,
+    event_id: Option<i64>,
+    #[serde(default)]
+    dead: bool,
+}
+
+/// `POST /api/v1/deliveries/retry`: one record's delivery, or every dead one of a target, due
+/// again now. The request is chained first (who asked), then the deliveries change.
+pub(crate) async fn retry(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    body: Result<Json<RetryRequest>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Json(req) = body.map_err(|e| ApiError::invalid("body", e.body_text()))?;
+    if req.event_id.is_some() == req.dead {
+        return Err(ApiError::invalid(
+            "body",
+            "give either event_id or \"dead\": true",
+        ));
+    }
+    let now = state.clock.now_millis();
+    state
+        .store
+        .note(Note {
+            kind: NoteKind::System,
+            action: "delivery_retry".into(),
+            details: json!({
+                "who": caller.0,
+                "via": "api",
+                "target": req.target,
+                "event_id": req.event_id,
+                "dead": req.dead,
+            }),
+            at: now,
+        })
+        .await
+        .map_err(ApiError::Audit)?;
+    let changed = state
+        .store
+        .deliveries(vec![DeliveryOp::Requeue {
+            target: req.target.clone(),
+            event_id: req.event_id,
+            now,
+        }])
+        .await?;
+    let requeued = changed.first().copied().unwrap_or(0);
+    if requeued == 0 {
+        return Err(ApiError::NotFound(format!(
+            "no delivery of target {:?} to retry",
+            req.target
+        )));
+    }
+    Ok(Json(json!({ "requeued": requeued })))
 }
 
 #[cfg(test)]

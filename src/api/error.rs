@@ -25,6 +25,14 @@ pub(crate) enum ApiError {
     /// No such record.
     #[error("not found: {0}")]
     NotFound(String),
+    /// The request cannot be answered in the store's present state.
+    #[error("{code}: {message}")]
+    Conflict {
+        /// The error code.
+        code: &'static str,
+        /// Why.
+        message: String,
+    },
     /// Reading the store failed.
     #[error("store read failed: {0}")]
     Store(#[source] StoreError),
@@ -88,6 +96,7 @@ impl IntoResponse for ApiError {
                 },
             ),
             ApiError::NotFound(what) => (StatusCode::NOT_FOUND, body("not_found", what)),
+            ApiError::Conflict { code, message } => (StatusCode::CONFLICT, body(code, message)),
             ApiError::Store(e) => {
                 tracing::error!("query API: {e}");
                 (

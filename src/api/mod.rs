@@ -4,10 +4,12 @@
 //! record naming the token's label before its answer leaves.
 
 mod auth;
+mod console;
 mod deliveries;
 mod error;
 mod export;
 mod handlers;
+mod ledger;
 mod openapi;
 mod params;
 mod routes;
@@ -18,7 +20,7 @@ use axum::Router;
 use axum::http::{HeaderValue, header};
 use axum::middleware::{from_fn_with_state, map_response};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, get};
+use axum::routing::{MethodRouter, get, post};
 use serde_json::{Value, json};
 
 use self::auth::Caller;
@@ -38,9 +40,27 @@ pub struct ApiState {
     issuers: Arc<[String]>,
     clock: SharedClock,
     metrics: Arc<Metrics>,
+    console: Arc<ConsoleInfo>,
+}
+
+/// What the console shows beside the records: the log's public key and the delivery targets.
+#[derive(Debug, Clone, Default)]
+pub struct ConsoleInfo {
+    /// The checkpoint signer's key in note-verifier form, when this service signs checkpoints.
+    pub log_key: Option<String>,
+    /// The configured delivery targets' names.
+    pub delivery_targets: Vec<String>,
 }
 
 impl ApiState {
+    /// The same state, with what the console shows beside the records.
+    pub fn with_console(self, info: ConsoleInfo) -> Self {
+        Self {
+            console: Arc::new(info),
+            ..self
+        }
+    }
+
     /// The state of an API serving `store` to holders of `tokens`; `issuers` are the configured
     /// issuers (a session check may leave out `iss` when there is one).
     pub fn new(
@@ -57,6 +77,7 @@ impl ApiState {
             issuers: issuers.into(),
             clock,
             metrics,
+            console: Arc::default(),
         }
     }
 
@@ -94,6 +115,9 @@ fn handler(op: Op) -> MethodRouter<ApiState> {
         Op::Export => get(export::export),
         Op::Summary => get(handlers::summary),
         Op::Deliveries => get(deliveries::deliveries),
+        Op::DeliveryRetry => post(deliveries::retry),
+        Op::Ledger => get(ledger::ledger),
+        Op::Proof => get(ledger::proof),
         Op::OpenApi => get(openapi::serve),
     }
 }
@@ -121,6 +145,10 @@ pub fn router(state: ApiState, metrics: Router) -> Router {
             open = open.route(r.path, handler(r.op));
         }
     }
+    let open = open
+        .route("/console", get(console::root))
+        .route("/console/", get(console::index))
+        .route("/console/{*path}", get(console::asset));
     guarded
         .route_layer(from_fn_with_state(state.clone(), auth::require_token))
         .merge(open)

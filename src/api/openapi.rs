@@ -5,7 +5,7 @@ use axum::Json;
 use serde_json::{Map, Value, json};
 
 use super::params::{DEFAULT_PAGE, MAX_PAGE};
-use super::routes::{Answer, In, Param, ROUTES, Route, Schema};
+use super::routes::{Answer, In, Method, Param, ROUTES, Route, Schema};
 use crate::export::csv::FIELDS;
 
 fn schema(s: Schema) -> Value {
@@ -51,6 +51,15 @@ fn ok_response(answer: Answer) -> Value {
         Answer::Session => ("The session's status.", json_body("SessionStatus")),
         Answer::Summary => ("Counts per group.", json_body("Summary")),
         Answer::Deliveries => ("A page of deliveries.", json_body("DeliveryPage")),
+        Answer::Requeued => (
+            "How many deliveries are due again.",
+            json!({"application/json": {"schema": {"type": "object", "required": ["requeued"], "properties": {"requeued": {"type": "integer"}}}}}),
+        ),
+        Answer::Ledger => ("The ledger's state.", json!({"application/json": {}})),
+        Answer::Proof => (
+            "The inclusion proof (docs/audit-format.md).",
+            json!({"application/json": {}}),
+        ),
         Answer::Document => ("This document.", json!({"application/json": {}})),
         Answer::Stream => (
             "The records, streamed; `X-Export-Rows` says how many.",
@@ -136,6 +145,21 @@ fn operation(r: &Route) -> Value {
         "parameters": r.params().map(parameter).collect::<Vec<_>>(),
         "responses": responses(r),
     });
+    if r.method == Method::Post {
+        op["requestBody"] = json!({
+            "required": true,
+            "content": {"application/json": {"schema": {
+                "type": "object",
+                "required": ["target"],
+                "additionalProperties": false,
+                "properties": {
+                    "target": {"type": "string"},
+                    "event_id": {"type": "integer"},
+                    "dead": {"type": "boolean"},
+                },
+            }}},
+        });
+    }
     if !r.authenticated {
         op["security"] = json!([]);
     }
@@ -229,7 +253,7 @@ fn components() -> Value {
                 "type": "object",
                 "required": ["error"],
                 "properties": {
-                    "error": {"type": "string", "enum": ["invalid_parameter", "unauthorized", "not_found", "store_unavailable"]},
+                    "error": {"type": "string", "enum": ["invalid_parameter", "unauthorized", "not_found", "store_unavailable", "not_checkpointed", "purged", "store_mismatch"]},
                     "parameter": {"type": "string"},
                     "message": {"type": "string"},
                 },
@@ -242,7 +266,7 @@ fn components() -> Value {
 pub(crate) fn document() -> Value {
     let paths: Map<String, Value> = ROUTES
         .iter()
-        .map(|r| (r.path.to_owned(), json!({ "get": operation(r) })))
+        .map(|r| (r.path.to_owned(), json!({ r.method.key(): operation(r) })))
         .collect();
     json!({
         "openapi": "3.1.0",

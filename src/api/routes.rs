@@ -215,6 +215,12 @@ pub(crate) enum Op {
     Summary,
     /// `GET /api/v1/deliveries`.
     Deliveries,
+    /// `POST /api/v1/deliveries/retry`.
+    DeliveryRetry,
+    /// `GET /api/v1/ledger`.
+    Ledger,
+    /// `GET /api/v1/events/{id}/proof`.
+    Proof,
     /// `GET /api/v1/openapi.json`.
     OpenApi,
 }
@@ -234,13 +240,40 @@ pub(crate) enum Answer {
     Summary,
     /// `{"deliveries": [...], "next_cursor": ...}`.
     Deliveries,
+    /// `{"requeued": n}`.
+    Requeued,
+    /// The chain's head, the latest checkpoint, the log's key.
+    Ledger,
+    /// An inclusion proof.
+    Proof,
     /// This document.
     Document,
 }
 
-/// One `GET` route.
+/// The HTTP method of a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Method {
+    /// A read.
+    Get,
+    /// A change (a delivery retry).
+    Post,
+}
+
+impl Method {
+    /// The OpenAPI operation key.
+    pub(crate) fn key(self) -> &'static str {
+        match self {
+            Self::Get => "get",
+            Self::Post => "post",
+        }
+    }
+}
+
+/// One route.
 #[derive(Debug)]
 pub(crate) struct Route {
+    /// Its method.
+    pub(crate) method: Method,
     /// What it does.
     pub(crate) op: Op,
     /// Its path (axum and OpenAPI agree on `{name}`).
@@ -267,6 +300,7 @@ impl Route {
 /// Every route of the API.
 pub(crate) const ROUTES: &[Route] = &[
     Route {
+        method: Method::Get,
         op: Op::Events,
         path: "/api/v1/events",
         summary: "Audit records matching filters, a page at a time (keyset cursor).",
@@ -276,6 +310,7 @@ pub(crate) const ROUTES: &[Route] = &[
         answer: Answer::Page,
     },
     Route {
+        method: Method::Get,
         op: Op::Event,
         path: "/api/v1/events/{id}",
         summary: "One record, with the stored token's header and claims decoded.",
@@ -285,6 +320,7 @@ pub(crate) const ROUTES: &[Route] = &[
         answer: Answer::Record,
     },
     Route {
+        method: Method::Get,
         op: Op::Session,
         path: "/api/v1/sessions/{sid}",
         summary: "Is this session logged out? Cheap and indexed: call it on requests. Counted in metrics, not audited.",
@@ -294,6 +330,7 @@ pub(crate) const ROUTES: &[Route] = &[
         answer: Answer::Session,
     },
     Route {
+        method: Method::Get,
         op: Op::SubjectLogouts,
         path: "/api/v1/subjects/{sub}/logouts",
         summary: "A subject's logout records, newest first.",
@@ -303,6 +340,7 @@ pub(crate) const ROUTES: &[Route] = &[
         answer: Answer::Page,
     },
     Route {
+        method: Method::Get,
         op: Op::Export,
         path: "/api/v1/export",
         summary: "Every matching record, streamed in constant memory (a snapshot: records arriving meanwhile are left out).",
@@ -312,6 +350,7 @@ pub(crate) const ROUTES: &[Route] = &[
         answer: Answer::Stream,
     },
     Route {
+        method: Method::Get,
         op: Op::Summary,
         path: "/api/v1/reports/summary",
         summary: "Counts of matching records per day, issuer, outcome, reason or metadata value.",
@@ -321,6 +360,7 @@ pub(crate) const ROUTES: &[Route] = &[
         answer: Answer::Summary,
     },
     Route {
+        method: Method::Get,
         op: Op::Deliveries,
         path: "/api/v1/deliveries",
         summary: "Deliveries of logouts to the configured targets: state, attempts, last error.",
@@ -330,6 +370,37 @@ pub(crate) const ROUTES: &[Route] = &[
         answer: Answer::Deliveries,
     },
     Route {
+        method: Method::Post,
+        op: Op::DeliveryRetry,
+        path: "/api/v1/deliveries/retry",
+        summary: "Makes deliveries due again: one record's (`event_id`) or every dead one of a target (`dead: true`). Body: JSON `{\"target\", \"event_id\"}` or `{\"target\", \"dead\": true}`. Chained as a `delivery_retry` system record naming the token's label.",
+        authenticated: true,
+        audited: true,
+        params: &[],
+        answer: Answer::Requeued,
+    },
+    Route {
+        method: Method::Get,
+        op: Op::Ledger,
+        path: "/api/v1/ledger",
+        summary: "The chain's last record, the latest signed checkpoint and its age, the log's public key (note verifier form) and the delivery targets.",
+        authenticated: true,
+        audited: true,
+        params: &[],
+        answer: Answer::Ledger,
+    },
+    Route {
+        method: Method::Get,
+        op: Op::Proof,
+        path: "/api/v1/events/{id}/proof",
+        summary: "The record's inclusion proof against the latest signed checkpoint covering it, as `logout-ledger prove` prints it and as the store holds it (check it yourself: docs/audit-format.md). 409 `not_checkpointed` until a checkpoint covers it.",
+        authenticated: true,
+        audited: true,
+        params: &[EVENT_ID],
+        answer: Answer::Proof,
+    },
+    Route {
+        method: Method::Get,
         op: Op::OpenApi,
         path: "/api/v1/openapi.json",
         summary: "This document (no authentication: it holds no data).",

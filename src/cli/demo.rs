@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Args;
 use logout_ledger::clock::{Clock, SystemClock};
-use logout_ledger::config::{ApiSettings, IssuerSettings, KeyFetchSettings, Settings};
+use logout_ledger::config::{ApiSettings, ApiToken, IssuerSettings, KeyFetchSettings, Settings};
 use logout_ledger::ledger::checkpoint::CheckpointSettings;
 use logout_ledger::ledger::verify;
 use logout_ledger::local_issuer::LocalIssuer;
@@ -29,6 +29,13 @@ pub(super) struct DemoArgs {
     /// Store to write to [default: a new file in the temporary directory].
     #[arg(long)]
     database: Option<String>,
+    /// Keep the receiver, the query API and the console running after the demo's logouts
+    /// (until Ctrl-C), with a fresh API token printed for signing in.
+    #[arg(long)]
+    serve: bool,
+    /// With --serve: the query API's and console's address.
+    #[arg(long, default_value = "127.0.0.1:8081", requires = "serve")]
+    api_listen: SocketAddr,
 }
 
 const AUDIENCE: &str = "demo-app";
@@ -118,7 +125,7 @@ async fn wait_ready(client: &reqwest::Client, addr: SocketAddr) -> anyhow::Resul
 }
 
 /// The receiver's settings: `op` as the one issuer, a checkpoint key made for the run.
-fn demo_settings(op: &LocalIssuer, database: &str) -> anyhow::Result<Settings> {
+fn demo_settings(op: &LocalIssuer, database: &str, serve: bool) -> anyhow::Result<Settings> {
     Ok(Settings {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         database: database.to_owned(),
@@ -147,7 +154,8 @@ fn demo_settings(op: &LocalIssuer, database: &str) -> anyhow::Result<Settings> {
                 "demo.logout-ledger.example",
                 &generate_pkcs8()?,
             )?),
-            interval: Duration::from_secs(3600),
+            // Serving, a checkpoint soon covers the demo's records (the console's proofs).
+            interval: Duration::from_secs(if serve { 10 } else { 3600 }),
             dir: None,
         }),
     })
@@ -166,7 +174,17 @@ pub(super) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     };
     println!("Starting an in-process OpenID Provider with freshly generated keys...");
     let op = LocalIssuer::start().await.context("local issuer")?;
-    let settings = demo_settings(&op, &database)?;
+    let mut settings = demo_settings(&op, &database, args.serve)?;
+    let api_token = if args.serve {
+        let (token, entry) = ApiToken::generate("demo-auditor")?;
+        settings.api = ApiSettings {
+            listen: args.api_listen,
+            tokens: vec![entry],
+        };
+        Some(token)
+    } else {
+        None
+    };
     let app = Application::build(settings, Arc::new(SystemClock))
         .await
         .context("cannot start the receiver")?;
@@ -196,6 +214,15 @@ pub(super) async fn run(args: DemoArgs) -> anyhow::Result<()> {
             .and_then(Value::as_str)
             .unwrap_or("");
         println!("{status}  {:<52} {said}", step.what);
+    }
+    if let Some(token) = api_token {
+        println!(
+            "\nServing until Ctrl-C. Console: http://{}/console/ (a checkpoint covers the records \
+             within 10 s)\nAPI token (sign in with it): {token}\nMore logouts: POST to \
+             http://{addr}/backchannel-logout, signed by the issuer above.",
+            args.api_listen
+        );
+        let _ = tokio::signal::ctrl_c().await;
     }
     let _ = stop.send(());
     server.await.context("server task")?.context("server")?;
