@@ -77,6 +77,8 @@ pub(crate) struct Sample {
 pub(crate) struct Run {
     /// Every request's end, in no particular order.
     pub(crate) samples: Vec<Sample>,
+    /// The first scheduled send.
+    pub(crate) started: Instant,
     /// From the first scheduled send to the last answer.
     pub(crate) elapsed: Duration,
     /// One transport error or non-200 answer, for diagnosis.
@@ -158,6 +160,7 @@ pub(crate) async fn open_loop(
     }
     Ok(Run {
         samples,
+        started,
         elapsed: last - started,
         example,
     })

@@ -416,6 +416,9 @@ struct TargetFigures {
     seen: usize,
     /// Arrivals beyond the first per logout (redeliveries), the warm-up's included.
     repeats: usize,
+    /// Measured logouts delivered per second, from the measured load's first send to the
+    /// last one's arrival.
+    throughput: f64,
     p50: f64,
     p99: f64,
     max: f64,
@@ -430,26 +433,45 @@ struct TargetFigures {
     method: &'static str,
 }
 
-/// Exact latencies: for each `(jti, signed µs)` pair of a measured logout, keeps the first.
+/// What the target's side saw of the measured logouts.
+struct Seen {
+    /// Commit-to-delivered latencies (signed µs), sorted.
+    lat: Vec<i64>,
+    /// Measured logouts seen (once or more).
+    seen: usize,
+    /// Arrivals beyond the first per logout, the warm-up's included.
+    repeats: usize,
+    /// The last measured logout's arrival, in µs after the measured load's first send.
+    last_us: i64,
+}
+
+/// Exact latencies from `(token index, 200 answer's time in µs after the measured load's
+/// first send, signed µs from that answer to the arrival)`, keeping each logout's first arrival.
 fn latencies(
-    pairs: impl Iterator<Item = (usize, i64)>,
+    triples: impl Iterator<Item = (usize, i64, i64)>,
     measured: &std::ops::Range<usize>,
-) -> (Vec<i64>, usize, usize) {
+) -> Seen {
     let mut seen = HashSet::new();
     let mut lat = Vec::new();
     let mut repeats = 0;
-    for (idx, us) in pairs {
+    let mut last_us = 0;
+    for (idx, done_us, us) in triples {
         if !seen.insert(idx) {
             repeats += 1;
             continue;
         }
         if measured.contains(&idx) {
             lat.push(us);
+            last_us = last_us.max(done_us + us);
         }
     }
     lat.sort_unstable();
-    let n = lat.len();
-    (lat, n, repeats)
+    Seen {
+        seen: lat.len(),
+        lat,
+        repeats,
+        last_us,
+    }
 }
 
 /// The `data.jti` of a delivered JSON event, as a token index.
@@ -632,9 +654,10 @@ async fn with_deliveries(
     let webhook_ids: HashSet<&str> = arrivals.iter().map(|a| a.id.as_str()).collect();
     let pairs = arrivals.iter().filter_map(|a| {
         let idx = event_index(&a.body)?;
-        Some((idx, signed_us(done[idx]?, a.at)))
+        let d = done[idx]?;
+        Some((idx, signed_us(run.started, d), signed_us(d, a.at)))
     });
-    let (lat, seen, repeats) = latencies(pairs, &r.measured);
+    let seen_hook = latencies(pairs, &r.measured);
     println!(
         "webhook:  {} requests, {} distinct webhook-id",
         arrivals.len(),
@@ -643,9 +666,7 @@ async fn with_deliveries(
     out.push((
         WEBHOOK,
         "webhook",
-        lat,
-        seen,
-        repeats,
+        seen_hook,
         "arrival (in process) - 200 answer",
     ));
 
@@ -677,45 +698,44 @@ async fn with_deliveries(
     let pairs = relayed.iter().filter_map(|rec| {
         let idx = load::index(rec.jti.as_deref()?)?;
         let at_ms = parse_rfc3339_millis(&rec.received_at).ok()?;
-        Some((idx, at_ms * 1000 - unix_us(done[idx]?)))
+        let d = done[idx]?;
+        Some((idx, signed_us(run.started, d), at_ms * 1000 - unix_us(d)))
     });
-    let (lat, seen, repeats) = latencies(pairs, &r.measured);
+    let seen_relay = latencies(pairs, &r.measured);
     out.push((
         RELAY,
         "backchannel",
-        lat,
-        seen,
-        repeats,
+        seen_relay,
         "second store's received_at (ms) - 200 answer",
     ));
 
     if o.nats.is_some() {
         let pairs = messages.iter().filter_map(|(at, payload)| {
             let idx = event_index(payload)?;
-            Some((idx, signed_us(done[idx]?, *at)))
+            let d = done[idx]?;
+            Some((idx, signed_us(run.started, d), signed_us(d, *at)))
         });
-        let (lat, seen, repeats) = latencies(pairs, &r.measured);
+        let seen_nats = latencies(pairs, &r.measured);
         out.push((
             NATS,
             "nats",
-            lat,
-            seen,
-            repeats,
+            seen_nats,
             "core subscriber arrival - 200 answer",
         ));
     }
 
     let targets = out
         .into_iter()
-        .map(|(name, kind, lat, seen, repeats, method)| TargetFigures {
+        .map(|(name, kind, s, method)| TargetFigures {
             name,
             kind,
             expected,
-            seen,
-            repeats,
-            p50: quantile_signed_ms(&lat, 0.50),
-            p99: quantile_signed_ms(&lat, 0.99),
-            max: quantile_signed_ms(&lat, 1.0),
+            seen: s.seen,
+            repeats: s.repeats,
+            throughput: s.seen as f64 / (s.last_us as f64 / 1e6),
+            p50: quantile_signed_ms(&s.lat, 0.50),
+            p99: quantile_signed_ms(&s.lat, 0.99),
+            max: quantile_signed_ms(&s.lat, 1.0),
             scrape: last.get(name).cloned().unwrap_or_default(),
             caught_up: caught_up.get(name).copied(),
             pending: pending.get(name).copied().unwrap_or(-1),
@@ -811,17 +831,18 @@ fn print_report(
     );
     println!();
     println!(
-        "| target | kind | delivered (measured) | p50 ms | p99 ms | max ms | /metrics p50 <= ms \
+        "| target | kind | delivered (measured) | delivered/s | p50 ms | p99 ms | max ms | /metrics p50 <= ms \
          | /metrics p99 <= ms | attempts ok/retry/dead | caught up s after load | pending at end |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for t in targets {
         println!(
-            "| {} | {} | {} / {} | {:.2} | {:.2} | {:.2} | {} | {} | {}/{}/{} | {} | {} |",
+            "| {} | {} | {} / {} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} | {}/{}/{} | {} | {} |",
             t.name,
             t.kind,
             t.seen,
             t.expected,
+            t.throughput,
             t.p50,
             t.p99,
             t.max,

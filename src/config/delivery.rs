@@ -15,7 +15,7 @@ use super::{ConfigError, Secret, parse_interval, read_secret_file};
 /// Default time a delivery is retried before it is dead.
 pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(72 * 3600);
 /// Default attempts in flight per target.
-pub const DEFAULT_CONCURRENCY: usize = 4;
+pub const DEFAULT_CONCURRENCY: usize = 8;
 /// Default time one attempt may take.
 pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -207,10 +207,10 @@ impl DeliveryFile {
                 .map_err(|m| err(key, m))
         };
         let timeout = duration("timeout", &self.timeout, DEFAULT_ATTEMPT_TIMEOUT)?;
-        // An attempt holds its lease for the timeout + 15 s, and a replica that dies must hand
-        // its deliveries on within a minute.
-        if timeout > Duration::from_secs(30) {
-            return Err(err("timeout", "at most 30s".into()));
+        // A lease lasts two attempts' bounds (timeout + 2 s each) and 5 s more, and a replica
+        // that dies must hand its deliveries on within a minute.
+        if timeout > Duration::from_secs(20) {
+            return Err(err("timeout", "at most 20s".into()));
         }
         let concurrency = self.concurrency.unwrap_or(DEFAULT_CONCURRENCY);
         if !(1..=256).contains(&concurrency) {

@@ -3,11 +3,17 @@
 //! the position, leases due deliveries (one attempt of a delivery at a time, across replicas),
 //! attempts up to `concurrency` at once, and stores each end (delivered, retry with backoff and
 //! jitter, dead). Every write goes through the audit writer and shares its commits.
+//!
+//! The worker keeps up to `concurrency` more deliveries leased beyond those in flight, so a
+//! finished attempt is followed by the next at once, not after a commit; the ends are stored
+//! by a task of their own ([`store_ends`]), batched, so storing them never holds attempts back.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use std::collections::VecDeque;
+
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -20,8 +26,10 @@ use crate::config::DeliverySettings;
 use crate::store::deliveries::{DeliveryOp, DeliveryState, Finish, NewDelivery};
 use crate::store::{AuditStore, EventFilter, KindFilter, Order, StoreError, StoreReader};
 
-/// Records read from the log per step.
+/// Records read from the log per page.
 const SCAN_PAGE: u32 = 500;
+/// Pages read from the log per refill at most (the rest at the next wake-up).
+const SCAN_PAGES: usize = 4;
 /// Longest a worker sleeps without looking for due retries (and a CLI's requeue).
 const POLL: Duration = Duration::from_secs(1);
 /// How often the backlog metrics are read from the store.
@@ -70,24 +78,22 @@ struct Ended {
 
 /// One target's worker.
 pub(super) struct Worker {
-    pub(super) target: Arc<DeliverySettings>,
-    pub(super) sender: Arc<Sender>,
-    pub(super) store: AuditStore,
-    pub(super) reader: StoreReader,
-    pub(super) clock: SharedClock,
-    pub(super) metrics: Arc<TargetMetrics>,
+    target: Arc<DeliverySettings>,
+    sender: Arc<Sender>,
+    store: AuditStore,
+    reader: StoreReader,
+    clock: SharedClock,
+    metrics: Arc<TargetMetrics>,
     /// This process's lease name.
-    pub(super) owner: String,
+    owner: String,
     /// The stored position (what another replica would read).
     stored: i64,
     /// The last record examined (ahead of `stored` while nothing matched).
     scanned: i64,
     /// When `scanned` last moved past `stored` unstored.
     unstored_since: Option<Instant>,
-    /// Whether the last attempt failed (a success then makes the waiting deliveries due).
-    failing: bool,
-    /// Whether waiting deliveries are being made due, a batch per wake-up, after a recovery.
-    recovering: bool,
+    /// Leased here, not yet started, oldest first.
+    ready: VecDeque<InFlight>,
 }
 
 impl Worker {
@@ -111,14 +117,13 @@ impl Worker {
             stored: 0,
             scanned: 0,
             unstored_since: None,
-            failing: false,
-            recovering: false,
+            ready: VecDeque::new(),
         }
     }
 
     /// Runs until `stop` turns true; then waits briefly for attempts in flight, stores their
-    /// ends and releases the leases it still holds. `head` is the last record committed before the service began to serve (where a new
-    /// target starts).
+    /// ends and releases the leases it still holds. `head` is the last record committed
+    /// before the service began to serve (where a new target starts).
     pub(super) async fn run(mut self, head: i64, mut stop: watch::Receiver<bool>) {
         let mut committed = self.store.committed();
         loop {
@@ -131,25 +136,32 @@ impl Worker {
                 _ = stop.changed() => return,
             }
         }
+        let (ends, ends_rx) = mpsc::unbounded_channel();
+        let storing = tokio::spawn(store_ends(
+            self.store.clone(),
+            self.target.name.clone(),
+            Arc::clone(&self.clock),
+            ends_rx,
+        ));
         let mut attempts: JoinSet<Ended> = JoinSet::new();
-        let mut ends: Vec<DeliveryOp> = Vec::new();
         let mut next_backlog = Instant::now();
         loop {
-            if let Err(e) = self.step(&mut attempts).await {
+            if let Err(e) = self.refill(attempts.len()).await {
                 tracing::warn!(target = %self.target.name, "delivery step failed: {e}");
             }
+            self.start_ready(&mut attempts);
             tokio::select! {
                 _ = committed.changed() => {}
                 Some(joined) = attempts.join_next(), if !attempts.is_empty() => {
-                    self.collect(joined, &mut ends);
+                    self.collect(joined, &ends);
                     while let Some(more) = attempts.try_join_next() {
-                        self.collect(more, &mut ends);
+                        self.collect(more, &ends);
                     }
+                    self.start_ready(&mut attempts);
                 }
                 () = tokio::time::sleep(POLL) => {}
                 _ = stop.changed() => break,
             }
-            self.store_ends(&mut ends).await;
             if Instant::now() >= next_backlog {
                 self.read_backlog().await;
                 next_backlog = Instant::now() + BACKLOG_EVERY;
@@ -157,18 +169,22 @@ impl Worker {
         }
         let _ = tokio::time::timeout(Duration::from_secs(2), async {
             while let Some(joined) = attempts.join_next().await {
-                self.collect(joined, &mut ends);
+                self.collect(joined, &ends);
             }
         })
         .await;
-        ends.push(DeliveryOp::Release {
+        attempts.abort_all();
+        drop(ends);
+        let _ = storing.await;
+        let release = DeliveryOp::Release {
             owner: self.owner.clone(),
-        });
-        self.store_ends(&mut ends).await;
+        };
+        if let Err(e) = self.store.deliveries(vec![release]).await {
+            tracing::warn!(target = %self.target.name, "delivery leases not released: {e}");
+        }
     }
 
-    /// Reads the target's position, or starts it at the log's end (a new target gets the
-    /// logouts from its first start on).
+    /// Reads the target's position, or starts it at `head`.
     async fn init(&mut self, head: i64) -> Result<(), StoreError> {
         let name = &self.target.name;
         let position = match self.reader.delivery_position(name).await? {
@@ -188,162 +204,191 @@ impl Worker {
         Ok(())
     }
 
-    /// Examines new records, then leases what is due, up to the free attempt slots.
-    async fn step(&mut self, attempts: &mut JoinSet<Ended>) -> Result<(), StoreError> {
-        loop {
-            let more = self.scan(attempts).await?;
-            if !more {
-                break;
+    /// Longest one attempt may take in all (reading the record, connecting, sending): its
+    /// timeout and two seconds more, enforced around the attempt.
+    fn attempt_bound(&self) -> Duration {
+        self.target.timeout + Duration::from_secs(2)
+    }
+
+    /// How long a lease lasts: a delivery waits in `ready` for at most one attempt's bound, then
+    /// takes one, plus a margin; so a replica that died hands its deliveries on within that time
+    /// (49 s with the longest timeout, 20 s).
+    fn lease_ms(&self) -> i64 {
+        i64::try_from(self.attempt_bound().as_millis()).unwrap_or(22_000) * 2 + 5_000
+    }
+
+    /// Starts leased deliveries while fewer than `concurrency` are in flight.
+    fn start_ready(&mut self, attempts: &mut JoinSet<Ended>) {
+        while attempts.len() < self.target.concurrency {
+            let Some(flight) = self.ready.pop_front() else {
+                return;
+            };
+            self.spawn(attempts, flight);
+        }
+    }
+
+    /// Examines new records and leases due deliveries, up to `concurrency` beyond those in
+    /// flight, in one write: the position's move, the new deliveries (the first ones leased
+    /// here) and the leases of due ones.
+    async fn refill(&mut self, in_flight: usize) -> Result<(), StoreError> {
+        let want = (2 * self.target.concurrency).saturating_sub(in_flight + self.ready.len());
+        let now = self.clock.now_millis();
+        let until = now + self.lease_ms();
+        let mut ops = Vec::new();
+        let mut leased = Vec::new();
+        let mut free = want;
+        let last = self
+            .scan(&mut ops, &mut leased, &mut free, now, until)
+            .await?;
+        let mut due = Vec::new();
+        if free > 0 {
+            due = (self.reader)
+                .due_deliveries(&self.target.name, now, u32::try_from(free).unwrap_or(1))
+                .await?;
+            due.retain(|d| !leased.iter().any(|(id, _)| *id == d.event_id));
+            for d in &due {
+                ops.push(DeliveryOp::Lease {
+                    target: self.target.name.clone(),
+                    event_id: d.event_id,
+                    owner: self.owner.clone(),
+                    until,
+                    now,
+                });
             }
         }
-        let free = self.target.concurrency.saturating_sub(attempts.len());
-        if free == 0 {
+        let found = last.is_some_and(|l| l > self.stored);
+        let unstored = last.unwrap_or(self.scanned) - self.stored;
+        let since = *self.unstored_since.get_or_insert_with(Instant::now);
+        let advance = found
+            && (!leased.is_empty()
+                || ops.iter().any(|o| matches!(o, DeliveryOp::Insert(_)))
+                || unstored >= LAZY_ADVANCE
+                || since.elapsed() >= POLL * 2);
+        if advance && let Some(to) = last {
+            ops.insert(
+                0,
+                DeliveryOp::Advance {
+                    target: self.target.name.clone(),
+                    from: self.stored,
+                    to,
+                },
+            );
+        }
+        if ops.is_empty() {
+            // Nothing to deliver: the position is stored later, with the next match or after
+            // a while (a crash re-examines at most these records).
+            if let Some(l) = last {
+                self.scanned = l;
+            }
             return Ok(());
         }
-        let now = self.clock.now_millis();
-        let due = (self.reader)
-            .due_deliveries(&self.target.name, now, u32::try_from(free).unwrap_or(1))
-            .await?;
-        if due.is_empty() {
-            return Ok(());
+        // On failure nothing moves: the same records are examined again at the next step.
+        let changed = self.store.deliveries(ops.clone()).await?;
+        if let Some(l) = last {
+            self.scanned = l;
         }
-        let ops = due
-            .iter()
-            .map(|d| DeliveryOp::Lease {
-                target: self.target.name.clone(),
-                event_id: d.event_id,
-                owner: self.owner.clone(),
-                until: now + self.lease_ms(),
-                now,
-            })
-            .collect();
-        let taken = self.store.deliveries(ops).await?;
-        for (d, n) in due.iter().zip(taken) {
-            if n == 1 {
-                self.spawn(
-                    attempts,
-                    InFlight {
-                        event_id: d.event_id,
-                        delivery_id: d.delivery_id.clone(),
-                        attempts: d.attempts,
-                        pending_since: d.pending_since,
-                    },
-                );
+        if advance {
+            self.unstored_since = None;
+            if changed.first() == Some(&1) {
+                self.stored = self.scanned;
+            } else if let Some(p) = self.reader.delivery_position(&self.target.name).await? {
+                // Another replica moved it: ours and its rows are the same deliveries.
+                self.stored = p;
+                self.scanned = self.scanned.max(p);
+            }
+        }
+        for (op, n) in ops.iter().zip(&changed) {
+            if *n != 1 {
+                continue;
+            }
+            match op {
+                DeliveryOp::Insert(d) if d.lease.is_some() => self.ready.push_back(InFlight {
+                    event_id: d.event_id,
+                    delivery_id: d.delivery_id.clone(),
+                    attempts: 0,
+                    pending_since: now,
+                }),
+                DeliveryOp::Lease { event_id, .. } => {
+                    if let Some(d) = due.iter().find(|d| d.event_id == *event_id) {
+                        self.ready.push_back(InFlight {
+                            event_id: d.event_id,
+                            delivery_id: d.delivery_id.clone(),
+                            attempts: d.attempts,
+                            pending_since: d.pending_since,
+                        });
+                    }
+                }
+                _ => {}
             }
         }
         Ok(())
     }
 
-    /// How long a lease lasts: an attempt's whole bound ([`Worker::attempt_bound`]) and a
-    /// margin, so a replica that died mid-attempt hands its deliveries on within that time
-    /// (at most 45 s with the longest timeout, 30 s).
-    fn lease_ms(&self) -> i64 {
-        i64::try_from(self.attempt_bound().as_millis()).unwrap_or(40_000) + 5_000
-    }
-
-    /// Longest one attempt may take in all (reading the record, connecting, sending): its
-    /// timeout and ten seconds more, enforced around the attempt.
-    fn attempt_bound(&self) -> Duration {
-        self.target.timeout + Duration::from_secs(10)
-    }
-
-    /// Examines one page of records after the position; matching ones become deliveries (the
-    /// first few leased at once to this worker). Returns whether a full page was read.
-    async fn scan(&mut self, attempts: &mut JoinSet<Ended>) -> Result<bool, StoreError> {
-        let filter = EventFilter {
-            kind: KindFilter::Logout,
-            after: Some(self.scanned),
-            order: Order::Asc,
-            limit: SCAN_PAGE,
-            ..EventFilter::default()
-        };
-        let records = self.reader.query(&filter).await?;
-        let Some(last) = records.last().map(|r| r.id) else {
-            return Ok(false);
-        };
-        let full = records.len() == SCAN_PAGE as usize;
-        let now = self.clock.now_millis();
-        let mut free = self.target.concurrency.saturating_sub(attempts.len());
-        let mut ops = Vec::new();
-        let mut leased = Vec::new();
-        for r in &records {
-            let Some(event_type) = event::matches(&self.target, r) else {
-                continue;
+    /// Reads up to [`SCAN_PAGES`] pages of records after `scanned` and adds an insert for each
+    /// match to `ops`, the first `free` leased (noted in `leased`). Returns the last record
+    /// examined, if any.
+    async fn scan(
+        &mut self,
+        ops: &mut Vec<DeliveryOp>,
+        leased: &mut Vec<(i64, String)>,
+        free: &mut usize,
+        now: i64,
+        until: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        let max_age = i64::try_from(self.target.max_age.as_millis()).unwrap_or(i64::MAX);
+        let mut after = self.scanned;
+        let mut last = None;
+        for _ in 0..SCAN_PAGES {
+            let filter = EventFilter {
+                kind: KindFilter::Logout,
+                after: Some(after),
+                order: Order::Asc,
+                limit: SCAN_PAGE,
+                ..EventFilter::default()
             };
-            let received_at = parse_rfc3339_millis(&r.received_at).unwrap_or(now);
-            let max_age = i64::try_from(self.target.max_age.as_millis()).unwrap_or(i64::MAX);
-            let expired = now.saturating_sub(received_at) > max_age;
-            let lease = (!expired && free > 0).then(|| {
-                free -= 1;
-                leased.push(r.id);
-                (self.owner.clone(), now + self.lease_ms())
-            });
-            ops.push(DeliveryOp::Insert(NewDelivery {
-                target: self.target.name.clone(),
-                event_id: r.id,
-                delivery_id: format!("msg_{}", crate::util::random_id().replace('-', "")),
-                event_type: event_type.into(),
-                received_at,
-                state: if expired {
-                    DeliveryState::Dead
-                } else {
-                    DeliveryState::Pending
-                },
-                next_attempt_at: now,
-                last_error: expired.then(|| "older than max_age when found".to_owned()),
-                lease,
-            }));
-        }
-        let unstored = last - self.stored;
-        let since = *self.unstored_since.get_or_insert_with(Instant::now);
-        if ops.is_empty() && unstored < LAZY_ADVANCE && since.elapsed() < POLL * 2 {
-            // Nothing to deliver: the position is stored later, with the next match or after
-            // a while (a crash re-examines at most these records).
-            self.scanned = last;
-            return Ok(full);
-        }
-        ops.insert(
-            0,
-            DeliveryOp::Advance {
-                target: self.target.name.clone(),
-                from: self.stored,
-                to: last,
-            },
-        );
-        let first_insert = 1;
-        // On failure nothing moves: the same records are examined again at the next step.
-        let changed = self.store.deliveries(ops.clone()).await?;
-        self.scanned = last;
-        self.unstored_since = None;
-        if changed.first() == Some(&1) {
-            self.stored = self.scanned;
-        } else if let Some(p) = self.reader.delivery_position(&self.target.name).await? {
-            // Another replica moved it: ours and its rows are the same deliveries.
-            self.stored = p;
-            self.scanned = self.scanned.max(p);
-        }
-        for (op, n) in ops.iter().zip(&changed).skip(first_insert) {
-            if let DeliveryOp::Insert(d) = op
-                && *n == 1
-                && leased.contains(&d.event_id)
-            {
-                self.spawn(
-                    attempts,
-                    InFlight {
-                        event_id: d.event_id,
-                        delivery_id: d.delivery_id.clone(),
-                        attempts: 0,
-                        pending_since: now,
+            let records = self.reader.query(&filter).await?;
+            let Some(page_last) = records.last().map(|r| r.id) else {
+                break;
+            };
+            for r in &records {
+                let Some(event_type) = event::matches(&self.target, r) else {
+                    continue;
+                };
+                let received_at = parse_rfc3339_millis(&r.received_at).unwrap_or(now);
+                let expired = now.saturating_sub(received_at) > max_age;
+                let delivery_id = format!("msg_{}", crate::util::random_id().replace('-', ""));
+                let lease = (!expired && *free > 0).then(|| {
+                    *free -= 1;
+                    leased.push((r.id, delivery_id.clone()));
+                    (self.owner.clone(), until)
+                });
+                ops.push(DeliveryOp::Insert(NewDelivery {
+                    target: self.target.name.clone(),
+                    event_id: r.id,
+                    delivery_id,
+                    event_type: event_type.into(),
+                    received_at,
+                    state: if expired {
+                        DeliveryState::Dead
+                    } else {
+                        DeliveryState::Pending
                     },
-                );
+                    next_attempt_at: now,
+                    last_error: expired.then(|| "older than max_age when found".to_owned()),
+                    lease,
+                }));
+            }
+            after = page_last;
+            last = Some(page_last);
+            if records.len() < SCAN_PAGE as usize {
+                break;
             }
         }
-        Ok(full)
+        Ok(last)
     }
 
     /// Starts one attempt.
     fn spawn(&self, attempts: &mut JoinSet<Ended>, flight: InFlight) {
-        tracing::debug!(target = %self.target.name, event_id = flight.event_id, attempts = flight.attempts, "delivery attempt");
         let reader = self.reader.clone();
         let sender = Arc::clone(&self.sender);
         let clock = Arc::clone(&self.clock);
@@ -369,11 +414,11 @@ impl Worker {
         });
     }
 
-    /// Turns an attempt's end into the write that stores it.
+    /// Counts an attempt's end and hands the write that stores it to [`store_ends`].
     fn collect(
-        &mut self,
+        &self,
         joined: Result<Ended, tokio::task::JoinError>,
-        ends: &mut Vec<DeliveryOp>,
+        ends: &mpsc::UnboundedSender<DeliveryOp>,
     ) {
         let Ok(Ended {
             flight,
@@ -393,9 +438,6 @@ impl Worker {
                 if let Some(at) = received_at {
                     self.metrics.delivered_after(now - at);
                 }
-                if std::mem::take(&mut self.failing) {
-                    self.recovering = true;
-                }
                 Finish::Delivered
             }
             Attempt::Dead(error) => {
@@ -403,7 +445,6 @@ impl Worker {
                 Finish::Dead { error }
             }
             Attempt::Retry(error) => {
-                self.failing = true;
                 let max_age = i64::try_from(self.target.max_age.as_millis()).unwrap_or(i64::MAX);
                 let next = now + backoff_ms(failed, jitter());
                 if next.saturating_sub(flight.pending_since) > max_age {
@@ -425,40 +466,13 @@ impl Worker {
         if let Finish::Dead { error } = &how {
             tracing::warn!(target = %self.target.name, event_id = flight.event_id, "delivery dead: {error}");
         }
-        ends.push(DeliveryOp::Finish {
+        let _ = ends.send(DeliveryOp::Finish {
             target: self.target.name.clone(),
             event_id: flight.event_id,
             owner: self.owner.clone(),
             at: now,
             how,
         });
-    }
-
-    /// Stores attempts' ends; on failure they stay leased until the lease expires, and are
-    /// attempted again then (at least once, never lost).
-    /// After a recovery, the next batch of waiting deliveries is made due with them, until a
-    /// batch finds none.
-    async fn store_ends(&mut self, ends: &mut Vec<DeliveryOp>) {
-        if self.recovering && !self.failing {
-            ends.push(DeliveryOp::Hasten {
-                target: self.target.name.clone(),
-                now: self.clock.now_millis(),
-            });
-        }
-        if ends.is_empty() {
-            return;
-        }
-        let hastening = matches!(ends.last(), Some(DeliveryOp::Hasten { .. }));
-        match self.store.deliveries(std::mem::take(ends)).await {
-            Ok(changed) => {
-                if hastening && changed.last() == Some(&0) {
-                    self.recovering = false;
-                }
-            }
-            Err(e) => {
-                tracing::warn!(target = %self.target.name, "delivery results not stored: {e}")
-            }
-        }
     }
 
     /// Refreshes the backlog gauges.
@@ -471,6 +485,47 @@ impl Worker {
                 self.metrics.backlog(b.pending, age);
             }
             Err(e) => tracing::debug!(target = %self.target.name, "backlog not read: {e}"),
+        }
+    }
+}
+
+/// Stores attempts' ends, whatever has arrived in one write, until the worker drops its
+/// sender. After a failing target succeeds again, each write also makes the next batch of its
+/// waiting deliveries due, until a batch finds none. A write that fails leaves those
+/// deliveries leased until the lease expires; they are attempted again then (at least once,
+/// never lost).
+async fn store_ends(
+    store: AuditStore,
+    target: String,
+    clock: SharedClock,
+    mut rx: mpsc::UnboundedReceiver<DeliveryOp>,
+) {
+    let mut batch = Vec::new();
+    let (mut failing, mut recovering) = (false, false);
+    while rx.recv_many(&mut batch, 1024).await > 0 {
+        for op in &batch {
+            if let DeliveryOp::Finish { how, .. } = op {
+                match how {
+                    Finish::Retry { .. } => failing = true,
+                    Finish::Delivered if failing => {
+                        failing = false;
+                        recovering = true;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let hastening = recovering && !failing;
+        if hastening {
+            batch.push(DeliveryOp::Hasten {
+                target: target.clone(),
+                now: clock.now_millis(),
+            });
+        }
+        match store.deliveries(std::mem::take(&mut batch)).await {
+            Ok(changed) if hastening && changed.last() == Some(&0) => recovering = false,
+            Ok(_) => {}
+            Err(e) => tracing::warn!(target = %target, "delivery results not stored: {e}"),
         }
     }
 }

@@ -113,7 +113,7 @@ fn verify(db: &TestDb, args: &[&str]) -> (bool, String) {
 }
 
 /// Runs statements on the store as someone with direct database access would.
-async fn tamper(db: &TestDb, statements: &[&str]) {
+pub(crate) async fn tamper(db: &TestDb, statements: &[&str]) {
     for sql in statements {
         run_sql(db, sql)
             .await
