@@ -128,6 +128,8 @@ pub(crate) struct EventView {
     token_header: Value,
     /// Its decoded claims.
     token_claims: Value,
+    /// The digest of the archived key set that verified it (hex), for accepted records.
+    key_set_digest: Option<String>,
     /// Its delivery to each target that gets it.
     deliveries: Vec<DeliveryRow>,
 }
@@ -167,11 +169,17 @@ pub(crate) async fn event(
             ..DeliveryFilter::default()
         })
         .await?;
+    let key_set_digest = (state.reader.chain_rows(id - 1, 1).await?)
+        .into_iter()
+        .find(|c| c.row.id == id)
+        .and_then(|c| c.row.key_set_digest)
+        .map(|d| crate::util::hex(&d));
     Ok(Json(EventView {
         record,
         token,
         token_header,
         token_claims,
+        key_set_digest,
         deliveries,
     }))
 }

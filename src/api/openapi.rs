@@ -202,6 +202,7 @@ fn components() -> Value {
                         "token": {"type": ["string", "null"]},
                         "token_header": {"type": ["object", "null"]},
                         "token_claims": {"type": ["object", "null"]},
+                        "key_set_digest": {"type": ["string", "null"], "description": "hex SHA-256 of the archived key set that verified the token"},
                         "deliveries": {"type": "array", "items": reference("Delivery")},
                     },
                 }],

@@ -16,7 +16,7 @@ use crate::helpers::{API_TOKEN, TestApp, both_backends, spawn_app_with, with_api
 use crate::ledger::tamper;
 
 /// A receiver with the query API and a checkpoint signer held in memory.
-async fn app_with_checkpoints() -> (TestApp, Arc<NoteSigner>) {
+pub(crate) async fn app_with_checkpoints() -> (TestApp, Arc<NoteSigner>) {
     let signer = Arc::new(
         NoteSigner::new(
             "console.logout-ledger.test",
@@ -244,4 +244,31 @@ async fn a_retry_through_the_api_is_refused_without_a_token_or_a_match() {
         "the request is chained, naming who asked"
     );
     app.stop().await;
+}
+
+/// The in-browser proof checker (`console/js/proof.js`) against real `prove` documents and
+/// altered ones, under Node's test runner; skipped without Node unless the browser tests are
+/// required (`LOGOUT_LEDGER_REQUIRE_BROWSER`, set by `.ci/run`).
+#[tokio::test]
+async fn the_console_proof_checker_passes_its_node_tests() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let run = tokio::process::Command::new("node")
+        .args(["--test", "console/test/"])
+        .current_dir(root)
+        .output()
+        .await;
+    let required =
+        std::env::var("LOGOUT_LEDGER_REQUIRE_BROWSER").is_ok_and(|v| !v.is_empty() && v != "0");
+    match run {
+        Err(e) if !required => {
+            eprintln!("NOTE: node not found ({e}): the proof checker's tests did not run")
+        }
+        Err(e) => panic!("node is required for the console's tests: {e}"),
+        Ok(out) => assert!(
+            out.status.success(),
+            "node --test console/test/ failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
 }

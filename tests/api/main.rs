@@ -5,6 +5,8 @@ mod helpers;
 
 mod admission;
 mod conformance;
+mod console;
+mod console_e2e;
 mod deliveries;
 mod edge;
 mod fetch;
