@@ -261,6 +261,12 @@ async fn a_webhook_gets_each_accepted_logout_once_signed() {
     assert_eq!(g.body["data"]["aud"], json!([AUDIENCE]));
     assert_eq!(g.body["timestamp"], json!(accepted.received_at));
 
+    // The target's answer is stored a moment after it arrived.
+    eventually(10, "the delivery stored as delivered", || async {
+        let list = app.api_get("/api/v1/deliveries?target=web-app").await;
+        list.body["deliveries"][0]["state"] == "delivered"
+    })
+    .await;
     let list = app.api_get("/api/v1/deliveries?target=web-app").await;
     assert_eq!(list.status, 200, "{:?}", list.body);
     let items = list.body["deliveries"].as_array().expect("deliveries");
@@ -306,18 +312,23 @@ async fn a_target_down_then_up_gets_everything_exactly_once() {
         ids.len() == 6
     })
     .await;
-    let list = app.api_get("/api/v1/deliveries?state=pending").await;
-    let items = list.body["deliveries"]
-        .as_array()
-        .expect("deliveries")
-        .clone();
-    assert_eq!(items.len(), 6, "{items:?}");
-    assert!(
-        items.iter().all(|d| d["last_error"]
-            .as_str()
-            .is_some_and(|e| e.contains("HTTP 503"))),
-        "{items:?}"
-    );
+    // Each failure is stored a moment after the target answered.
+    eventually(
+        10,
+        "six pending deliveries, each with the target's answer",
+        || async {
+            let list = app.api_get("/api/v1/deliveries?state=pending").await;
+            list.body["deliveries"].as_array().is_some_and(|items| {
+                items.len() == 6
+                    && items.iter().all(|d| {
+                        d["last_error"]
+                            .as_str()
+                            .is_some_and(|e| e.contains("HTTP 503"))
+                    })
+            })
+        },
+    )
+    .await;
     hook.set(Mode::Ok);
     eventually(20, "every delivery after the target came back", || async {
         hook.successes().len() >= 6
@@ -331,6 +342,13 @@ async fn a_target_down_then_up_gets_everything_exactly_once() {
     }
     assert_eq!(seen.len(), 6, "{seen:?}");
     assert!(seen.values().all(|n| *n == 1), "delivered twice: {seen:?}");
+    eventually(10, "six deliveries stored as delivered", || async {
+        let list = app.api_get("/api/v1/deliveries?state=delivered").await;
+        list.body["deliveries"]
+            .as_array()
+            .is_some_and(|a| a.len() == 6)
+    })
+    .await;
     let list = app.api_get("/api/v1/deliveries?state=delivered").await;
     let items = list.body["deliveries"]
         .as_array()
@@ -383,8 +401,11 @@ async fn a_relay_reaches_a_second_ledger_which_refuses_a_replay() {
     let replay = b.post_token(&b.sign(&forged)).await;
     assert_eq!(replay.status, 400);
     assert_eq!(replay.code(), "replay");
-    let list = a.api_get("/api/v1/deliveries?target=app-b").await;
-    assert_eq!(list.body["deliveries"][0]["state"], "delivered");
+    eventually(10, "the relay stored as delivered", || async {
+        let list = a.api_get("/api/v1/deliveries?target=app-b").await;
+        list.body["deliveries"][0]["state"] == "delivered"
+    })
+    .await;
     a.stop().await;
     b.stop().await;
 }
@@ -724,18 +745,18 @@ async fn three_replicas_on_postgres_share_the_deliveries() {
         let reader = logout_ledger::store::AuditStore::open_reader(&db.url)
             .await
             .expect("reader");
-        let rows = reader
-            .deliveries(&logout_ledger::store::deliveries::DeliveryFilter {
-                limit: 100,
-                ..Default::default()
-            })
-            .await
-            .expect("deliveries");
-        assert_eq!(rows.len(), 30);
-        assert!(
-            rows.iter()
-                .all(|d| d.state == logout_ledger::store::deliveries::DeliveryState::Delivered)
-        );
+        let filter = logout_ledger::store::deliveries::DeliveryFilter {
+            limit: 100,
+            ..Default::default()
+        };
+        eventually(10, "thirty deliveries stored as delivered", || async {
+            let rows = reader.deliveries(&filter).await.expect("deliveries");
+            rows.len() == 30
+                && rows
+                    .iter()
+                    .all(|d| d.state == logout_ledger::store::deliveries::DeliveryState::Delivered)
+        })
+        .await;
         drop(replicas);
     })
     .await;
