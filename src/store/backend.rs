@@ -240,6 +240,15 @@ macro_rules! migrations {
                 "deliveries",
                 include_str!(concat!("../../migrations/", $dir, "/0005_deliveries.sql")),
             ),
+            (
+                6,
+                "summary index",
+                include_str!(concat!(
+                    "../../migrations/",
+                    $dir,
+                    "/0006_summary_index.sql"
+                )),
+            ),
         ]
     };
 }

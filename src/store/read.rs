@@ -11,7 +11,10 @@ use super::dialect::{Arg, Dialect, Digests};
 use super::reader::{Answer, ReadDb};
 use super::record::StoredRecord;
 use super::report::{GroupBy, MAX_GROUPS, Summary, summary_from_rows};
-use super::select::{page_query, push_from_where, push_group_expr, push_time};
+use super::select::{
+    page_query, push_from_time_index, push_from_where, push_group_expr, push_time,
+    summary_from_time_index,
+};
 use super::{ChainRow, EventFilter, NdjsonPage, StoreError, StoredCheckpoint};
 
 /// A pool of read connections on one database.
@@ -275,7 +278,11 @@ impl<D: Dialect> ReadDb for SqlReader<D> {
             }
             let total = D::int8("SUM(COUNT(*)) OVER ()");
             q.push(format_args!("COUNT(*) AS n, {total} AS total"));
-            push_from_where(&mut q, &unpaged(f));
+            if summary_from_time_index(f, group_by) {
+                push_from_time_index(&mut q, f);
+            } else {
+                push_from_where(&mut q, &unpaged(f));
+            }
             if !group_by.is_empty() {
                 let keys: Vec<String> = (0..group_by.len()).map(|i| format!("k{i}")).collect();
                 let order: Vec<String> = keys

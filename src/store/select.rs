@@ -137,6 +137,60 @@ pub(super) fn push_from_where<D: Dialect>(
     id_col
 }
 
+/// Whether a summary of `f` grouped by `group_by` can be read from the time index alone
+/// (`audit_events_received_at` holds received_at, kind, outcome, reason and iss): no filter or
+/// grouping on anything else, no cursor.
+pub(super) fn summary_from_time_index(f: &EventFilter, group_by: &[GroupBy]) -> bool {
+    let grouped = group_by.iter().all(|g| {
+        matches!(
+            g,
+            GroupBy::Day | GroupBy::Issuer | GroupBy::Outcome | GroupBy::Reason
+        )
+    });
+    grouped
+        && f.sub.is_none()
+        && f.sid.is_none()
+        && f.jti.is_none()
+        && f.meta.is_empty()
+        && f.has_meta.is_empty()
+        && f.metadata_status.is_none()
+        && !f.verified
+        && f.id_range.is_none()
+}
+
+/// Pushes ` FROM ... WHERE ...` for a summary [`summary_from_time_index`] accepts: the time
+/// window on the time index, then its own columns.
+pub(super) fn push_from_time_index<D: Dialect>(q: &mut QueryBuilder<D>, f: &EventFilter) {
+    q.push(format_args!(
+        " FROM audit_events e{} WHERE 1 = 1",
+        D::BY_TIME_INDEX
+    ));
+    if let Some(ms) = f.since {
+        q.push(" AND e.received_at >= ");
+        push_time(q, ms);
+    }
+    if let Some(ms) = f.until {
+        q.push(" AND e.received_at < ");
+        push_time(q, ms);
+    }
+    if let Some(kind) = f.kind.code() {
+        q.push(" AND e.kind = ").arg(kind.to_owned());
+    }
+    let equal = [
+        ("iss", &f.iss),
+        ("reason", &f.reason),
+        ("outcome", &f.outcome.map(|o| o.code().to_owned())),
+    ];
+    for (column, value) in equal {
+        if let Some(v) = value {
+            q.push(format_args!(" AND e.{column} = ")).arg(v.clone());
+        }
+    }
+    if f.filters_claims() {
+        q.push(format_args!(" AND {}", *TRUSTED));
+    }
+}
+
 /// Pushes at most one lower and one upper bound on the sequence number: the cursor, the
 /// export's id range and (`by_time`) a time window's first and last ids, folded into one
 /// expression each. (Given two lower bounds, SQLite seeks with one and filters with the other;
@@ -222,6 +276,47 @@ mod tests {
     use sqlx::Sqlite;
 
     use super::*;
+
+    #[test]
+    fn the_overview_s_summaries_read_the_time_index_alone_and_others_do_not() {
+        let window = EventFilter {
+            since: Some(1),
+            outcome: Some(crate::store::Outcome::Rejected),
+            ..EventFilter::default()
+        };
+        let overview = [GroupBy::Day, GroupBy::Issuer];
+        assert!(summary_from_time_index(&window, &overview));
+        assert!(summary_from_time_index(&window, &[GroupBy::Reason]));
+        assert!(!summary_from_time_index(
+            &window,
+            &[GroupBy::Meta("org_id".into())]
+        ));
+        let by_subject = EventFilter {
+            sub: Some("auth0|alice".into()),
+            ..window.clone()
+        };
+        assert!(!summary_from_time_index(&by_subject, &overview));
+        let verified = EventFilter {
+            verified: true,
+            ..window
+        };
+        assert!(!summary_from_time_index(&verified, &overview));
+        let mut q = QueryBuilder::<Sqlite>::new("SELECT 1");
+        push_from_time_index(
+            &mut q,
+            &EventFilter {
+                since: Some(1),
+                ..EventFilter::default()
+            },
+        );
+        assert!(
+            q.sql()
+                .as_str()
+                .contains("INDEXED BY audit_events_received_at"),
+            "{}",
+            q.sql().as_str()
+        );
+    }
 
     fn sql(f: &EventFilter) -> String {
         page_query::<Sqlite>("", f).sql().as_str().to_owned()
