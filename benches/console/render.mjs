@@ -4,7 +4,9 @@
 // navigate to a search (a metadata filter, in the URL) and wait for its first page.
 //
 //   node benches/console/render.mjs   (env: CONSOLE_URL, API_TOKEN, [RUNS=5], [CHROMIUM],
-//                                      [SEARCH='meta.org_id=org_acme'])
+//                                      [SEARCH='meta.org_id=org_acme'], [NOW=RFC 3339])
+// NOW sets the page's clock (Date.now), so "the last 30 days" can be placed at the end of a
+// benchmark store's data (benches/query fills 90 days ending 2026-11-20): the worst case.
 // playwright-core comes from tests/console/node_modules (npm ci there).
 import { createRequire } from 'node:module';
 import path from 'node:path';
@@ -28,6 +30,7 @@ const browser = await chromium.launch({
   args: ['--no-sandbox'],
 });
 const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+if (process.env.NOW) await page.clock.setFixedTime(new Date(process.env.NOW));
 const h1 = (text) => page.getByRole('heading', { level: 1 }).filter({ hasText: text });
 await page.goto(URL_);
 await page.getByLabel('API token').fill(TOKEN);
