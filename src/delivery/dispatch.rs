@@ -4,16 +4,17 @@
 //! attempts up to `concurrency` at once, and stores each end (delivered, retry with backoff and
 //! jitter, dead). Every write goes through the audit writer and shares its commits.
 //!
-//! The worker keeps up to `concurrency` more deliveries leased beyond those in flight, so a
-//! finished attempt is followed by the next at once, not after a commit; the ends are stored
-//! by a task of their own ([`store_ends`]), batched, so storing them never holds attempts back.
+//! Attempts run in `concurrency` slots ([`slot`]) that take leased deliveries from a queue the
+//! worker keeps filled ahead of them ([`Worker::lead`]), so a finished attempt is followed by
+//! the next at once, never after a commit or a scan; the ends are stored by a task of their own
+//! ([`store_ends`]), batched, so storing them never holds attempts back either.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Mutex, Notify, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -24,7 +25,9 @@ use super::sender::{Message, Sender};
 use crate::clock::{SharedClock, parse_rfc3339_millis};
 use crate::config::DeliverySettings;
 use crate::store::deliveries::{DeliveryOp, DeliveryState, Finish, NewDelivery};
-use crate::store::{AuditStore, EventFilter, KindFilter, Order, StoreError, StoreReader};
+use crate::store::{
+    AuditStore, EventFilter, KindFilter, Order, StoreError, StoreReader, StoredRecord,
+};
 
 /// Records read from the log per page.
 const SCAN_PAGE: u32 = 500;
@@ -32,6 +35,10 @@ const SCAN_PAGE: u32 = 500;
 const SCAN_PAGES: usize = 4;
 /// Longest a worker sleeps without looking for due retries (and a CLI's requeue).
 const POLL: Duration = Duration::from_secs(1);
+/// Shortest time between two refills: commits arrive hundreds of times a second under load, and
+/// each refill costs reads and a write; gathering a few milliseconds' records into one refill
+/// costs that much latency and saves most of the work.
+const REFILL_GAP: Duration = Duration::from_millis(5);
 /// How often the backlog metrics are read from the store.
 const BACKLOG_EVERY: Duration = Duration::from_secs(5);
 /// Records examined without a match after which the position is stored anyway.
@@ -61,39 +68,65 @@ fn jitter() -> f64 {
     f64::from(u32::from_le_bytes(b)) / (f64::from(u32::MAX) + 1.0)
 }
 
-/// A delivery being attempted.
+/// A leased delivery, queued for a slot or being attempted.
 struct InFlight {
     event_id: i64,
     delivery_id: String,
+    /// The record as the scan read it (a first attempt needs no second read, unless it
+    /// relays the token, which the scan does not read).
+    record: Option<Arc<StoredRecord>>,
     attempts: i64,
     pending_since: i64,
+    /// Until when this process holds it (ms).
+    lease_until: i64,
 }
 
-/// What an attempt task hands back.
-struct Ended {
-    flight: InFlight,
-    received_at: Option<i64>,
-    attempt: Attempt,
+/// What the worker and its attempt slots share.
+struct Shared {
+    target: Arc<DeliverySettings>,
+    sender: Arc<Sender>,
+    reader: StoreReader,
+    clock: SharedClock,
+    metrics: Arc<TargetMetrics>,
+    owner: String,
+    /// Leased deliveries waiting for a slot, oldest first.
+    queue: Mutex<mpsc::UnboundedReceiver<InFlight>>,
+    /// How many wait in `queue`.
+    queued: AtomicUsize,
+    /// How many are being attempted.
+    in_flight: AtomicUsize,
+    /// How long attempts take (µs), a moving average: how many deliveries to hold leased.
+    attempt_us: AtomicU64,
+    /// A slot took the queue below `concurrency`, or finished: time to refill.
+    hungry: Notify,
+    /// Shutting down: queued deliveries are left (their leases are released).
+    stopping: AtomicBool,
+    /// Where attempts' ends go ([`store_ends`]).
+    ends: mpsc::UnboundedSender<DeliveryOp>,
+}
+
+impl Shared {
+    /// Longest one attempt may take in all (reading the record, connecting, sending): its
+    /// timeout and two seconds more, enforced around the attempt.
+    fn attempt_bound(&self) -> Duration {
+        self.target.timeout + Duration::from_secs(2)
+    }
 }
 
 /// One target's worker.
 pub(super) struct Worker {
-    target: Arc<DeliverySettings>,
-    sender: Arc<Sender>,
+    shared: Arc<Shared>,
     store: AuditStore,
-    reader: StoreReader,
-    clock: SharedClock,
-    metrics: Arc<TargetMetrics>,
-    /// This process's lease name.
-    owner: String,
+    /// Feeds the slots' queue.
+    work: mpsc::UnboundedSender<InFlight>,
     /// The stored position (what another replica would read).
     stored: i64,
     /// The last record examined (ahead of `stored` while nothing matched).
     scanned: i64,
     /// When `scanned` last moved past `stored` unstored.
     unstored_since: Option<Instant>,
-    /// Leased here, not yet started, oldest first.
-    ready: VecDeque<InFlight>,
+    /// The ends' receiver, until [`Worker::run`] hands it to [`store_ends`].
+    ends_rx: Option<mpsc::UnboundedReceiver<DeliveryOp>>,
 }
 
 impl Worker {
@@ -106,59 +139,79 @@ impl Worker {
         metrics: Arc<TargetMetrics>,
         owner: String,
     ) -> Self {
-        Self {
+        let (work, queue) = mpsc::unbounded_channel();
+        let (ends, ends_rx) = mpsc::unbounded_channel();
+        // Until attempts are timed, as if each took half its bound: `concurrency` held ahead.
+        let initial_us = (target.timeout + Duration::from_secs(2)).as_micros() / 2;
+        let shared = Arc::new(Shared {
             reader: store.reader(),
             target,
             sender,
-            store,
             clock,
             metrics,
             owner,
+            queue: Mutex::new(queue),
+            queued: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
+            attempt_us: AtomicU64::new(u64::try_from(initial_us).unwrap_or(u64::MAX)),
+            hungry: Notify::new(),
+            stopping: AtomicBool::new(false),
+            ends,
+        });
+        Self {
+            shared,
+            store,
+            work,
             stored: 0,
             scanned: 0,
             unstored_since: None,
-            ready: VecDeque::new(),
+            ends_rx: Some(ends_rx),
         }
     }
 
-    /// Runs until `stop` turns true; then waits briefly for attempts in flight, stores their
-    /// ends and releases the leases it still holds. `head` is the last record committed
+    /// Runs until `stop` turns true; then lets attempts in flight end (2 s at most), stores
+    /// their ends and releases the leases it still holds. `head` is the last record committed
     /// before the service began to serve (where a new target starts).
     pub(super) async fn run(mut self, head: i64, mut stop: watch::Receiver<bool>) {
         let mut committed = self.store.committed();
+        let name = self.shared.target.name.clone();
         loop {
             let Err(e) = self.init(head).await else {
                 break;
             };
-            tracing::warn!(target = %self.target.name, "delivery position not read: {e}");
+            tracing::warn!(target = %name, "delivery position not read: {e}");
             tokio::select! {
                 () = tokio::time::sleep(POLL) => {}
                 _ = stop.changed() => return,
             }
         }
-        let (ends, ends_rx) = mpsc::unbounded_channel();
+        let Some(ends_rx) = self.ends_rx.take() else {
+            return;
+        };
         let storing = tokio::spawn(store_ends(
             self.store.clone(),
-            self.target.name.clone(),
-            Arc::clone(&self.clock),
+            name.clone(),
+            Arc::clone(&self.shared.clock),
             ends_rx,
         ));
-        let mut attempts: JoinSet<Ended> = JoinSet::new();
+        let mut slots = JoinSet::new();
+        for _ in 0..self.shared.target.concurrency {
+            slots.spawn(slot(Arc::clone(&self.shared)));
+        }
         let mut next_backlog = Instant::now();
+        let mut last_refill = Instant::now();
         loop {
-            if let Err(e) = self.refill(attempts.len()).await {
-                tracing::warn!(target = %self.target.name, "delivery step failed: {e}");
+            let since = last_refill.elapsed();
+            if since < REFILL_GAP {
+                tokio::time::sleep(REFILL_GAP - since).await;
             }
-            self.start_ready(&mut attempts);
+            last_refill = Instant::now();
+            if let Err(e) = self.refill().await {
+                tracing::warn!(target = %name, "delivery step failed: {e}");
+            }
             tokio::select! {
                 _ = committed.changed() => {}
-                Some(joined) = attempts.join_next(), if !attempts.is_empty() => {
-                    self.collect(joined, &ends);
-                    while let Some(more) = attempts.try_join_next() {
-                        self.collect(more, &ends);
-                    }
-                    self.start_ready(&mut attempts);
-                }
+                () = self.shared.hungry.notified() => {}
                 () = tokio::time::sleep(POLL) => {}
                 _ = stop.changed() => break,
             }
@@ -167,27 +220,27 @@ impl Worker {
                 next_backlog = Instant::now() + BACKLOG_EVERY;
             }
         }
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        let Self { shared, work, .. } = self;
+        drop(work);
         let _ = tokio::time::timeout(Duration::from_secs(2), async {
-            while let Some(joined) = attempts.join_next().await {
-                self.collect(joined, &ends);
-            }
+            while slots.join_next().await.is_some() {}
         })
         .await;
-        attempts.abort_all();
-        drop(ends);
+        slots.abort_all();
+        while slots.join_next().await.is_some() {}
+        let (store, owner) = (self.store, shared.owner.clone());
+        drop(shared);
         let _ = storing.await;
-        let release = DeliveryOp::Release {
-            owner: self.owner.clone(),
-        };
-        if let Err(e) = self.store.deliveries(vec![release]).await {
-            tracing::warn!(target = %self.target.name, "delivery leases not released: {e}");
+        if let Err(e) = store.deliveries(vec![DeliveryOp::Release { owner }]).await {
+            tracing::warn!(target = %name, "delivery leases not released: {e}");
         }
     }
 
     /// Reads the target's position, or starts it at `head`.
     async fn init(&mut self, head: i64) -> Result<(), StoreError> {
-        let name = &self.target.name;
-        let position = match self.reader.delivery_position(name).await? {
+        let name = &self.shared.target.name;
+        let position = match self.shared.reader.delivery_position(name).await? {
             Some(p) => p,
             None => {
                 let op = DeliveryOp::InitPosition {
@@ -195,44 +248,65 @@ impl Worker {
                     position: head,
                 };
                 self.store.deliveries(vec![op]).await?;
-                self.reader.delivery_position(name).await?.unwrap_or(head)
+                (self.shared.reader.delivery_position(name).await?).unwrap_or(head)
             }
         };
         self.stored = position;
         self.scanned = position;
-        tracing::info!(target = %name, position, kind = self.target.kind.name(), "delivery started");
+        let kind = self.shared.target.kind.name();
+        tracing::info!(target = %name, position, kind, "delivery started");
         Ok(())
     }
 
-    /// Longest one attempt may take in all (reading the record, connecting, sending): its
-    /// timeout and two seconds more, enforced around the attempt.
-    fn attempt_bound(&self) -> Duration {
-        self.target.timeout + Duration::from_secs(2)
-    }
-
-    /// How long a lease lasts: a delivery waits in `ready` for at most one attempt's bound, then
-    /// takes one, plus a margin; so a replica that died hands its deliveries on within that time
-    /// (49 s with the longest timeout, 20 s).
+    /// How long a lease lasts: a delivery waits in the queue for at most one attempt's bound,
+    /// then takes one, plus a margin; so a replica that died hands its deliveries on within
+    /// that time (49 s with the longest timeout, 20 s).
     fn lease_ms(&self) -> i64 {
-        i64::try_from(self.attempt_bound().as_millis()).unwrap_or(22_000) * 2 + 5_000
+        i64::try_from(self.shared.attempt_bound().as_millis()).unwrap_or(22_000) * 2 + 5_000
     }
 
-    /// Starts leased deliveries while fewer than `concurrency` are in flight.
-    fn start_ready(&mut self, attempts: &mut JoinSet<Ended>) {
-        while attempts.len() < self.target.concurrency {
-            let Some(flight) = self.ready.pop_front() else {
-                return;
-            };
-            self.spawn(attempts, flight);
+    /// How many deliveries to hold leased beyond those in flight: as many as `concurrency`
+    /// attempts get through in one attempt bound at the measured pace (so each waits at most
+    /// one bound, and its lease of two bounds covers the wait and the attempt), at least
+    /// `concurrency`, at most 256.
+    fn lead(&self) -> usize {
+        let conc = self.shared.target.concurrency;
+        let bound_us = self.shared.attempt_bound().as_secs_f64() * 1e6;
+        let attempt_us = self.shared.attempt_us.load(Ordering::Relaxed).max(1) as f64;
+        ((bound_us / attempt_us) * conc as f64).clamp(conc as f64, 256.0) as usize
+    }
+
+    /// Hands a leased delivery to the slots.
+    fn enqueue(&self, flight: InFlight) {
+        self.shared.queued.fetch_add(1, Ordering::SeqCst);
+        if self.work.send(flight).is_err() {
+            self.shared.queued.fetch_sub(1, Ordering::SeqCst);
         }
     }
 
-    /// Examines new records and leases due deliveries, up to `concurrency` beyond those in
-    /// flight, in one write: the position's move, the new deliveries (the first ones leased
-    /// here) and the leases of due ones.
-    async fn refill(&mut self, in_flight: usize) -> Result<(), StoreError> {
-        let want = (2 * self.target.concurrency).saturating_sub(in_flight + self.ready.len());
-        let now = self.clock.now_millis();
+    /// Refreshes the backlog gauges.
+    async fn read_backlog(&self) {
+        let s = &self.shared;
+        match s.reader.delivery_backlog(&s.target.name).await {
+            Ok(b) => {
+                let age = b
+                    .oldest_received_at
+                    .map_or(0, |t| s.clock.now_millis().saturating_sub(t));
+                s.metrics.backlog(b.pending, age);
+            }
+            Err(e) => tracing::debug!(target = %s.target.name, "backlog not read: {e}"),
+        }
+    }
+
+    /// Examines new records and leases due deliveries, up to `concurrency` + [`Worker::lead`]
+    /// beyond those queued and in flight, in one write: the position's move, the new
+    /// deliveries (the first ones leased here) and the leases of due ones; what this process
+    /// leased goes to the slots' queue.
+    async fn refill(&mut self) -> Result<(), StoreError> {
+        let busy = self.shared.in_flight.load(Ordering::SeqCst)
+            + self.shared.queued.load(Ordering::SeqCst);
+        let want = (self.shared.target.concurrency + self.lead()).saturating_sub(busy);
+        let now = self.shared.clock.now_millis();
         let until = now + self.lease_ms();
         let mut ops = Vec::new();
         let mut leased = Vec::new();
@@ -242,15 +316,19 @@ impl Worker {
             .await?;
         let mut due = Vec::new();
         if free > 0 {
-            due = (self.reader)
-                .due_deliveries(&self.target.name, now, u32::try_from(free).unwrap_or(1))
+            due = (self.shared.reader)
+                .due_deliveries(
+                    &self.shared.target.name,
+                    now,
+                    u32::try_from(free).unwrap_or(1),
+                )
                 .await?;
             due.retain(|d| !leased.iter().any(|(id, _)| *id == d.event_id));
             for d in &due {
                 ops.push(DeliveryOp::Lease {
-                    target: self.target.name.clone(),
+                    target: self.shared.target.name.clone(),
                     event_id: d.event_id,
-                    owner: self.owner.clone(),
+                    owner: self.shared.owner.clone(),
                     until,
                     now,
                 });
@@ -268,7 +346,7 @@ impl Worker {
             ops.insert(
                 0,
                 DeliveryOp::Advance {
-                    target: self.target.name.clone(),
+                    target: self.shared.target.name.clone(),
                     from: self.stored,
                     to,
                 },
@@ -291,7 +369,12 @@ impl Worker {
             self.unstored_since = None;
             if changed.first() == Some(&1) {
                 self.stored = self.scanned;
-            } else if let Some(p) = self.reader.delivery_position(&self.target.name).await? {
+            } else if let Some(p) = self
+                .shared
+                .reader
+                .delivery_position(&self.shared.target.name)
+                .await?
+            {
                 // Another replica moved it: ours and its rows are the same deliveries.
                 self.stored = p;
                 self.scanned = self.scanned.max(p);
@@ -302,17 +385,23 @@ impl Worker {
                 continue;
             }
             match op {
-                DeliveryOp::Insert(d) if d.lease.is_some() => self.ready.push_back(InFlight {
+                DeliveryOp::Insert(d) if d.lease.is_some() => self.enqueue(InFlight {
                     event_id: d.event_id,
                     delivery_id: d.delivery_id.clone(),
+                    record: (leased.iter())
+                        .find(|(id, _)| *id == d.event_id)
+                        .map(|(_, r)| Arc::clone(r)),
+                    lease_until: until,
                     attempts: 0,
                     pending_since: now,
                 }),
                 DeliveryOp::Lease { event_id, .. } => {
                     if let Some(d) = due.iter().find(|d| d.event_id == *event_id) {
-                        self.ready.push_back(InFlight {
+                        self.enqueue(InFlight {
                             event_id: d.event_id,
                             delivery_id: d.delivery_id.clone(),
+                            record: None,
+                            lease_until: until,
                             attempts: d.attempts,
                             pending_since: d.pending_since,
                         });
@@ -330,12 +419,12 @@ impl Worker {
     async fn scan(
         &mut self,
         ops: &mut Vec<DeliveryOp>,
-        leased: &mut Vec<(i64, String)>,
+        leased: &mut Vec<(i64, Arc<StoredRecord>)>,
         free: &mut usize,
         now: i64,
         until: i64,
     ) -> Result<Option<i64>, StoreError> {
-        let max_age = i64::try_from(self.target.max_age.as_millis()).unwrap_or(i64::MAX);
+        let max_age = i64::try_from(self.shared.target.max_age.as_millis()).unwrap_or(i64::MAX);
         let mut after = self.scanned;
         let mut last = None;
         for _ in 0..SCAN_PAGES {
@@ -346,12 +435,12 @@ impl Worker {
                 limit: SCAN_PAGE,
                 ..EventFilter::default()
             };
-            let records = self.reader.query(&filter).await?;
+            let records = self.shared.reader.query(&filter).await?;
             let Some(page_last) = records.last().map(|r| r.id) else {
                 break;
             };
             for r in &records {
-                let Some(event_type) = event::matches(&self.target, r) else {
+                let Some(event_type) = event::matches(&self.shared.target, r) else {
                     continue;
                 };
                 let received_at = parse_rfc3339_millis(&r.received_at).unwrap_or(now);
@@ -359,11 +448,11 @@ impl Worker {
                 let delivery_id = format!("msg_{}", crate::util::random_id().replace('-', ""));
                 let lease = (!expired && *free > 0).then(|| {
                     *free -= 1;
-                    leased.push((r.id, delivery_id.clone()));
-                    (self.owner.clone(), until)
+                    leased.push((r.id, Arc::new(r.clone())));
+                    (self.shared.owner.clone(), until)
                 });
                 ops.push(DeliveryOp::Insert(NewDelivery {
-                    target: self.target.name.clone(),
+                    target: self.shared.target.name.clone(),
                     event_id: r.id,
                     delivery_id,
                     event_type: event_type.into(),
@@ -386,106 +475,126 @@ impl Worker {
         }
         Ok(last)
     }
+}
 
-    /// Starts one attempt.
-    fn spawn(&self, attempts: &mut JoinSet<Ended>, flight: InFlight) {
-        let reader = self.reader.clone();
-        let sender = Arc::clone(&self.sender);
-        let clock = Arc::clone(&self.clock);
-        let bound = self.attempt_bound();
-        attempts.spawn(async move {
-            let attempt = async {
-                match message(&reader, flight.event_id, &flight.delivery_id).await {
-                    Ok(Some((m, received_at))) => {
-                        (sender.send(&m, clock.now_secs()).await, Some(received_at))
-                    }
-                    Ok(None) => (Attempt::Dead("the record is no longer stored".into()), None),
-                    Err(e) => (Attempt::Retry(format!("reading the record: {e}")), None),
-                }
-            };
-            let (attempt, received_at) = tokio::time::timeout(bound, attempt)
-                .await
-                .unwrap_or_else(|_| (Attempt::Retry(format!("no answer within {bound:?}")), None));
-            Ended {
-                flight,
-                received_at,
-                attempt,
-            }
-        });
-    }
-
-    /// Counts an attempt's end and hands the write that stores it to [`store_ends`].
-    fn collect(
-        &self,
-        joined: Result<Ended, tokio::task::JoinError>,
-        ends: &mpsc::UnboundedSender<DeliveryOp>,
-    ) {
-        let Ok(Ended {
-            flight,
-            received_at,
-            attempt,
-        }) = joined
-        else {
-            // A panicked attempt keeps its lease until it expires; the delivery is retried then.
+/// One attempt slot: takes the next leased delivery, attempts it, hands its end to
+/// [`store_ends`], until the worker stops. A delivery whose lease would run out before its
+/// attempt's bound is left alone: it is due again once the lease expires, so no two attempts
+/// of a delivery ever overlap.
+async fn slot(shared: Arc<Shared>) {
+    let bound = shared.attempt_bound();
+    let bound_ms = i64::try_from(bound.as_millis()).unwrap_or(i64::MAX);
+    loop {
+        let next = shared.queue.lock().await.recv().await;
+        let Some(flight) = next else {
             return;
         };
-        let now = self.clock.now_millis();
-        let failed = flight.attempts + 1;
-        tracing::debug!(target = %self.target.name, event_id = flight.event_id, ?attempt, "delivery attempt ended");
-        let how = match attempt {
-            Attempt::Delivered => {
-                self.metrics.attempt(AttemptResult::Delivered);
-                if let Some(at) = received_at {
-                    self.metrics.delivered_after(now - at);
-                }
-                Finish::Delivered
-            }
-            Attempt::Dead(error) => {
-                self.metrics.attempt(AttemptResult::Dead);
-                Finish::Dead { error }
-            }
-            Attempt::Retry(error) => {
-                let max_age = i64::try_from(self.target.max_age.as_millis()).unwrap_or(i64::MAX);
-                let next = now + backoff_ms(failed, jitter());
-                if next.saturating_sub(flight.pending_since) > max_age {
-                    self.metrics.attempt(AttemptResult::Dead);
-                    Finish::Dead {
-                        error: format!(
-                            "not delivered within max_age after {failed} attempts: {error}"
-                        ),
-                    }
-                } else {
-                    self.metrics.attempt(AttemptResult::Retry);
-                    Finish::Retry {
-                        next_attempt_at: next,
-                        error,
-                    }
-                }
-            }
-        };
-        if let Finish::Dead { error } = &how {
-            tracing::warn!(target = %self.target.name, event_id = flight.event_id, "delivery dead: {error}");
+        let left = shared
+            .queued
+            .fetch_sub(1, Ordering::SeqCst)
+            .saturating_sub(1);
+        if left < shared.target.concurrency {
+            shared.hungry.notify_one();
         }
-        let _ = ends.send(DeliveryOp::Finish {
-            target: self.target.name.clone(),
-            event_id: flight.event_id,
-            owner: self.owner.clone(),
-            at: now,
-            how,
-        });
+        if shared.stopping.load(Ordering::SeqCst)
+            || flight.lease_until - shared.clock.now_millis() < bound_ms
+        {
+            continue;
+        }
+        shared.in_flight.fetch_add(1, Ordering::SeqCst);
+        let started = Instant::now();
+        let (attempt, received_at) = attempt(&shared, &flight, bound).await;
+        let took = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let avg = shared.attempt_us.load(Ordering::Relaxed);
+        let _ = shared.attempt_us.compare_exchange(
+            avg,
+            (avg / 5) * 4 + took / 5,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+        shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+        let _ = shared
+            .ends
+            .send(finish(&shared, &flight, received_at, attempt));
+        shared.hungry.notify_one();
     }
+}
 
-    /// Refreshes the backlog gauges.
-    async fn read_backlog(&self) {
-        match self.reader.delivery_backlog(&self.target.name).await {
-            Ok(b) => {
-                let age = b
-                    .oldest_received_at
-                    .map_or(0, |t| self.clock.now_millis().saturating_sub(t));
-                self.metrics.backlog(b.pending, age);
-            }
-            Err(e) => tracing::debug!(target = %self.target.name, "backlog not read: {e}"),
+/// One attempt, bounded in time: the record (read by id unless the scan's copy serves), the
+/// message, the send.
+async fn attempt(shared: &Shared, flight: &InFlight, bound: Duration) -> (Attempt, Option<i64>) {
+    let known = flight
+        .record
+        .clone()
+        .filter(|_| !shared.sender.needs_token());
+    let work = async {
+        let read = match known {
+            Some(record) => Ok(Some(message_of(&record, None, &flight.delivery_id))),
+            None => message(&shared.reader, flight.event_id, &flight.delivery_id).await,
+        };
+        match read {
+            Ok(Some((m, received_at))) => (
+                shared.sender.send(&m, shared.clock.now_secs()).await,
+                Some(received_at),
+            ),
+            Ok(None) => (Attempt::Dead("the record is no longer stored".into()), None),
+            Err(e) => (Attempt::Retry(format!("reading the record: {e}")), None),
         }
+    };
+    tokio::time::timeout(bound, work)
+        .await
+        .unwrap_or_else(|_| (Attempt::Retry(format!("no answer within {bound:?}")), None))
+}
+
+/// Counts an attempt's end and makes the write that stores it.
+fn finish(
+    shared: &Shared,
+    flight: &InFlight,
+    received_at: Option<i64>,
+    attempt: Attempt,
+) -> DeliveryOp {
+    let (target, metrics) = (&shared.target, &shared.metrics);
+    let now = shared.clock.now_millis();
+    let failed = flight.attempts + 1;
+    tracing::debug!(target = %target.name, event_id = flight.event_id, ?attempt, "delivery attempt ended");
+    let how = match attempt {
+        Attempt::Delivered => {
+            metrics.attempt(AttemptResult::Delivered);
+            if let Some(at) = received_at {
+                metrics.delivered_after(now - at);
+            }
+            Finish::Delivered
+        }
+        Attempt::Dead(error) => {
+            metrics.attempt(AttemptResult::Dead);
+            Finish::Dead { error }
+        }
+        Attempt::Retry(error) => {
+            let max_age = i64::try_from(target.max_age.as_millis()).unwrap_or(i64::MAX);
+            let next = now + backoff_ms(failed, jitter());
+            if next.saturating_sub(flight.pending_since) > max_age {
+                metrics.attempt(AttemptResult::Dead);
+                Finish::Dead {
+                    error: format!("not delivered within max_age after {failed} attempts: {error}"),
+                }
+            } else {
+                metrics.attempt(AttemptResult::Retry);
+                Finish::Retry {
+                    next_attempt_at: next,
+                    error,
+                }
+            }
+        }
+    };
+    if let Finish::Dead { error } = &how {
+        tracing::warn!(target = %target.name, event_id = flight.event_id, "delivery dead: {error}");
+    }
+    DeliveryOp::Finish {
+        target: target.name.clone(),
+        event_id: flight.event_id,
+        owner: shared.owner.clone(),
+        at: now,
+        how,
     }
 }
 
@@ -545,19 +654,24 @@ async fn message(
         (None, Some(original)) => reader.event(original).await?.and_then(|(_, t)| t),
         (None, None) => None,
     };
+    Ok(Some(message_of(&record, token, delivery_id)))
+}
+
+/// The message of a record already read, and its time.
+fn message_of(record: &StoredRecord, token: Option<String>, delivery_id: &str) -> (Message, i64) {
     let event_type = match record.outcome.as_deref() {
         Some("duplicate") => event::DUPLICATE,
         _ => event::ACCEPTED,
     };
     let received_at = parse_rfc3339_millis(&record.received_at).unwrap_or(0);
-    Ok(Some((
+    (
         Message {
             delivery_id: delivery_id.to_owned(),
-            body: event::body(event_type, &record),
+            body: event::body(event_type, record),
             token,
         },
         received_at,
-    )))
+    )
 }
 
 #[cfg(test)]

@@ -72,6 +72,11 @@ impl Sender {
         })
     }
 
+    /// Whether an attempt needs the original token (read by id), not only the record.
+    pub(super) fn needs_token(&self) -> bool {
+        matches!(self, Self::Backchannel { .. })
+    }
+
     /// Makes one attempt; `now_secs` is its Unix time (the webhook's timestamp).
     pub(super) async fn send(&self, m: &Message, now_secs: i64) -> Attempt {
         match self {
