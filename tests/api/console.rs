@@ -17,6 +17,13 @@ use crate::ledger::tamper;
 
 /// A receiver with the query API and a checkpoint signer held in memory.
 pub(crate) async fn app_with_checkpoints() -> (TestApp, Arc<NoteSigner>) {
+    app_with_checkpoints_and(|_| {}).await
+}
+
+/// [`app_with_checkpoints`], its settings changed by `change` first.
+pub(crate) async fn app_with_checkpoints_and(
+    change: impl FnOnce(&mut logout_ledger::config::Settings),
+) -> (TestApp, Arc<NoteSigner>) {
     let signer = Arc::new(
         NoteSigner::new(
             "console.logout-ledger.test",
@@ -32,6 +39,7 @@ pub(crate) async fn app_with_checkpoints() -> (TestApp, Arc<NoteSigner>) {
             interval: Duration::from_secs(3600),
             dir: None,
         });
+        change(settings);
     })
     .await;
     (app, signer)

@@ -13,13 +13,58 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
-use crate::console::app_with_checkpoints;
+use crate::console::app_with_checkpoints_and;
 use crate::helpers::{API_TOKEN, Backend, TempDir, TestApp, backend, both_backends};
 use crate::ledger::tamper;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 /// The whole browser run; the script itself keeps under a minute.
 const BROWSER_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// The delivery target whose application refuses every token.
+const RELAY_TARGET: &str = "legacy-app";
+
+/// A back-channel endpoint answering every request 400, as an application that rejects the
+/// token does; its address.
+async fn refusing_relay() -> std::net::SocketAddr {
+    let app = axum::Router::new().route(
+        "/backchannel-logout",
+        axum::routing::post(|| async {
+            (
+                axum::http::StatusCode::BAD_REQUEST,
+                r#"{"error":"invalid_request","error_description":"unknown session"}"#,
+            )
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    addr
+}
+
+/// A relay target to `addr`.
+fn refusing_target(addr: &std::net::SocketAddr) -> logout_ledger::config::DeliverySettings {
+    logout_ledger::config::DeliverySettings {
+        name: RELAY_TARGET.into(),
+        kind: logout_ledger::config::DeliveryKind::Backchannel {
+            url: format!("http://{addr}/backchannel-logout")
+                .parse()
+                .expect("url"),
+        },
+        issuers: Vec::new(),
+        audiences: Vec::new(),
+        meta: std::collections::BTreeMap::new(),
+        duplicates: false,
+        accepted: true,
+        max_age: logout_ledger::config::DEFAULT_MAX_AGE,
+        concurrency: 4,
+        timeout: Duration::from_secs(2),
+    }
+}
 
 fn browser_required() -> bool {
     std::env::var("LOGOUT_LEDGER_REQUIRE_BROWSER").is_ok_and(|v| !v.is_empty() && v != "0")
@@ -88,7 +133,13 @@ async fn the_console_works_end_to_end_in_a_browser() {
         return;
     }
 
-    let (app, signer) = app_with_checkpoints().await;
+    // An application whose back-channel endpoint refuses every token: its deliveries are dead
+    // at once, for the Deliveries page and its retry buttons.
+    let refusing = refusing_relay().await;
+    let (app, signer) = app_with_checkpoints_and(move |s| {
+        s.deliveries = vec![refusing_target(&refusing)];
+    })
+    .await;
     let people: [(Option<&str>, &str, Option<&str>); 10] = [
         (Some("auth0|alice"), "sid-alice-1", Some("org_acme")),
         (Some("auth0|bob"), "sid-bob-1", Some("org_globex")),
@@ -177,6 +228,22 @@ async fn the_console_works_end_to_end_in_a_browser() {
     };
     std::fs::create_dir_all(&screenshots).expect("screenshot dir");
     let api = app.api.expect("the query API runs");
+    let dead = app.api_get("/api/v1/deliveries?state=dead").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let mut dead = dead;
+    while dead.body["deliveries"].as_array().is_none_or(Vec::is_empty)
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        dead = app.api_get("/api/v1/deliveries?state=dead").await;
+    }
+    assert!(
+        dead.body["deliveries"]
+            .as_array()
+            .is_some_and(|d| !d.is_empty()),
+        "the refusing relay's deliveries are dead: {:?}",
+        dead.body
+    );
     let run = tokio::process::Command::new("node")
         .arg("tests/console/e2e.mjs")
         .current_dir(&root)
@@ -190,6 +257,7 @@ async fn the_console_works_end_to_end_in_a_browser() {
         .env("META_VALUE", "org_acme")
         .env("EXPECTED_CSV", &expected_csv)
         .env("SCREENSHOT_DIR", &screenshots)
+        .env("DELIVERY_TARGET", RELAY_TARGET)
         .env("CHROMIUM", CHROMIUM)
         .kill_on_drop(true)
         .output();

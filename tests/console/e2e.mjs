@@ -27,6 +27,7 @@ const META_KEY = env('META_KEY');
 const META_VALUE = env('META_VALUE');
 const EXPECTED_CSV = env('EXPECTED_CSV');
 const SHOTS = env('SCREENSHOT_DIR');
+const DELIVERY_TARGET = env('DELIVERY_TARGET');
 const WRONG_TOKEN = 'llq_not-the-right-token-0000';
 const TIMEOUT = 10_000;
 const DESKTOP = { width: 1280, height: 900 };
@@ -140,7 +141,7 @@ try {
   await page.getByRole('table', { name: /Rejected requests by reason/ }).waitFor();
   const chart = page.locator('.chart canvas');
   await chart.first().waitFor();
-  check(await page.locator('#nav-deliveries').isHidden(), 'Deliveries is in the navigation though no target is configured');
+  check(await page.locator('#nav-deliveries').isVisible(), 'Deliveries is not in the navigation though a target is configured');
   await tokenNotInHref();
   await axeCheck('the overview');
   await shot('overview.png');
@@ -359,6 +360,19 @@ try {
   await chart.first().waitFor();
   await noHorizontalScrollAtZoom('the overview');
   await page.setViewportSize(DESKTOP);
+
+  // ------------------------------------------------------------- deliveries
+  begin('the deliveries page lists the dead deliveries and retries them');
+  await page.getByRole('link', { name: 'Deliveries', exact: true }).click();
+  await h1().filter({ hasText: 'Deliveries' }).waitFor();
+  const section = page.getByRole('region', { name: `Target ${DELIVERY_TARGET}` });
+  await section.waitFor();
+  const dead = section.getByRole('region', { name: 'Dead' });
+  await dead.getByText(/unknown session/).first().waitFor();
+  await axeCheck('the deliveries page');
+  await shot('deliveries.png');
+  await section.getByRole('button', { name: `Retry all dead (${DELIVERY_TARGET})` }).click();
+  await page.getByRole('status').filter({ hasText: new RegExp(`deliver(y|ies) of target ${DELIVERY_TARGET} due again`) }).waitFor();
 
   // ---------------------------------------------------------------- sign-out
   begin('sign out');
