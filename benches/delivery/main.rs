@@ -45,8 +45,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, bail, ensure};
 use logout_ledger::clock::{SystemClock, parse_rfc3339_millis};
 use logout_ledger::config::{
-    ApiSettings, DEFAULT_MAX_AGE, DeliveryKind, DeliverySettings, EdgeSettings, IssuerSettings,
-    KeyFetchSettings, Secret, Settings,
+    ApiSettings, DeliveryKind, DeliverySettings, EdgeSettings, IssuerSettings, KeyFetchSettings,
+    Secret, Settings,
 };
 use logout_ledger::local_issuer::LocalIssuer;
 use logout_ledger::startup::Application;
@@ -178,16 +178,8 @@ fn settings(
 /// One delivery target with the benchmark's common settings.
 fn target(name: &str, kind: DeliveryKind, concurrency: usize) -> DeliverySettings {
     DeliverySettings {
-        name: name.into(),
-        kind,
-        issuers: vec![],
-        audiences: vec![],
-        meta: BTreeMap::new(),
-        duplicates: false,
-        accepted: true,
-        max_age: DEFAULT_MAX_AGE,
         concurrency,
-        timeout: Duration::from_secs(10),
+        ..DeliverySettings::new(name, kind)
     }
 }
 

@@ -94,8 +94,6 @@ const FILTERS: &[Param] = &[
         Schema::Text,
         "Rejection code, e.g. `bad_signature`.",
     ),
-    query("since", Schema::Time, "Received at or after (RFC 3339)."),
-    query("until", Schema::Time, "Received before (RFC 3339)."),
     repeatable(query(
         META_PARAM,
         Schema::Text,
@@ -117,13 +115,20 @@ const FILTERS: &[Param] = &[
         "`true`: only records whose claims passed verification (accepted, duplicate). Otherwise filters match stored values, verified or not.",
     ),
 ];
+/// A page's size.
+const LIMIT: Param = query("limit", Schema::Integer, "Page size, 1-1000; default 100.");
+/// The time window, on the record's `received_at`.
+const WINDOW: &[Param] = &[
+    query("since", Schema::Time, "Received at or after (RFC 3339)."),
+    query("until", Schema::Time, "Received before (RFC 3339)."),
+];
 const PAGE: &[Param] = &[
     query(
         "order",
         Schema::OneOf(&["desc", "asc"]),
         "By sequence number; default `desc` (newest first).",
     ),
-    query("limit", Schema::Integer, "Page size, 1-1000; default 100."),
+    LIMIT,
     query(
         "cursor",
         Schema::Text,
@@ -182,13 +187,7 @@ const DELIVERIES: &[Param] = &[
         Schema::OneOf(&["pending", "delivered", "dead"]),
         "Delivery state.",
     ),
-    query(
-        "since",
-        Schema::Time,
-        "Records received at or after (RFC 3339).",
-    ),
-    query("until", Schema::Time, "Records received before (RFC 3339)."),
-    query("limit", Schema::Integer, "Page size, 1-1000; default 100."),
+    LIMIT,
     query(
         "cursor",
         Schema::Text,
@@ -306,7 +305,7 @@ pub(crate) const ROUTES: &[Route] = &[
         summary: "Audit records matching filters, a page at a time (keyset cursor).",
         authenticated: true,
         audited: true,
-        params: &[SUB, KIND, FILTERS, PAGE],
+        params: &[SUB, KIND, FILTERS, WINDOW, PAGE],
         answer: Answer::Page,
     },
     Route {
@@ -336,7 +335,7 @@ pub(crate) const ROUTES: &[Route] = &[
         summary: "A subject's logout records, newest first.",
         authenticated: true,
         audited: true,
-        params: &[SUBJECT, FILTERS, PAGE],
+        params: &[SUBJECT, FILTERS, WINDOW, PAGE],
         answer: Answer::Page,
     },
     Route {
@@ -346,7 +345,7 @@ pub(crate) const ROUTES: &[Route] = &[
         summary: "Every matching record, streamed in constant memory (a snapshot: records arriving meanwhile are left out).",
         authenticated: true,
         audited: true,
-        params: &[SUB, KIND, FILTERS, EXPORT],
+        params: &[SUB, KIND, FILTERS, WINDOW, EXPORT],
         answer: Answer::Stream,
     },
     Route {
@@ -356,7 +355,7 @@ pub(crate) const ROUTES: &[Route] = &[
         summary: "Counts of matching records per day, issuer, outcome, reason or metadata value.",
         authenticated: true,
         audited: true,
-        params: &[SUB, KIND, FILTERS, GROUP],
+        params: &[SUB, KIND, FILTERS, WINDOW, GROUP],
         answer: Answer::Summary,
     },
     Route {
@@ -366,7 +365,7 @@ pub(crate) const ROUTES: &[Route] = &[
         summary: "Deliveries of logouts to the configured targets: state, attempts, last error.",
         authenticated: true,
         audited: true,
-        params: &[DELIVERIES],
+        params: &[DELIVERIES, WINDOW],
         answer: Answer::Deliveries,
     },
     Route {

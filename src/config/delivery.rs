@@ -124,6 +124,26 @@ pub struct DeliverySettings {
     pub timeout: Duration,
 }
 
+impl DeliverySettings {
+    /// A target with the file's defaults: every accepted logout of every issuer, retried for
+    /// [`DEFAULT_MAX_AGE`], [`DEFAULT_CONCURRENCY`] attempts at once of at most
+    /// [`DEFAULT_ATTEMPT_TIMEOUT`] each (for settings built in code: tests, benchmarks).
+    pub fn new(name: impl Into<String>, kind: DeliveryKind) -> Self {
+        Self {
+            name: name.into(),
+            kind,
+            issuers: Vec::new(),
+            audiences: Vec::new(),
+            meta: BTreeMap::new(),
+            duplicates: false,
+            accepted: true,
+            max_age: DEFAULT_MAX_AGE,
+            concurrency: DEFAULT_CONCURRENCY,
+            timeout: DEFAULT_ATTEMPT_TIMEOUT,
+        }
+    }
+}
+
 /// Validates every `[[deliveries]]` table; `allow_http` permits `http://` URLs and NATS on a
 /// host other than loopback (no TLS).
 pub fn validate_deliveries(
@@ -217,8 +237,6 @@ impl DeliveryFile {
             return Err(err("concurrency", "must be between 1 and 256".into()));
         }
         Ok(DeliverySettings {
-            name: self.name.clone(),
-            kind,
             issuers: self.issuers.clone(),
             audiences: self.audiences.clone(),
             meta: self.meta.clone(),
@@ -227,6 +245,7 @@ impl DeliveryFile {
             max_age: duration("max_age", &self.max_age, DEFAULT_MAX_AGE)?,
             concurrency,
             timeout,
+            ..DeliverySettings::new(self.name.clone(), kind)
         })
     }
 

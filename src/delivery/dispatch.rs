@@ -308,51 +308,51 @@ impl Worker {
         let want = (self.shared.target.concurrency + self.lead()).saturating_sub(busy);
         let now = self.shared.clock.now_millis();
         let until = now + self.lease_ms();
-        let mut ops = Vec::new();
-        let mut leased = Vec::new();
+        let mut batch = Batch::default();
         let mut free = want;
-        let last = self
-            .scan(&mut ops, &mut leased, &mut free, now, until)
-            .await?;
-        let mut due = Vec::new();
+        let last = self.scan(&mut batch, &mut free, now, until).await?;
         if free > 0 {
-            due = (self.shared.reader)
-                .due_deliveries(
-                    &self.shared.target.name,
-                    now,
-                    u32::try_from(free).unwrap_or(1),
-                )
+            let limit = u32::try_from(free).unwrap_or(1);
+            let due = (self.shared.reader)
+                .due_deliveries(&self.shared.target.name, now, limit)
                 .await?;
-            due.retain(|d| !leased.iter().any(|(id, _)| *id == d.event_id));
-            for d in &due {
-                ops.push(DeliveryOp::Lease {
+            for d in due {
+                if batch.leases(d.event_id) {
+                    continue;
+                }
+                let lease = DeliveryOp::Lease {
                     target: self.shared.target.name.clone(),
                     event_id: d.event_id,
                     owner: self.shared.owner.clone(),
                     until,
                     now,
-                });
+                };
+                let flight = InFlight {
+                    event_id: d.event_id,
+                    delivery_id: d.delivery_id,
+                    record: None,
+                    lease_until: until,
+                    attempts: d.attempts,
+                    pending_since: d.pending_since,
+                };
+                batch.push(lease, Some(flight));
             }
         }
         let found = last.is_some_and(|l| l > self.stored);
         let unstored = last.unwrap_or(self.scanned) - self.stored;
         let since = *self.unstored_since.get_or_insert_with(Instant::now);
-        let advance = found
-            && (!leased.is_empty()
-                || ops.iter().any(|o| matches!(o, DeliveryOp::Insert(_)))
-                || unstored >= LAZY_ADVANCE
-                || since.elapsed() >= POLL * 2);
+        let advance =
+            found && (batch.inserts() || unstored >= LAZY_ADVANCE || since.elapsed() >= POLL * 2);
         if advance && let Some(to) = last {
-            ops.insert(
-                0,
-                DeliveryOp::Advance {
-                    target: self.shared.target.name.clone(),
-                    from: self.stored,
-                    to,
-                },
-            );
+            let op = DeliveryOp::Advance {
+                target: self.shared.target.name.clone(),
+                from: self.stored,
+                to,
+            };
+            batch.ops.insert(0, op);
+            batch.then.insert(0, None);
         }
-        if ops.is_empty() {
+        if batch.ops.is_empty() {
             // Nothing to deliver: the position is stored later, with the next match or after
             // a while (a crash re-examines at most these records).
             if let Some(l) = last {
@@ -361,7 +361,7 @@ impl Worker {
             return Ok(());
         }
         // On failure nothing moves: the same records are examined again at the next step.
-        let changed = self.store.deliveries(ops.clone()).await?;
+        let changed = self.store.deliveries(batch.ops).await?;
         if let Some(l) = last {
             self.scanned = l;
         }
@@ -380,46 +380,20 @@ impl Worker {
                 self.scanned = self.scanned.max(p);
             }
         }
-        for (op, n) in ops.iter().zip(&changed) {
-            if *n != 1 {
-                continue;
-            }
-            match op {
-                DeliveryOp::Insert(d) if d.lease.is_some() => self.enqueue(InFlight {
-                    event_id: d.event_id,
-                    delivery_id: d.delivery_id.clone(),
-                    record: (leased.iter())
-                        .find(|(id, _)| *id == d.event_id)
-                        .map(|(_, r)| Arc::clone(r)),
-                    lease_until: until,
-                    attempts: 0,
-                    pending_since: now,
-                }),
-                DeliveryOp::Lease { event_id, .. } => {
-                    if let Some(d) = due.iter().find(|d| d.event_id == *event_id) {
-                        self.enqueue(InFlight {
-                            event_id: d.event_id,
-                            delivery_id: d.delivery_id.clone(),
-                            record: None,
-                            lease_until: until,
-                            attempts: d.attempts,
-                            pending_since: d.pending_since,
-                        });
-                    }
-                }
-                _ => {}
+        // What this process leased (its insert or lease changed the row) goes to the slots.
+        for (flight, n) in batch.then.into_iter().zip(changed) {
+            if let (Some(flight), 1) = (flight, n) {
+                self.enqueue(flight);
             }
         }
         Ok(())
     }
 
     /// Reads up to [`SCAN_PAGES`] pages of records after `scanned` and adds an insert for each
-    /// match to `ops`, the first `free` leased (noted in `leased`). Returns the last record
-    /// examined, if any.
+    /// match to `batch`, the first `free` leased. Returns the last record examined, if any.
     async fn scan(
         &mut self,
-        ops: &mut Vec<DeliveryOp>,
-        leased: &mut Vec<(i64, Arc<StoredRecord>)>,
+        batch: &mut Batch,
         free: &mut usize,
         now: i64,
         until: i64,
@@ -439,22 +413,18 @@ impl Worker {
             let Some(page_last) = records.last().map(|r| r.id) else {
                 break;
             };
-            for r in &records {
-                let Some(event_type) = event::matches(&self.shared.target, r) else {
+            let full = records.len() == SCAN_PAGE as usize;
+            for r in records {
+                let Some(event_type) = event::matches(&self.shared.target, &r) else {
                     continue;
                 };
                 let received_at = parse_rfc3339_millis(&r.received_at).unwrap_or(now);
                 let expired = now.saturating_sub(received_at) > max_age;
-                let delivery_id = format!("msg_{}", crate::util::random_id().replace('-', ""));
-                let lease = (!expired && *free > 0).then(|| {
-                    *free -= 1;
-                    leased.push((r.id, Arc::new(r.clone())));
-                    (self.shared.owner.clone(), until)
-                });
-                ops.push(DeliveryOp::Insert(NewDelivery {
+                let leased = !expired && *free > 0;
+                let insert = NewDelivery {
                     target: self.shared.target.name.clone(),
                     event_id: r.id,
-                    delivery_id,
+                    delivery_id: format!("msg_{}", crate::util::random_id().replace('-', "")),
                     event_type: event_type.into(),
                     received_at,
                     state: if expired {
@@ -464,16 +434,54 @@ impl Worker {
                     },
                     next_attempt_at: now,
                     last_error: expired.then(|| "older than max_age when found".to_owned()),
-                    lease,
-                }));
+                    lease: leased.then(|| (self.shared.owner.clone(), until)),
+                };
+                let flight = leased.then(|| {
+                    *free -= 1;
+                    InFlight {
+                        event_id: r.id,
+                        delivery_id: insert.delivery_id.clone(),
+                        record: Some(Arc::new(r)),
+                        lease_until: until,
+                        attempts: 0,
+                        pending_since: now,
+                    }
+                });
+                batch.push(DeliveryOp::Insert(insert), flight);
             }
             after = page_last;
             last = Some(page_last);
-            if records.len() < SCAN_PAGE as usize {
+            if !full {
                 break;
             }
         }
         Ok(last)
+    }
+}
+
+/// One refill's write, and beside each of its operations the delivery this process takes if
+/// that operation changes its row (a leased insert, a lease).
+#[derive(Default)]
+struct Batch {
+    ops: Vec<DeliveryOp>,
+    then: Vec<Option<InFlight>>,
+}
+
+impl Batch {
+    /// Adds an operation and what it hands to the slots.
+    fn push(&mut self, op: DeliveryOp, then: Option<InFlight>) {
+        self.ops.push(op);
+        self.then.push(then);
+    }
+
+    /// Whether this batch already takes the delivery of `event_id` (a scan's leased insert).
+    fn leases(&self, event_id: i64) -> bool {
+        self.then.iter().flatten().any(|f| f.event_id == event_id)
+    }
+
+    /// Whether it creates deliveries.
+    fn inserts(&self) -> bool {
+        self.ops.iter().any(|o| matches!(o, DeliveryOp::Insert(_)))
     }
 }
 

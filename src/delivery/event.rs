@@ -81,12 +81,11 @@ pub fn body(event_type: &str, record: &StoredRecord) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
-    use std::time::Duration;
 
     use serde_json::json;
 
     use super::*;
-    use crate::config::{DEFAULT_MAX_AGE, DeliveryKind};
+    use crate::config::DeliveryKind;
 
     fn record(outcome: &str) -> StoredRecord {
         serde_json::from_value(json!({
@@ -100,20 +99,8 @@ mod tests {
     }
 
     fn target() -> DeliverySettings {
-        DeliverySettings {
-            name: "t".into(),
-            kind: DeliveryKind::Backchannel {
-                url: "https://app.example/logout".parse().expect("url"),
-            },
-            issuers: Vec::new(),
-            audiences: Vec::new(),
-            meta: BTreeMap::new(),
-            duplicates: false,
-            accepted: true,
-            max_age: DEFAULT_MAX_AGE,
-            concurrency: 1,
-            timeout: Duration::from_secs(1),
-        }
+        let url = "https://app.example/logout".parse().expect("url");
+        DeliverySettings::new("t", DeliveryKind::Backchannel { url })
     }
 
     #[test]

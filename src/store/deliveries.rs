@@ -379,8 +379,8 @@ pub(super) enum Val {
     NullText,
 }
 
-/// The delivery statements of one database: written once here with `$n` placeholders (SQLite
-/// gets `?n`, its numbered form) and times wrapped by the database's conversion.
+/// The delivery statements of one database: written once here with `$n` placeholders and
+/// times wrapped by the database's conversion.
 #[derive(Debug)]
 pub(super) struct Statements {
     init: String,
@@ -397,23 +397,10 @@ pub(super) struct Statements {
 }
 
 impl Statements {
-    /// SQLite's statements: `?n` placeholders, times stored as ms.
+    /// SQLite's statements: times stored as ms (`$n` is a named parameter there, bound by
+    /// name).
     pub(super) fn sqlite() -> Self {
-        let s = Self::new(str::to_owned);
-        let q = |t: String| t.replace('$', "?");
-        Self {
-            init: q(s.init),
-            advance: q(s.advance),
-            insert: q(s.insert),
-            lease: q(s.lease),
-            delivered: q(s.delivered),
-            retry: q(s.retry),
-            dead: q(s.dead),
-            hasten: q(s.hasten),
-            requeue_one: q(s.requeue_one),
-            requeue_dead: q(s.requeue_dead),
-            release: q(s.release),
-        }
+        Self::new(str::to_owned)
     }
 
     /// PostgreSQL's statements: times converted by `ll_ts`.

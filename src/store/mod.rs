@@ -446,26 +446,7 @@ const CLI_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Appends an access or system record from a process other than the service (the CLI),
 /// chained after whatever the store holds now. Safe while the service runs.
 pub async fn append_note(url: &str, note: &Note) -> Result<i64, StoreError> {
-    match Location::parse(url)? {
-        Location::Sqlite(path) => {
-            let note = note.clone();
-            sqlite::on_own_thread(move || async move {
-                let mut chain = sqlite::SqliteChain::open(&path, CLI_BUSY_TIMEOUT)?;
-                let mut tx = chain.begin()?;
-                let id = append_after_last(&mut *tx, &note).await?;
-                tx.commit()?;
-                Ok(id)
-            })
-            .await
-        }
-        Location::Postgres(options) => {
-            let mut conn = postgres::open_writer(*options).await?;
-            let mut tx = postgres::begin_locked(&mut conn).await?;
-            let id = append_after_last(&mut *tx, note).await?;
-            tx.commit().await?;
-            Ok(id)
-        }
-    }
+    cli_batch(url, Vec::new(), note).await.map(|(_, id)| id)
 }
 
 /// Runs delivery-state writes from outside the service (`deliveries retry`) in one transaction
@@ -476,6 +457,17 @@ pub async fn write_deliveries(
     ops: Vec<deliveries::DeliveryOp>,
     note: &Note,
 ) -> Result<Vec<u64>, StoreError> {
+    cli_batch(url, ops, note).await.map(|(changed, _)| changed)
+}
+
+/// One transaction of a process other than the service, holding the chain lock: the delivery
+/// writes `ops`, then `note` chained after whatever the store holds now. Answers the rows each
+/// write changed and the note's id.
+async fn cli_batch(
+    url: &str,
+    ops: Vec<deliveries::DeliveryOp>,
+    note: &Note,
+) -> Result<(Vec<u64>, i64), StoreError> {
     match Location::parse(url)? {
         Location::Sqlite(path) => {
             let note = note.clone();
@@ -483,9 +475,9 @@ pub async fn write_deliveries(
                 let mut chain = sqlite::SqliteChain::open(&path, CLI_BUSY_TIMEOUT)?;
                 let mut tx = chain.begin()?;
                 let changed = tx.deliveries(&ops).await?;
-                append_after_last(&mut *tx, &note).await?;
+                let id = append_after_last(&mut *tx, &note).await?;
                 tx.commit()?;
-                Ok(changed)
+                Ok((changed, id))
             })
             .await
         }
@@ -493,9 +485,9 @@ pub async fn write_deliveries(
             let mut conn = postgres::open_writer(*options).await?;
             let mut tx = postgres::begin_locked(&mut conn).await?;
             let changed = tx.deliveries(&ops).await?;
-            append_after_last(&mut *tx, note).await?;
+            let id = append_after_last(&mut *tx, note).await?;
             tx.commit().await?;
-            Ok(changed)
+            Ok((changed, id))
         }
     }
 }

@@ -11,10 +11,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use logout_ledger::config::{DeliveryKind, DeliverySettings};
 use serde_json::{Map, Value, json};
 
 use crate::console::app_with_checkpoints_and;
-use crate::helpers::{API_TOKEN, Backend, TempDir, TestApp, backend, both_backends};
+use crate::helpers::{API_TOKEN, Backend, TempDir, TestApp, backend, both_backends, eventually};
 use crate::ledger::tamper;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -47,22 +48,16 @@ async fn refusing_relay() -> std::net::SocketAddr {
 }
 
 /// A relay target to `addr`.
-fn refusing_target(addr: &std::net::SocketAddr) -> logout_ledger::config::DeliverySettings {
-    logout_ledger::config::DeliverySettings {
-        name: RELAY_TARGET.into(),
-        kind: logout_ledger::config::DeliveryKind::Backchannel {
-            url: format!("http://{addr}/backchannel-logout")
-                .parse()
-                .expect("url"),
-        },
-        issuers: Vec::new(),
-        audiences: Vec::new(),
-        meta: std::collections::BTreeMap::new(),
-        duplicates: false,
-        accepted: true,
-        max_age: logout_ledger::config::DEFAULT_MAX_AGE,
-        concurrency: 4,
+fn refusing_target(addr: &std::net::SocketAddr) -> DeliverySettings {
+    let url = format!("http://{addr}/backchannel-logout");
+    DeliverySettings {
         timeout: Duration::from_secs(2),
+        ..DeliverySettings::new(
+            RELAY_TARGET,
+            DeliveryKind::Backchannel {
+                url: url.parse().expect("url"),
+            },
+        )
     }
 }
 
@@ -228,22 +223,13 @@ async fn the_console_works_end_to_end_in_a_browser() {
     };
     std::fs::create_dir_all(&screenshots).expect("screenshot dir");
     let api = app.api.expect("the query API runs");
-    let dead = app.api_get("/api/v1/deliveries?state=dead").await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    let mut dead = dead;
-    while dead.body["deliveries"].as_array().is_none_or(Vec::is_empty)
-        && tokio::time::Instant::now() < deadline
-    {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        dead = app.api_get("/api/v1/deliveries?state=dead").await;
-    }
-    assert!(
+    eventually(15, "the refusing relay's deliveries dead", || async {
+        let dead = app.api_get("/api/v1/deliveries?state=dead").await;
         dead.body["deliveries"]
             .as_array()
-            .is_some_and(|d| !d.is_empty()),
-        "the refusing relay's deliveries are dead: {:?}",
-        dead.body
-    );
+            .is_some_and(|d| !d.is_empty())
+    })
+    .await;
     let run = tokio::process::Command::new("node")
         .arg("tests/console/e2e.mjs")
         .current_dir(&root)

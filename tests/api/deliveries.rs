@@ -3,7 +3,7 @@
 //! back-channel target, the machine's NATS JetStream, and `serve` processes killed mid-delivery
 //! or sharing one PostgreSQL store.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,16 +14,15 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use logout_ledger::config::{DEFAULT_MAX_AGE, DeliveryKind, DeliverySettings, Secret, Settings};
+use logout_ledger::config::{DeliveryKind, DeliverySettings, Secret, Settings};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 use crate::helpers::{
-    AUDIENCE, Backend, TempDir, TestDb, both_backends, run_on, spawn_app_with, spawn_replica_with,
-    with_api,
+    AUDIENCE, Answer, Backend, TempDir, TestDb, both_backends, cli, eventually, post_raw, run_on,
+    spawn_app_with, spawn_replica_with, urlencode, with_api,
 };
 
-const BIN: &str = env!("CARGO_BIN_EXE_logout-ledger");
 /// The webhook secret, as a secret file holds it, and its decoded key.
 const SECRET_TEXT: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
@@ -162,18 +161,12 @@ async fn relay(State(hook): State<Hook>, body: Bytes) -> (StatusCode, &'static s
     hook.answer().await
 }
 
+/// A target with the defaults, attempts bounded at 2 s.
 fn target(name: &str, kind: DeliveryKind) -> DeliverySettings {
     DeliverySettings {
-        name: name.into(),
-        kind,
-        issuers: Vec::new(),
-        audiences: Vec::new(),
-        meta: BTreeMap::new(),
-        duplicates: false,
-        accepted: true,
-        max_age: DEFAULT_MAX_AGE,
         concurrency: 4,
         timeout: Duration::from_secs(2),
+        ..DeliverySettings::new(name, kind)
     }
 }
 
@@ -187,20 +180,24 @@ fn webhook_target(hook: &Hook) -> DeliverySettings {
     )
 }
 
-/// Polls `check` every 50 ms until it holds, failing after `secs` seconds with `what`.
-async fn eventually<F, Fut>(secs: u64, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    while tokio::time::Instant::now() < deadline {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{what} did not happen within {secs} s");
+/// Posts `token` to the logout endpoint of the `serve` process at `base`.
+async fn post_to(base: &str, token: &str) -> Answer {
+    post_raw(
+        &reqwest::Client::new(),
+        &format!("{base}/backchannel-logout"),
+        "application/x-www-form-urlencoded",
+        format!("logout_token={}", urlencode(token)).into(),
+    )
+    .await
+}
+
+/// The deliveries `GET /api/v1/deliveries?{query}` lists.
+async fn deliveries_in(app: &crate::helpers::TestApp, query: &str) -> Vec<Value> {
+    let list = app.api_get(&format!("/api/v1/deliveries?{query}")).await;
+    list.body["deliveries"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
 }
 
 both_backends!(
@@ -263,8 +260,10 @@ async fn a_webhook_gets_each_accepted_logout_once_signed() {
 
     // The target's answer is stored a moment after it arrived.
     eventually(10, "the delivery stored as delivered", || async {
-        let list = app.api_get("/api/v1/deliveries?target=web-app").await;
-        list.body["deliveries"][0]["state"] == "delivered"
+        deliveries_in(&app, "target=web-app")
+            .await
+            .first()
+            .is_some_and(|d| d["state"] == "delivered")
     })
     .await;
     let list = app.api_get("/api/v1/deliveries?target=web-app").await;
@@ -298,10 +297,18 @@ async fn a_webhook_gets_each_accepted_logout_once_signed() {
 
 async fn a_target_down_then_up_gets_everything_exactly_once() {
     let hook = Hook::start(Mode::Status(503, "down for maintenance")).await;
-    let t = webhook_target(&hook);
+    // A second application, up all along: the failing target must not hold it back.
+    let healthy = Hook::start(Mode::Ok).await;
+    let (t, other) = (webhook_target(&hook), webhook_target(&healthy));
     let app = spawn_app_with(|s| {
         with_api(s);
-        s.deliveries = vec![t];
+        s.deliveries = vec![
+            t,
+            DeliverySettings {
+                name: "healthy-app".into(),
+                ..other
+            },
+        ];
     })
     .await;
     for _ in 0..6 {
@@ -312,20 +319,28 @@ async fn a_target_down_then_up_gets_everything_exactly_once() {
         ids.len() == 6
     })
     .await;
+    eventually(
+        10,
+        "the healthy target's deliveries while the other fails",
+        || async { healthy.successes().len() == 6 },
+    )
+    .await;
+    assert!(
+        hook.successes().is_empty(),
+        "the failing target is still down"
+    );
     // Each failure is stored a moment after the target answered.
     eventually(
         10,
         "six pending deliveries, each with the target's answer",
         || async {
-            let list = app.api_get("/api/v1/deliveries?state=pending").await;
-            list.body["deliveries"].as_array().is_some_and(|items| {
-                items.len() == 6
-                    && items.iter().all(|d| {
-                        d["last_error"]
-                            .as_str()
-                            .is_some_and(|e| e.contains("HTTP 503"))
-                    })
-            })
+            let items = deliveries_in(&app, "target=web-app&state=pending").await;
+            items.len() == 6
+                && items.iter().all(|d| {
+                    d["last_error"]
+                        .as_str()
+                        .is_some_and(|e| e.contains("HTTP 503"))
+                })
         },
     )
     .await;
@@ -343,17 +358,13 @@ async fn a_target_down_then_up_gets_everything_exactly_once() {
     assert_eq!(seen.len(), 6, "{seen:?}");
     assert!(seen.values().all(|n| *n == 1), "delivered twice: {seen:?}");
     eventually(10, "six deliveries stored as delivered", || async {
-        let list = app.api_get("/api/v1/deliveries?state=delivered").await;
-        list.body["deliveries"]
-            .as_array()
-            .is_some_and(|a| a.len() == 6)
+        deliveries_in(&app, "target=web-app&state=delivered")
+            .await
+            .len()
+            == 6
     })
     .await;
-    let list = app.api_get("/api/v1/deliveries?state=delivered").await;
-    let items = list.body["deliveries"]
-        .as_array()
-        .expect("deliveries")
-        .clone();
+    let items = deliveries_in(&app, "target=web-app&state=delivered").await;
     assert_eq!(items.len(), 6);
     assert!(items.iter().all(|d| d["attempts"].as_i64() >= Some(2)));
     app.stop().await;
@@ -402,8 +413,10 @@ async fn a_relay_reaches_a_second_ledger_which_refuses_a_replay() {
     assert_eq!(replay.status, 400);
     assert_eq!(replay.code(), "replay");
     eventually(10, "the relay stored as delivered", || async {
-        let list = a.api_get("/api/v1/deliveries?target=app-b").await;
-        list.body["deliveries"][0]["state"] == "delivered"
+        deliveries_in(&a, "target=app-b")
+            .await
+            .first()
+            .is_some_and(|d| d["state"] == "delivered")
     })
     .await;
     a.stop().await;
@@ -433,10 +446,7 @@ async fn a_refused_relay_is_dead_at_once_and_the_cli_retries_it() {
     let token = app.valid_token();
     assert_eq!(app.post_token(&token).await.status, 200);
     eventually(10, "the dead delivery", || async {
-        let list = app.api_get("/api/v1/deliveries?state=dead").await;
-        list.body["deliveries"]
-            .as_array()
-            .is_some_and(|a| a.len() == 1)
+        deliveries_in(&app, "state=dead").await.len() == 1
     })
     .await;
     let list = app.api_get("/api/v1/deliveries?state=dead").await;
@@ -449,16 +459,9 @@ async fn a_refused_relay_is_dead_at_once_and_the_cli_retries_it() {
     );
     let forms = hook.forms.lock().expect("lock").clone();
     assert_eq!(forms.len(), 1);
-    assert_eq!(
-        forms[0],
-        format!("logout_token={}", crate::helpers::urlencode(&token))
-    );
+    assert_eq!(forms[0], format!("logout_token={}", urlencode(&token)));
     let db = app.db.url.clone();
-    let out = tokio::process::Command::new(BIN)
-        .args(["deliveries", "list", "--database", &db, "--format", "json"])
-        .output()
-        .await
-        .expect("list");
+    let out = cli(&["deliveries", "list", "--database", &db, "--format", "json"]).await;
     assert!(
         out.status.success(),
         "{}",
@@ -467,11 +470,7 @@ async fn a_refused_relay_is_dead_at_once_and_the_cli_retries_it() {
     let listed: Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(listed[0]["state"], "dead");
     assert_eq!(listed[0]["target"], "app-c");
-    let table = tokio::process::Command::new(BIN)
-        .args(["deliveries", "list", "--database", &db, "--state", "dead"])
-        .output()
-        .await
-        .expect("list");
+    let table = cli(&["deliveries", "list", "--database", &db, "--state", "dead"]).await;
     let text = String::from_utf8_lossy(&table.stdout);
     assert!(
         text.starts_with("TARGET") && text.contains("app-c"),
@@ -479,44 +478,26 @@ async fn a_refused_relay_is_dead_at_once_and_the_cli_retries_it() {
     );
 
     hook.set(Mode::Ok);
-    let retry = tokio::process::Command::new(BIN)
-        .args([
-            "deliveries",
-            "retry",
-            "--database",
-            &db,
-            "--target",
-            "app-c",
-            "--dead",
-        ])
-        .output()
-        .await
-        .expect("retry");
+    let retry_dead = [
+        "deliveries",
+        "retry",
+        "--database",
+        &db,
+        "--target",
+        "app-c",
+        "--dead",
+    ];
+    let retry = cli(&retry_dead).await;
     assert!(
         retry.status.success(),
         "{}",
         String::from_utf8_lossy(&retry.stderr)
     );
     eventually(10, "the retried delivery", || async {
-        let list = app.api_get("/api/v1/deliveries?state=delivered").await;
-        list.body["deliveries"]
-            .as_array()
-            .is_some_and(|a| a.len() == 1)
+        deliveries_in(&app, "state=delivered").await.len() == 1
     })
     .await;
-    let none = tokio::process::Command::new(BIN)
-        .args([
-            "deliveries",
-            "retry",
-            "--database",
-            &db,
-            "--target",
-            "app-c",
-            "--dead",
-        ])
-        .output()
-        .await
-        .expect("retry");
+    let none = cli(&retry_dead).await;
     assert!(!none.status.success(), "nothing left to retry is an error");
     let records = app.all_records().await;
     assert!(
@@ -615,10 +596,7 @@ async fn nats_jetstream_gets_the_event_with_the_delivery_id() {
         .expect("a message on the subject");
     assert_eq!(payload["type"], "logout.accepted");
     eventually(10, "the NATS delivery", || async {
-        let list = app.api_get("/api/v1/deliveries?state=delivered").await;
-        list.body["deliveries"]
-            .as_array()
-            .is_some_and(|a| a.len() == 1)
+        deliveries_in(&app, "state=delivered").await.len() == 1
     })
     .await;
     let list = app.api_get("/api/v1/deliveries").await;
@@ -665,14 +643,7 @@ async fn a_kill_9_mid_delivery_is_delivered_after_restart() {
     let token = op
         .sign("rsa-1", "RS256", &op.claims(AUDIENCE))
         .expect("sign");
-    let answer = crate::helpers::post_raw(
-        &reqwest::Client::new(),
-        &format!("{}/backchannel-logout", first.base),
-        "application/x-www-form-urlencoded",
-        format!("logout_token={}", crate::helpers::urlencode(&token)).into(),
-    )
-    .await;
-    assert_eq!(answer.status, 200);
+    assert_eq!(post_to(&first.base, &token).await.status, 200);
     eventually(10, "the attempt in flight", || async {
         !hook.arrived.lock().expect("lock").is_empty()
     })
@@ -709,27 +680,27 @@ async fn three_replicas_on_postgres_share_the_deliveries() {
         let db = TestDb::new(&dir).await;
         let config = config_file(&dir, &hook, "2s");
         let mut replicas = Vec::new();
+        let mut metrics = Vec::new();
         for _ in 0..3 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+                .port();
+            let listen = format!("127.0.0.1:{port}");
+            let args = ["--config", &config, "--metrics-listen", &listen];
             replicas.push(
-                spawn_replica_with(&op, &db.url, &["--config", &config], |c| {
+                spawn_replica_with(&op, &db.url, &args, |c| {
                     c.env("RUST_LOG", "error");
                 })
                 .await,
             );
+            metrics.push(format!("http://{listen}/metrics"));
         }
         for i in 0..30 {
             let token = op
                 .sign("rsa-1", "RS256", &op.claims(AUDIENCE))
                 .expect("sign");
-            let r = &replicas[i % 3];
-            let answer = crate::helpers::post_raw(
-                &reqwest::Client::new(),
-                &format!("{}/backchannel-logout", r.base),
-                "application/x-www-form-urlencoded",
-                format!("logout_token={}", crate::helpers::urlencode(&token)).into(),
-            )
-            .await;
-            assert_eq!(answer.status, 200);
+            assert_eq!(post_to(&replicas[i % 3].base, &token).await.status, 200);
         }
         eventually(20, "every delivery", || async {
             hook.successes().len() >= 30
@@ -757,6 +728,26 @@ async fn three_replicas_on_postgres_share_the_deliveries() {
                     .all(|d| d.state == logout_ledger::store::deliveries::DeliveryState::Delivered)
         })
         .await;
+        // Each replica delivers what it leased: more than one of them did some of the work.
+        let mut working = 0;
+        for url in &metrics {
+            let text = reqwest::get(url)
+                .await
+                .expect("metrics")
+                .text()
+                .await
+                .expect("text");
+            let delivered = text
+                .lines()
+                .find(|l| {
+                    l.starts_with("logout_ledger_delivery_attempts_total{target=\"web-app\",result=\"delivered\"}")
+                })
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|n| n.parse::<u64>().ok())
+                .expect("the delivered count");
+            working += usize::from(delivered > 0);
+        }
+        assert!(working >= 2, "the deliveries are shared, not done by one replica");
         drop(replicas);
     })
     .await;
@@ -786,22 +777,22 @@ async fn a_wrong_delivery_setting_stops_start_up_naming_it() {
     for (i, (body, setting)) in cases.iter().enumerate() {
         let path = dir.0.join(format!("bad{i}.toml"));
         std::fs::write(&path, format!("[[deliveries]]\nname = \"x\"\n{body}\n")).expect("write");
-        let out = tokio::process::Command::new(BIN)
-            .args([
-                "serve",
-                "--issuer",
-                "https://issuer.example/",
-                "--audience",
-                "a",
-            ])
-            .args(["--config", &path.display().to_string()])
-            .args([
-                "--database",
-                &format!("sqlite://{}", dir.0.join("s.db").display()),
-            ])
-            .output()
-            .await
-            .expect("serve");
+        let (config, db) = (
+            path.display().to_string(),
+            format!("sqlite://{}", dir.0.join("s.db").display()),
+        );
+        let out = cli(&[
+            "serve",
+            "--issuer",
+            "https://issuer.example/",
+            "--audience",
+            "a",
+            "--config",
+            &config,
+            "--database",
+            &db,
+        ])
+        .await;
         assert!(!out.status.success());
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(setting), "{setting}: {err}");

@@ -725,3 +725,28 @@ pub(crate) async fn spawn_replica_with(
     }
     panic!("replica on {database} never became ready");
 }
+
+/// Polls `check` every 50 ms until it holds, failing after `secs` seconds with `what`.
+pub(crate) async fn eventually<F, Fut>(secs: u64, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{what} did not happen within {secs} s");
+}
+
+/// Runs the `logout-ledger` binary with `args` to its end.
+pub(crate) async fn cli(args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_logout-ledger"))
+        .args(args)
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("logout-ledger {args:?}: {e}"))
+}

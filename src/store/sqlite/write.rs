@@ -326,17 +326,29 @@ impl ChainOps for SqliteChain {
     }
 
     async fn deliveries(&mut self, ops: &[DeliveryOp]) -> Result<Vec<u64>, StoreError> {
+        // SQLite reads `$n` as a named parameter: each value is bound by its name.
+        const NAMES: [&str; 11] = [
+            "$1", "$2", "$3", "$4", "$5", "$6", "$7", "$8", "$9", "$10", "$11",
+        ];
         static SQL: LazyLock<Statements> = LazyLock::new(Statements::sqlite);
         let mut changed = Vec::with_capacity(ops.len());
         for op in ops {
             let (sql, values) = SQL.plan(op);
+            debug_assert!(values.len() <= NAMES.len());
             let mut stmt = self.0.prepare_cached(sql)?;
-            let n = stmt.execute(params_from_iter(values.iter().map(|v| match v {
-                Val::Int(i) => rusqlite::types::Value::Integer(*i),
-                Val::Text(t) => rusqlite::types::Value::Text(t.clone()),
-                Val::NullInt | Val::NullText => rusqlite::types::Value::Null,
-            })))?;
-            changed.push(n as u64);
+            for (name, value) in NAMES.iter().zip(&values) {
+                let Some(i) = stmt.parameter_index(name)? else {
+                    continue;
+                };
+                match value {
+                    Val::Int(n) => stmt.raw_bind_parameter(i, n)?,
+                    Val::Text(t) => stmt.raw_bind_parameter(i, t.as_str())?,
+                    Val::NullInt | Val::NullText => {
+                        stmt.raw_bind_parameter(i, rusqlite::types::Null)?;
+                    }
+                }
+            }
+            changed.push(stmt.raw_execute()? as u64);
         }
         Ok(changed)
     }
