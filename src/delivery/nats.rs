@@ -8,11 +8,9 @@
 //! the next request reconnects once to the configured servers.
 
 use std::collections::HashMap;
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex as StdMutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -301,21 +299,9 @@ fn server_addr(server: &str) -> &str {
     s.trim_end_matches('/')
 }
 
-/// 32 random hex digits, from std's randomly keyed hasher, the clock and a counter.
+/// 32 random hex digits (a fresh 128-bit id).
 fn random_hex() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let part = || {
-        let mut h = RandomState::new().build_hasher();
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        h.write_u128(nanos);
-        h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-        h.write_u32(std::process::id());
-        h.finish()
-    };
-    format!("{:016x}{:016x}", part(), part())
+    crate::util::random_id().replace('-', "")
 }
 
 /// Position of the first "\r\n" in `buf`.
